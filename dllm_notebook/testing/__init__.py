@@ -1,0 +1,49 @@
+"""Fake LLM servers for tests, benchmarks and demos: real HTTP on 127.0.0.1.
+
+Each :class:`FakeServer` speaks one dialect faithfully enough for a client to be tested
+against it: ``openai``, ``llamacpp``, ``vllm``, ``exo``, ``lm_studio`` or ``ollama``
+(routes, answer shapes, error bodies and quirks). A :class:`Behaviour` sets its speed
+and the faults it injects; its :class:`RequestLog` records what the client sent.
+
+>>> from dllm_notebook.testing import FakeServer, expected_echo
+>>> with FakeServer("ollama", models=["llama3.2"]) as server:
+...     reply = httpx.post(server.url + "/api/chat", json={
+...         "model": "llama3.2", "stream": False,
+...         "messages": [{"role": "user", "content": "Hi [[p1]]"}]}).json()
+...     assert reply["message"]["content"].startswith(expected_echo("Hi [[p1]]"))
+
+Run servers in another process with ``python -m dllm_notebook.testing serve ...`` or
+``... lab --spec lab.json``. Needs the ``lab`` extra (aiohttp).
+"""
+
+from __future__ import annotations
+
+try:
+    import aiohttp  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "dllm_notebook.testing needs aiohttp. Install the lab extra: "
+        "pip install 'dllm-notebook[lab]'"
+    ) from exc
+
+from ._behaviour import Behaviour
+from ._dialects import DEFAULT_PORTS, DIALECTS
+from ._lab import FakeLab, parse_spec
+from ._log import RequestLog, RequestRecord
+from ._server import FakeServer
+from ._text import count_tokens, expected_echo, prompt_digest, prompt_tokens
+
+__all__ = [
+    "DEFAULT_PORTS",
+    "DIALECTS",
+    "Behaviour",
+    "FakeLab",
+    "FakeServer",
+    "RequestLog",
+    "RequestRecord",
+    "count_tokens",
+    "expected_echo",
+    "parse_spec",
+    "prompt_digest",
+    "prompt_tokens",
+]

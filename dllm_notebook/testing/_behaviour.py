@@ -1,0 +1,153 @@
+"""How a fake server behaves: its models, its speed and the faults it injects.
+
+A :class:`Behaviour` is a plain mutable dataclass. A running server reads it afresh for
+every request, so a test may change it at any time, from any thread, with
+:meth:`FakeServer.update`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+__all__ = ["Behaviour"]
+
+
+@dataclass
+class Behaviour:
+    """Knobs of one fake server. Every field has a harmless, instant default.
+
+    >>> Behaviour(decode_tps=20, slots=2, error_rate=0.1, seed=7)
+
+    Models
+        ``models`` are the models the server has (downloaded); ``loaded`` the ones in
+        memory (``None``: all of them). ``context_length`` is the window the server runs
+        with (LM Studio's loaded context, llama.cpp's ``n_ctx``, vLLM's
+        ``max_model_len``); ``max_context_length`` the model's trained maximum (LM
+        Studio's ``max_context_length``, Ollama's ``<arch>.context_length``; ``None``:
+        same as ``context_length``). ``auto_load`` loads a model that is not loaded on
+        first use (LM Studio's JIT loading; Ollama always does), taking ``load_seconds``.
+        ``ollama_default_num_ctx`` is the window Ollama uses when a request sets no
+        ``options.num_ctx``.
+
+    Speed
+        ``prefill_tps`` and ``decode_tps`` are tokens per second (``None``: instant);
+        ``base_latency`` seconds are added to every generation; all sleeps are multiplied
+        by ``time_scale`` while reported timings stay nominal. ``slots`` requests are
+        generated at once, the rest queue inside the server; with ``max_queue`` set, a
+        request that would wait behind that many others is refused as overloaded.
+        ``answer_tokens`` is the length of an answer when ``max_tokens`` does not cut it.
+
+    Faults (generation requests only)
+        ``error_rate``: fraction answered 500 (drawn from ``random.Random(seed)`` once per
+        request, in arrival order). ``hang``: accept, take a slot and never answer (the slot is
+        freed when the client disconnects). ``garbage``: 200
+        with malformed JSON. ``empty_answer``: 200 with empty content. ``overload``:
+        refuse with ``overload_status`` (429 or 503) and ``Retry-After: retry_after``.
+        ``die_after``: answer that many requests, then on the next one close the listener
+        and reset every open connection.
+    """
+
+    models: tuple[str, ...] = ("fake-model",)
+    loaded: tuple[str, ...] | None = None
+    context_length: int = 4096
+    max_context_length: int | None = None
+    auto_load: bool = True
+    load_seconds: float = 0.0
+    ollama_default_num_ctx: int = 2048
+
+    prefill_tps: float | None = None
+    decode_tps: float | None = None
+    base_latency: float = 0.0
+    time_scale: float = 1.0
+    slots: int = 1
+    max_queue: int | None = None
+    answer_tokens: int = 16
+
+    error_rate: float = 0.0
+    seed: int = 0
+    hang: bool = False
+    garbage: bool = False
+    empty_answer: bool = False
+    overload: bool = False
+    overload_status: int = 503
+    retry_after: int = 1
+    die_after: int | None = None
+
+    def __post_init__(self) -> None:
+        self.models = tuple(self.models)
+        if self.loaded is not None:
+            self.loaded = tuple(self.loaded)
+        problems = _problems(self)
+        if problems:
+            raise ValueError(
+                "Invalid fake-server behaviour: " + "; ".join(problems) + ". Fix these fields."
+            )
+
+    @property
+    def trained_context(self) -> int:
+        """The model's maximum context (``max_context_length`` or ``context_length``)."""
+        return self.max_context_length or self.context_length
+
+    def is_loaded(self, model: str) -> bool:
+        return self.loaded is None or model in self.loaded
+
+    def loaded_models(self) -> tuple[str, ...]:
+        return self.models if self.loaded is None else self.loaded
+
+    def replace(self, **changes: Any) -> Behaviour:
+        """A validated copy with ``changes`` applied (unknown names raise ``TypeError``)."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise TypeError(
+                f"Unknown behaviour field(s): {', '.join(unknown)}. "
+                f"Known fields: {', '.join(sorted(known))}."
+            )
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Behaviour:
+        """Build from JSON-like data (lists become tuples); unknown keys raise ``TypeError``."""
+        return cls().replace(**dict(data))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, the inverse of :meth:`from_dict`."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+def _problems(b: Behaviour) -> list[str]:
+    problems: list[str] = []
+    if not b.models or not all(isinstance(m, str) and m for m in b.models):
+        problems.append("models must be a non-empty list of model names")
+    if b.loaded is not None and not set(b.loaded) <= set(b.models):
+        problems.append("loaded must be a subset of models")
+    for name in ("context_length", "slots", "ollama_default_num_ctx"):
+        if getattr(b, name) < 1:
+            problems.append(f"{name} must be at least 1")
+    if b.max_context_length is not None and b.max_context_length < b.context_length:
+        problems.append("max_context_length must be at least context_length")
+    for name in ("prefill_tps", "decode_tps"):
+        value = getattr(b, name)
+        if value is not None and value <= 0:
+            problems.append(f"{name} must be positive or None (instant)")
+    for name in ("base_latency", "time_scale", "load_seconds"):
+        if getattr(b, name) < 0:
+            problems.append(f"{name} must not be negative")
+    if not 0.0 <= b.error_rate <= 1.0:
+        problems.append("error_rate must be between 0 and 1")
+    if b.overload_status not in (429, 503):
+        problems.append("overload_status must be 429 or 503")
+    if b.answer_tokens < 0 or b.retry_after < 0:
+        problems.append("answer_tokens and retry_after must not be negative")
+    if b.die_after is not None and b.die_after < 0:
+        problems.append("die_after must be None or at least 0")
+    if b.max_queue is not None and b.max_queue < 0:
+        problems.append("max_queue must be None or at least 0")
+    return problems
