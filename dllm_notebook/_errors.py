@@ -1,0 +1,189 @@
+"""The one tree of errors that dllm_notebook raises.
+
+Every error a user can meet is a :class:`DllmError`, and its message says what to do next.
+Errors from the libraries below (httpx, PyMuPDF, sqlite3) are translated once, at the
+boundary, with ``raise ... from exc``::
+
+    DllmError
+    ├── ConfigError                  a bad workers.json, URL or keyword (lists every problem)
+    ├── PresetError                  an unknown preset or a malformed preset file
+    ├── TemplateError                an unknown placeholder in a prompt template
+    ├── LocalWorkerError             the embedded llama.cpp server could not start
+    ├── NoHealthyWorkers             no worker could take a task within the wait limit
+    ├── TaskFailed                   every try of a task failed; ``.last_error`` says why
+    ├── SyncCallInLoop               a blocking call made from the library's own event loop
+    └── WorkerError                  one worker failed one request; ``.worker`` names it
+        ├── WorkerUnreachable        refused, reset or timed out: retried on another worker
+        ├── WorkerOverloaded         429 or 503: backed off and requeued
+        ├── ModelNotAvailable        404, model not found or not loaded: not retried there
+        ├── ContextLengthExceeded    the prompt does not fit the worker's context window
+        ├── RequestRejected          another 4xx (bad request, not authorised): not retried
+        └── BadResponse              other 5xx, malformed JSON or an empty answer
+
+A :class:`WorkerError` carries ``retryable`` (may another worker succeed?) and
+``worker_fault`` (does this count against the worker's health?).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "BadResponse",
+    "ConfigError",
+    "ConfigProblem",
+    "ContextLengthExceeded",
+    "DllmError",
+    "LocalWorkerError",
+    "ModelNotAvailable",
+    "NoHealthyWorkers",
+    "PresetError",
+    "RequestRejected",
+    "SyncCallInLoop",
+    "TaskFailed",
+    "TemplateError",
+    "WorkerError",
+    "WorkerOverloaded",
+    "WorkerUnreachable",
+]
+
+
+class DllmError(Exception):
+    """Base class of every error raised by dllm_notebook."""
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One problem found in a configuration: where it is, and what was expected."""
+
+    where: str
+    """The file, worker and field, e.g. ``config/workers.json: worker 'imac' (#1): port``."""
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+class ConfigError(DllmError):
+    """The configuration is invalid. ``.problems`` lists every problem found, one per line."""
+
+    def __init__(self, problems: Sequence[ConfigProblem]) -> None:
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        noun = "problem" if len(self.problems) == 1 else "problems"
+        super().__init__(
+            f"invalid configuration ({len(self.problems)} {noun}):\n{lines}\n"
+            "Fix these and try again; `dllm check --config FILE` validates a file "
+            "without sending any prompt."
+        )
+
+
+class PresetError(DllmError):
+    """A preset could not be found or its file is malformed."""
+
+
+class TemplateError(DllmError):
+    """A prompt template uses a placeholder that does not exist."""
+
+
+class LocalWorkerError(DllmError):
+    """The embedded llama.cpp server could not be started or stopped cleanly."""
+
+
+class NoHealthyWorkers(DllmError):
+    """No worker was healthy (or able to take the task) within the wait limit."""
+
+
+class SyncCallInLoop(DllmError):
+    """A blocking method was called from inside the library's own event loop."""
+
+
+class WorkerError(DllmError):
+    """One request to one worker failed."""
+
+    retryable: bool = True
+    """Whether another worker (or a later try) may succeed."""
+    worker_fault: bool = True
+    """Whether the failure counts against the worker's health."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        worker: str = "",
+        model: str | None = None,
+        status_code: int | None = None,
+    ) -> None:
+        self.worker = worker
+        self.model = model
+        self.status_code = status_code
+        self.detail = message
+        prefix = f"worker {worker!r}: " if worker else ""
+        super().__init__(prefix + message)
+
+
+class WorkerUnreachable(WorkerError):
+    """Connection refused, reset or timed out. Retried on another worker; the worker is
+    taken out of rotation until a health check passes."""
+
+
+class WorkerOverloaded(WorkerError):
+    """The server answered 429 or 503. The task is requeued and the worker backs off."""
+
+    worker_fault = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        worker: str = "",
+        model: str | None = None,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, worker=worker, model=model, status_code=status_code)
+        self.retry_after = retry_after
+
+
+class ModelNotAvailable(WorkerError):
+    """The worker does not have the model, or has not loaded it. Not retried there."""
+
+    worker_fault = False
+
+
+class ContextLengthExceeded(WorkerError):
+    """The prompt does not fit the worker's context window. Not retried on that worker."""
+
+    worker_fault = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        worker: str = "",
+        model: str | None = None,
+        status_code: int | None = None,
+        context_length: int | None = None,
+    ) -> None:
+        super().__init__(message, worker=worker, model=model, status_code=status_code)
+        self.context_length = context_length
+
+
+class RequestRejected(WorkerError):
+    """The server refused the request itself (another 4xx). Retrying would not help."""
+
+    retryable = False
+    worker_fault = False
+
+
+class BadResponse(WorkerError):
+    """A 5xx, malformed JSON, or an empty answer. Retried elsewhere; counts as a fault."""
+
+
+class TaskFailed(DllmError):
+    """Every try of a task failed. ``.last_error`` is the error of the last try."""
+
+    def __init__(self, message: str, *, last_error: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.last_error = last_error
