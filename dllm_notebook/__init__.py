@@ -1,1 +1,60 @@
-"""dllm_notebook: spread LLM prompts over the lab's machines from a notebook."""
+"""dllm_notebook: spread LLM prompts over the lab's machines from a Jupyter notebook.
+
+>>> from dllm_notebook import Cluster
+>>> cluster = Cluster.from_config("config/workers.json")   # or Cluster.local()
+>>> df = cluster.analyze("papers/", preset="research")
+"""
+
+from __future__ import annotations
+
+from ._cluster import Cluster
+from ._config import ClusterSettings, Secret, WorkerConfig
+from ._errors import (
+    BadResponse,
+    ConfigError,
+    ConfigProblem,
+    ContextLengthExceeded,
+    DllmError,
+    LocalWorkerError,
+    ModelNotAvailable,
+    NoHealthyWorkers,
+    PresetError,
+    RequestRejected,
+    SyncCallInLoop,
+    TaskFailed,
+    TemplateError,
+    WorkerError,
+    WorkerOverloaded,
+    WorkerUnreachable,
+)
+from ._events import Event
+from ._types import Answer, ChatRequest
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Answer",
+    "BadResponse",
+    "ChatRequest",
+    "Cluster",
+    "ClusterSettings",
+    "ConfigError",
+    "ConfigProblem",
+    "ContextLengthExceeded",
+    "DllmError",
+    "Event",
+    "LocalWorkerError",
+    "ModelNotAvailable",
+    "NoHealthyWorkers",
+    "PresetError",
+    "RequestRejected",
+    "Secret",
+    "SyncCallInLoop",
+    "TaskFailed",
+    "TemplateError",
+    "WorkerConfig",
+    "WorkerError",
+    "WorkerOverloaded",
+    "WorkerUnreachable",
+    "__version__",
+]

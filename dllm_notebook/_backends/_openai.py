@@ -1,0 +1,105 @@
+"""OpenAI-compatible servers: llama.cpp, vLLM, exo, LM Studio's /v1, and others."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from .._types import ChatRequest, Completion, ModelInfo, ServerInfo
+from ._base import OPENAI_OPTIONS, Backend
+
+__all__ = ["ExoBackend", "OpenAIBackend"]
+
+
+def chat_messages(request: ChatRequest) -> list[dict[str, str]]:
+    messages = []
+    if request.system:
+        messages.append({"role": "system", "content": request.system})
+    messages.append({"role": "user", "content": request.prompt})
+    return messages
+
+
+def _positive_int(value: object) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        return None
+    return int(value)
+
+
+class OpenAIBackend(Backend):
+    """``GET /v1/models`` and ``POST /v1/chat/completions`` with ``usage``.
+
+    The context window comes from vLLM's ``max_model_len`` in ``/v1/models`` or from
+    llama.cpp's ``/props`` (``default_generation_settings.n_ctx``) where the server has them.
+    """
+
+    type = "openai"
+    chat_path = "/v1/chat/completions"
+    models_path = "/v1/models"
+
+    async def probe(self, *, detailed: bool = False) -> ServerInfo:
+        data = await self.request_json("GET", self.models_path)
+        entries = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(entries, list):
+            raise self.malformed(f"{self.models_path} has no 'data' list")
+        models = tuple(
+            ModelInfo(
+                id=str(e["id"]),
+                context_length=_positive_int(e.get("max_model_len") or e.get("context_length")),
+            )
+            for e in entries
+            if isinstance(e, dict) and "id" in e
+        )
+        server_ctx = await self._props_context() if detailed else None
+        return ServerInfo(models=models, context_length=server_ctx)
+
+    async def _props_context(self) -> int | None:
+        """llama.cpp's native server says its window in /props; others 404, which is fine."""
+        with contextlib.suppress(Exception):
+            props = await self.request_json("GET", "/props", timeout=5.0)
+            settings = (
+                props.get("default_generation_settings", {}) if isinstance(props, dict) else {}
+            )
+            return _positive_int(settings.get("n_ctx") or props.get("n_ctx"))
+        return None
+
+    def payload(self, request: ChatRequest, model: str) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": model, "messages": chat_messages(request), "stream": False}
+        for key, value in request.options.items():
+            if key in OPENAI_OPTIONS and value is not None:
+                body[key] = value
+        return body
+
+    async def chat(
+        self, request: ChatRequest, *, model: str, context_length: int | None
+    ) -> Completion:
+        data = await self.request_json(
+            "POST",
+            self.chat_path,
+            json_body=self.payload(request, model),
+            model=model,
+            timeout=self.config.timeout,
+        )
+        return self.parse_completion(data, model)
+
+    def parse_completion(self, data: Any, model: str) -> Completion:
+        try:
+            choice = data["choices"][0]
+            text = choice["message"]["content"]
+        except (KeyError, IndexError, TypeError) as exc:
+            raise self.malformed("no choices[0].message.content", model) from exc
+        if not isinstance(text, str) or not text.strip():
+            raise self.empty_answer(model)
+        usage = data.get("usage") or {}
+        return Completion(
+            text=text,
+            model=str(data.get("model") or model),
+            prompt_tokens=_positive_int(usage.get("prompt_tokens")),
+            completion_tokens=_positive_int(usage.get("completion_tokens")),
+            finish_reason=choice.get("finish_reason"),
+        )
+
+
+class ExoBackend(OpenAIBackend):
+    """exo serves the OpenAI API (default port 52415)."""
+
+    type = "exo"

@@ -1,0 +1,260 @@
+"""The :class:`Cluster`: every LLM server in the lab behind one object.
+
+Each method has a blocking form for notebook cells and scripts (``ask``) and an async twin
+(``aask``) for ``await``. Both run on the library's own event-loop thread (see ``_loop``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from ._config import ClusterSettings, WorkerConfig, load_config, make_settings, parse_worker_spec
+from ._dispatch import Dispatcher, Task
+from ._errors import ConfigError, ConfigProblem, TaskFailed
+from ._events import Event, EventHub
+from ._loop import bridge, run_sync, submit
+from ._pool import Worker, WorkerPool
+from ._reports import check_frame, html_table, metrics_frame, text_table
+from ._scheduler import LeastLoaded, Scheduler
+from ._types import Answer, ChatRequest
+
+__all__ = ["Cluster"]
+
+PromptLike = str | ChatRequest
+
+
+def estimate_tokens(text: str) -> int:
+    """Conservative token estimate; see docs/prompts.md."""
+    from ._chunking import estimate_tokens as estimate
+
+    return estimate(text)
+
+
+class Cluster:
+    """Every worker of the lab, kept healthy and busy.
+
+    >>> cluster = Cluster.from_config("config/workers.json")
+    >>> cluster = Cluster(["http://192.168.1.105:1234", "ollama://192.168.1.106"])
+    >>> cluster.ask("What is a transformer?").text
+    >>> answers = cluster.map(["prompt 1", "prompt 2"])
+    >>> cluster.check()      # one row per worker: healthy, models, context length, error
+
+    Settings (keyword arguments, or top-level keys of the config file):
+    ``health_check_interval`` (30 s), ``request_timeout`` (300 s), ``max_retries`` (3),
+    ``max_concurrent_batch`` (50), ``no_worker_timeout`` (120 s), ``probe_timeout`` (10 s).
+    """
+
+    def __init__(
+        self,
+        workers: Sequence[str | Mapping[str, Any] | WorkerConfig],
+        *,
+        scheduler: Scheduler | None = None,
+        settings: ClusterSettings | None = None,
+        **options: Any,
+    ) -> None:
+        if isinstance(workers, (str, bytes, os.PathLike)):
+            raise ConfigError(
+                [
+                    ConfigProblem(
+                        "workers",
+                        "expected a list of URLs; to read a file use Cluster.from_config(path)",
+                    )
+                ]
+            )
+        configs = [parse_worker_spec(spec, i) for i, spec in enumerate(workers)]
+        if not configs:
+            raise ConfigError([ConfigProblem("workers", "no workers given; pass at least one URL")])
+        seen: set[str] = set()
+        for i, cfg in enumerate(configs):
+            if cfg.id in seen:
+                raise ConfigError([ConfigProblem(f"worker #{i + 1}", f"duplicate id {cfg.id!r}")])
+            seen.add(cfg.id)
+        self.settings = make_settings(options, settings)
+        self.events = EventHub()
+        self._pool = WorkerPool(configs, self.settings, self.events)
+        self._dispatcher = Dispatcher(
+            self._pool, self.settings, scheduler or LeastLoaded(), self.events
+        )
+        self._start_task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._cleanups: list[Callable[[], None]] = []
+        submit(self._ready())  # health checks start now, in the background
+
+    @classmethod
+    def from_config(cls, path: str | os.PathLike[str], **options: Any) -> Cluster:
+        """Read the lab's ``workers.json``; keyword arguments override its settings."""
+        workers, settings = load_config(path, overrides=options)
+        return cls(workers, settings=settings)
+
+    # -- state ----------------------------------------------------------------------
+    @property
+    def workers(self) -> list[WorkerConfig]:
+        return [w.config for w in self._pool.workers]
+
+    def subscribe(self, listener: Callable[[Event], None]) -> Callable[[], None]:
+        """Watch worker and task events (for progress bars and panels)."""
+        return self.events.subscribe(listener)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Each worker's live state as plain dicts (what the panel shows)."""
+        return [w.snapshot() for w in self._pool.workers]
+
+    async def _ready(self) -> None:
+        if self._closed:
+            raise RuntimeError("this Cluster is closed; create a new one")
+        if self._start_task is None:
+            self._start_task = asyncio.ensure_future(self._pool.start())
+        await asyncio.shield(self._start_task)
+
+    # -- check ----------------------------------------------------------------------
+    async def _check(self) -> pd.DataFrame:
+        await self._ready()
+        await asyncio.gather(*(self._pool.check(w, detailed=True) for w in self._pool.workers))
+        return check_frame(self._pool.workers)
+
+    def check(self) -> pd.DataFrame:
+        """Check every worker now: one row each with health, models, context and error."""
+        return run_sync(self._check(), what="check()")
+
+    async def acheck(self) -> pd.DataFrame:
+        return await bridge(self._check())
+
+    # -- ask and map ----------------------------------------------------------------
+    def _task(
+        self, index: int, prompt: PromptLike, system: str | None, options: Mapping[str, Any]
+    ) -> Task:
+        if isinstance(prompt, ChatRequest):
+            request = prompt
+        elif isinstance(prompt, str):
+            request = ChatRequest(prompt=prompt, system=system, options=dict(options))
+        else:
+            raise TypeError(f"prompt #{index + 1} is {type(prompt).__name__}; expected a string")
+        tokens = request.prompt_tokens_estimate
+        if tokens is None:
+            tokens = estimate_tokens(request.prompt) + estimate_tokens(request.system or "")
+            request = ChatRequest(request.prompt, request.system, request.options, tokens)
+        return Task(index, request, needed_tokens=tokens + (request.max_tokens or 0))
+
+    async def _run(
+        self, tasks: Sequence[Task], on_result: Callable[[int, Answer], Any] | None = None
+    ) -> list[Answer]:
+        await self._ready()
+        results: list[Answer | None] = [None] * len(tasks)
+
+        def keep(index: int, answer: Answer) -> Any:
+            if results[index] is not None:
+                raise AssertionError(f"task {index} settled twice")
+            results[index] = answer
+            return on_result(index, answer) if on_result else None
+
+        await self._dispatcher.run(tasks, keep)
+        missing = [i for i, r in enumerate(results) if r is None]
+        if missing:
+            raise AssertionError(f"tasks {missing[:5]} never settled")
+        return [r for r in results if r is not None]
+
+    async def _map(
+        self, prompts: Iterable[PromptLike], system: str | None, options: Mapping[str, Any]
+    ) -> list[Answer]:
+        tasks = [self._task(i, p, system, options) for i, p in enumerate(prompts)]
+        return await self._run(tasks)
+
+    def map(
+        self, prompts: Iterable[PromptLike], *, system: str | None = None, **options: Any
+    ) -> list[Answer]:
+        """Answer many prompts concurrently over all healthy workers, in input order.
+
+        A prompt whose every try failed comes back as an Answer with ``ok == False`` and its
+        last error in ``.error``; the others are unaffected.
+        """
+        return run_sync(self._map(prompts, system, options), what="map()")
+
+    async def amap(
+        self, prompts: Iterable[PromptLike], *, system: str | None = None, **options: Any
+    ) -> list[Answer]:
+        return await bridge(self._map(prompts, system, options))
+
+    async def _ask(
+        self, prompt: PromptLike, system: str | None, options: Mapping[str, Any]
+    ) -> Answer:
+        (answer,) = await self._map([prompt], system, options)
+        if not answer.ok:
+            raise TaskFailed(answer.error or "failed", last_error=None)
+        return answer
+
+    def ask(self, prompt: PromptLike, *, system: str | None = None, **options: Any) -> Answer:
+        """One answer from the best available worker. Raises TaskFailed if every try failed.
+
+        Options: ``max_tokens``, ``temperature``, ``top_p``, ``seed``, ``stop``.
+        """
+        return run_sync(self._ask(prompt, system, options), what="ask()")
+
+    async def aask(
+        self, prompt: PromptLike, *, system: str | None = None, **options: Any
+    ) -> Answer:
+        return await bridge(self._ask(prompt, system, options))
+
+    # -- metrics --------------------------------------------------------------------
+    def metrics(self, *, totals: bool = False) -> pd.DataFrame:
+        """Per-worker requests, successes, failures, in flight, latency and tokens/s;
+        ``totals=True`` adds a ``total`` row."""
+        return metrics_frame(self._pool.workers, totals=totals)
+
+    # -- lifecycle ------------------------------------------------------------------
+    def add_cleanup(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` when the cluster closes (e.g. to stop local servers)."""
+        self._cleanups.append(callback)
+
+    async def _aclose(self) -> None:
+        if self._start_task is not None and not self._start_task.done():
+            self._start_task.cancel()
+        await self._pool.aclose()
+
+    def close(self) -> None:
+        """Stop health checks, close connections, and stop any local servers."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            run_sync(self._aclose(), what="close()")
+        finally:
+            for cleanup in reversed(self._cleanups):
+                cleanup()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await bridge(self._aclose())
+        finally:
+            for cleanup in reversed(self._cleanups):
+                cleanup()
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Cluster:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- display --------------------------------------------------------------------
+    @property
+    def _workers(self) -> list[Worker]:
+        return self._pool.workers
+
+    def __repr__(self) -> str:
+        return f"<Cluster: {len(self._workers)} workers>\n{text_table(self._workers)}"
+
+    def _repr_html_(self) -> str:
+        return html_table(self._workers)

@@ -1,0 +1,102 @@
+"""Small value objects shared by the backends, the dispatcher and the user-facing API."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Answer", "ChatRequest", "Completion", "ModelInfo", "ServerInfo"]
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One prompt to send: a user message, an optional system message and options.
+
+    ``options`` holds generation options (``temperature``, ``max_tokens``, ``top_p``,
+    ``seed``, ``stop`` ...). Each backend maps them onto its own wire format.
+    ``prompt_tokens_estimate`` is the dispatcher's conservative estimate of the prompt's
+    size; the Ollama backend uses it to size ``num_ctx``.
+    """
+
+    prompt: str
+    system: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    prompt_tokens_estimate: int | None = None
+
+    @property
+    def max_tokens(self) -> int | None:
+        value = self.options.get("max_tokens")
+        return int(value) if value is not None else None
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What a backend returns for one successful request, before the cluster adds context."""
+
+    text: str
+    model: str
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    finish_reason: str | None = None
+    generation_seconds: float | None = None
+    """Time the server says it spent generating (Ollama's eval_duration, LM Studio's stats)."""
+    tokens_per_second: float | None = None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One answer, or the error that ended its last try.
+
+    >>> answer = cluster.ask("What is 2 + 2?")
+    >>> answer.text, answer.worker, answer.completion_tokens
+    """
+
+    text: str
+    worker: str | None
+    model: str | None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_s: float | None = None
+    finish_reason: str | None = None
+    tokens_per_second: float | None = None
+    attempts: int = 1
+    error: str | None = None
+    error_type: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def __str__(self) -> str:
+        return self.text if self.ok else f"<failed: {self.error}>"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model a server knows, and what it says about it."""
+
+    id: str
+    loaded: bool | None = None
+    context_length: int | None = None
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What one health probe learned about a worker."""
+
+    models: tuple[ModelInfo, ...]
+    context_length: int | None = None
+    """The server-wide context window where the server reports one (llama.cpp ``/props``)."""
+
+    def find(self, model: str) -> ModelInfo | None:
+        """The model with this id, ignoring Ollama's implicit ``:latest`` tag."""
+        wanted = _normalise(model)
+        for info in self.models:
+            if _normalise(info.id) == wanted:
+                return info
+        return None
+
+
+def _normalise(model: str) -> str:
+    return model[: -len(":latest")] if model.endswith(":latest") else model

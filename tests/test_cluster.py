@@ -1,0 +1,211 @@
+"""The Cluster against real HTTP servers speaking each dialect."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from dllm_notebook import Answer, Cluster, SyncCallInLoop, TaskFailed
+from dllm_notebook.testing import FakeLab, expected_echo
+
+from .conftest import FAST
+
+DIALECTS = ["openai", "llamacpp", "vllm", "exo", "lm_studio", "ollama"]
+SCHEMES = {
+    "openai": "openai",
+    "llamacpp": "openai",
+    "vllm": "openai",
+    "exo": "exo",
+    "lm_studio": "lmstudio",
+    "ollama": "ollama",
+}
+
+
+def url_for(server_url: str, dialect: str) -> str:
+    return server_url.replace("http://", f"{SCHEMES[dialect]}://")
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_ask_and_map_on_each_dialect(lab: FakeLab, dialect: str) -> None:
+    server = lab.add(dialect, models=["m-1"])
+    with Cluster([url_for(server.url, dialect)], **FAST) as cluster:
+        answer = cluster.ask("What is the research question? [[q1]]")
+        assert answer.text.startswith(expected_echo("What is the research question? [[q1]]"))
+        assert answer.worker == cluster.workers[0].id
+        assert answer.model and "m-1" in answer.model
+        if dialect != "exo":  # exo sends no usage block; the counts stay unknown, not zero
+            assert answer.prompt_tokens and answer.completion_tokens
+        assert answer.latency_s is not None and answer.latency_s > 0
+        assert answer.finish_reason in ("stop", "length")
+        answers = cluster.map([f"prompt {i}" for i in range(20)])
+    assert [a.text.split()[:2] for a in answers] == [
+        expected_echo(f"prompt {i}").split()[:2] for i in range(20)
+    ]
+    assert server.log.generation_counts() == {
+        k: 1 for k in server.log.generation_counts()
+    }  # no prompt generated twice
+
+
+@pytest.mark.parametrize("dialect", ["lm_studio", "ollama", "openai"])
+def test_type_is_detected_by_probing(lab: FakeLab, dialect: str) -> None:
+    server = lab.add(dialect)
+    with Cluster([server.url], **FAST) as cluster:
+        frame = cluster.check()
+        expected = "openai" if dialect == "openai" else dialect
+        assert frame.loc[cluster.workers[0].id, "type"] == expected
+        assert cluster.ask("hello").ok
+
+
+def test_check_reports_models_and_context(lab: FakeLab) -> None:
+    lms = lab.add("lm_studio", models=["qwen", "mistral"], loaded=["mistral"], context_length=8192)
+    oll = lab.add("ollama", models=["llama3.2:latest"])
+    vll = lab.add("vllm", models=["big"], context_length=32768)
+    with Cluster(
+        [url_for(lms.url, "lm_studio"), url_for(oll.url, "ollama"), url_for(vll.url, "vllm")],
+        **FAST,
+    ) as cluster:
+        frame = cluster.check()
+    assert list(frame["healthy"]) == [True, True, True]
+    rows = frame.to_dict("index")
+    lm_row = rows[cluster.workers[0].id]
+    assert lm_row["model"] == "mistral"  # the loaded one is chosen when none is configured
+    assert lm_row["model_loaded"] is True
+    assert lm_row["context_length"] == 8192
+    assert "qwen" in lm_row["models"]
+    assert rows[cluster.workers[1].id]["model"] == "llama3.2:latest"
+    assert rows[cluster.workers[1].id]["context_length"] > 0
+    assert rows[cluster.workers[2].id]["context_length"] == 32768
+
+
+def test_configured_model_missing_makes_worker_unhealthy(lab: FakeLab) -> None:
+    server = lab.add("ollama", models=["llama3.2"])
+    spec = {
+        "id": "mini",
+        "host": "127.0.0.1",
+        "port": server.port,
+        "type": "ollama",
+        "model": "qwen3:8b",
+    }
+    with Cluster([spec], **FAST) as cluster:
+        frame = cluster.check()
+    assert not frame.loc["mini", "healthy"]
+    assert "qwen3:8b" in frame.loc["mini", "error"] and "llama3.2" in frame.loc["mini", "error"]
+
+
+def test_ollama_always_gets_num_ctx_and_no_silent_truncation(lab: FakeLab) -> None:
+    server = lab.add("ollama", models=["llama3.2"], context_length=32768)
+    long_prompt = "word " * 6000  # ~7,500 fake tokens: beyond Ollama's 2048 default
+    with Cluster([url_for(server.url, "ollama")], **FAST) as cluster:
+        answer = cluster.ask(long_prompt)
+    assert answer.ok
+    (record,) = server.log.generations()
+    assert record.num_ctx is not None and record.num_ctx >= 7500
+    assert record.stream is False
+    assert server.log.truncated() == []
+
+
+def test_lm_studio_stats_give_tokens_per_second(lab: FakeLab) -> None:
+    server = lab.add("lm_studio", models=["m"])
+    with Cluster([url_for(server.url, "lm_studio")], **FAST) as cluster:
+        answer = cluster.ask("hi")
+        assert answer.tokens_per_second and answer.tokens_per_second > 0
+        metrics = cluster.metrics(totals=True)
+    assert metrics.loc["total", "successes"] == 1
+    assert metrics.loc["total", "requests"] == 1
+
+
+def test_map_spreads_over_workers_and_respects_their_limits(lab: FakeLab) -> None:
+    servers = [lab.add("openai", behaviour=None, models=["m"]) for _ in range(3)]
+    for s in servers:
+        s.update(base_latency=0.05, slots=8)
+    specs = [
+        {
+            "id": f"w{i}",
+            "host": "127.0.0.1",
+            "port": s.port,
+            "type": "openai",
+            "max_concurrent_requests": 2,
+        }
+        for i, s in enumerate(servers)
+    ]
+    with Cluster(specs, **FAST) as cluster:
+        answers = cluster.map([f"p{i}" for i in range(30)])
+    assert all(a.ok for a in answers)
+    assert {a.worker for a in answers} == {"w0", "w1", "w2"}
+    for s in servers:
+        assert 1 <= s.log.max_in_flight() <= 2
+
+
+def test_ask_raises_a_clear_error_when_every_try_fails(lab: FakeLab) -> None:
+    server = lab.add("openai")
+    server.update(error_rate=1.0)
+    with (
+        Cluster([url_for(server.url, "openai")], max_retries=2, **FAST) as cluster,
+        pytest.raises(TaskFailed, match=r"failed after 3 tries.*HTTP 500"),
+    ):
+        cluster.ask("hi")
+
+
+def test_async_twins_match_the_sync_api(lab: FakeLab) -> None:
+    server = lab.add("ollama")
+    with Cluster([url_for(server.url, "ollama")], **FAST) as cluster:
+        sync_answers = cluster.map(["a", "b"])
+
+        async def in_a_cell() -> tuple[Answer, list[Answer]]:
+            # A running loop on this thread, like Jupyter's.
+            return await cluster.aask("a"), await cluster.amap(["a", "b"])
+
+        one, many = asyncio.run(in_a_cell())
+        frame = asyncio.run(cluster.acheck())
+    assert one.text == sync_answers[0].text
+    assert [a.text for a in many] == [a.text for a in sync_answers]
+    assert bool(frame["healthy"].all())
+
+
+def test_sync_call_from_an_event_listener_is_refused(lab: FakeLab) -> None:
+    server = lab.add("openai")
+    errors: list[BaseException] = []
+    with Cluster([url_for(server.url, "openai")], **FAST) as cluster:
+
+        def listener(event: object) -> None:
+            try:
+                cluster.ask("nested")
+            except SyncCallInLoop as exc:
+                errors.append(exc)
+
+        cluster.subscribe(listener)
+        cluster.ask("outer")
+    assert errors and "async twin" in str(errors[0])
+
+
+def test_repr_shows_a_text_table(lab: FakeLab) -> None:
+    server = lab.add("openai")
+    with Cluster([url_for(server.url, "openai")], **FAST) as cluster:
+        cluster.check()
+        text = repr(cluster)
+        html = cluster._repr_html_()
+    assert "healthy" in text and server.url.split("://")[1] in text
+    assert "1/1 healthy" in text
+    assert "<table" in html
+
+
+def test_cluster_works_from_a_thread_while_another_runs(lab: FakeLab) -> None:
+    server = lab.add("openai")
+    server.update(base_latency=0.02, slots=4)
+    with Cluster([url_for(server.url, "openai")], **FAST) as cluster:
+        results: dict[str, list[Answer]] = {}
+
+        def run(name: str) -> None:
+            results[name] = cluster.map([f"{name}-{i}" for i in range(10)])
+
+        threads = [threading.Thread(target=run, args=(n,)) for n in ("x", "y")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    for name in ("x", "y"):
+        assert [a.text.split()[1] for a in results[name]] == [
+            expected_echo(f"{name}-{i}").split()[1] for i in range(10)
+        ]
