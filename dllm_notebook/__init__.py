@@ -28,6 +28,12 @@ from ._errors import (
     WorkerUnreachable,
 )
 from ._events import Event
+from ._local import LocalServer
+from ._model_files import default_model_path
+from ._papers import Paper, load_papers
+from ._presets import Preset, list_presets, load_preset
+from ._results import DllmAccessor
+from ._templates import Prompt
 from ._types import Answer, ChatRequest
 
 __version__ = "0.1.0"
@@ -41,12 +47,17 @@ __all__ = [
     "ConfigError",
     "ConfigProblem",
     "ContextLengthExceeded",
+    "DllmAccessor",
     "DllmError",
     "Event",
+    "LocalServer",
     "LocalWorkerError",
     "ModelNotAvailable",
     "NoHealthyWorkers",
+    "Paper",
+    "Preset",
     "PresetError",
+    "Prompt",
     "RequestRejected",
     "Secret",
     "SyncCallInLoop",
@@ -57,4 +68,8 @@ __all__ = [
     "WorkerOverloaded",
     "WorkerUnreachable",
     "__version__",
+    "default_model_path",
+    "list_presets",
+    "load_papers",
+    "load_preset",
 ]

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
+from ._analyze import Analysis
 from ._config import ClusterSettings, WorkerConfig, load_config, make_settings, parse_worker_spec
 from ._dispatch import Dispatcher, Task
 from ._errors import ConfigError, ConfigProblem, TaskFailed
@@ -83,6 +85,11 @@ class Cluster:
         self._start_task: asyncio.Task[None] | None = None
         self._closed = False
         self._cleanups: list[Callable[[], None]] = []
+        self.last_analysis: Analysis | None = None
+        """The latest ``analyze()`` run: its cells hold every answer so far, even after an
+        interrupt."""
+        self.local_servers: list[Any] = []
+        """The llama.cpp servers that ``Cluster.local()`` started (empty otherwise)."""
         submit(self._ready())  # health checks start now, in the background
 
     @classmethod
@@ -90,6 +97,40 @@ class Cluster:
         """Read the lab's ``workers.json``; keyword arguments override its settings."""
         workers, settings = load_config(path, overrides=options)
         return cls(workers, settings=settings)
+
+    @classmethod
+    def local(
+        cls,
+        workers: int = 1,
+        *,
+        model: str | os.PathLike[str] | None = None,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        **options: Any,
+    ) -> Cluster:
+        """Start real llama.cpp servers on this machine and use them as workers.
+
+        No Macs needed: the default model is Gemma 3 270M (the ``[local]`` extra ships
+        it), or give ``model=`` a path to any GGUF file. ``n_ctx`` is each server's context
+        window and ``n_threads`` its CPU threads. The servers stop when the cluster closes
+        or Python exits.
+
+        >>> with Cluster.local() as cluster:
+        ...     print(cluster.ask("What is photosynthesis?").text)
+        """
+        from ._embedded import local_worker_configs, start_local_servers
+
+        servers = start_local_servers(workers, model=model, n_ctx=n_ctx, n_threads=n_threads)
+        try:
+            cluster = cls(local_worker_configs(servers), **options)
+        except BaseException:
+            for server in servers:
+                server.stop()
+            raise
+        for server in servers:
+            cluster.add_cleanup(server.stop)
+        cluster.local_servers = servers
+        return cluster
 
     # -- state ----------------------------------------------------------------------
     @property
@@ -146,11 +187,12 @@ class Cluster:
         await self._ready()
         results: list[Answer | None] = [None] * len(tasks)
 
-        def keep(index: int, answer: Answer) -> Any:
+        def keep(index: int, answer: Answer) -> None:
             if results[index] is not None:
                 raise AssertionError(f"task {index} settled twice")
             results[index] = answer
-            return on_result(index, answer) if on_result else None
+            if on_result is not None:
+                on_result(index, answer)
 
         await self._dispatcher.run(tasks, keep)
         missing = [i for i, r in enumerate(results) if r is None]
@@ -198,6 +240,108 @@ class Cluster:
         self, prompt: PromptLike, *, system: str | None = None, **options: Any
     ) -> Answer:
         return await bridge(self._ask(prompt, system, options))
+
+    # -- analyze --------------------------------------------------------------------
+    def analyze(
+        self,
+        source: Any,
+        *,
+        preset: Any = None,
+        prompts: Any = None,
+        recursive: bool = False,
+        long: bool = False,
+        fit: str = "chunk",
+        progress: bool = True,
+        password: str | None = None,
+        **options: Any,
+    ) -> pd.DataFrame:
+        """Ask every prompt of every paper, spread over the cluster; return a DataFrame.
+
+        ``source`` is a folder, a file, a list of paths or of loaded ``Paper`` objects
+        (``.pdf``, ``.txt``, ``.md``). Prompts come from ``preset`` (default ``research``)
+        or ``prompts`` (``{name: template}`` or a list of templates or questions).
+        Returns the wide table (one row per paper, one column per prompt; a failed cell is
+        missing), or with ``long=True`` one row per paper x prompt with its status,
+        error, worker, model, tokens, latency and ``fit`` (``whole``, ``chunked`` or
+        ``truncated``). Papers too long for a worker's window are map-reduced over chunks,
+        or cut with ``fit="truncate"``. Options (``max_tokens``, ``temperature`` ...)
+        override the preset's.
+
+        >>> df = cluster.analyze("papers/", preset="research")
+        >>> df.to_parquet("review.parquet")
+        >>> df.dllm.long()          # provenance: worker, tokens, errors
+        """
+        from ._analyze import prepare
+
+        job = prepare(
+            source,
+            preset=preset,
+            prompts=prompts,
+            recursive=recursive,
+            password=password,
+            fit=fit,
+            progress=progress,
+            options=options,
+        )
+        self.last_analysis = job
+        started = time.monotonic()
+        try:
+            run_sync(self._analyze(job), what="analyze()", on_tick=job.progress.refresh)
+        finally:
+            job.progress.close()
+        frame = job.frame(long=long, elapsed=time.monotonic() - started)
+        if progress:
+            print(frame.attrs["dllm_summary"])
+        return frame
+
+    async def aanalyze(
+        self,
+        source: Any,
+        *,
+        preset: Any = None,
+        prompts: Any = None,
+        recursive: bool = False,
+        long: bool = False,
+        fit: str = "chunk",
+        progress: bool = True,
+        password: str | None = None,
+        **options: Any,
+    ) -> pd.DataFrame:
+        """The async twin of :meth:`analyze`, for ``await`` in a notebook cell."""
+        from ._analyze import prepare
+
+        job = await asyncio.to_thread(
+            prepare,
+            source,
+            preset=preset,
+            prompts=prompts,
+            recursive=recursive,
+            password=password,
+            fit=fit,
+            progress=progress,
+            options=options,
+        )
+        self.last_analysis = job
+        started = time.monotonic()
+        work = asyncio.ensure_future(bridge(self._analyze(job)))
+        try:
+            while not work.done():
+                await asyncio.wait([work], timeout=0.1)
+                job.progress.refresh()
+            await work
+        finally:
+            if not work.done():
+                work.cancel()
+            job.progress.close()
+        frame = job.frame(long=long, elapsed=time.monotonic() - started)
+        if progress:
+            print(frame.attrs["dllm_summary"])
+        return frame
+
+    async def _analyze(self, job: Analysis) -> None:
+        await self._ready()
+        tasks = job.plan(self._pool.workers)
+        await self._dispatcher.run(tasks, job.on_result)
 
     # -- metrics --------------------------------------------------------------------
     def metrics(self, *, totals: bool = False) -> pd.DataFrame:

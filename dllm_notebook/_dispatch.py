@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ._config import ClusterSettings
@@ -25,6 +25,7 @@ from ._errors import (
     WorkerOverloaded,
 )
 from ._events import EventHub
+from ._loop import wait_within
 from ._pool import Health, Worker, WorkerPool
 from ._scheduler import Scheduler
 from ._types import Answer, ChatRequest, Completion
@@ -34,7 +35,8 @@ __all__ = ["Dispatcher", "Task"]
 log = logging.getLogger("dllm_notebook")
 
 MAX_OVERLOAD_REQUEUES = 50
-ResultCallback = Callable[[int, Answer], Awaitable[None] | None]
+ResultCallback = Callable[[int, Answer], "Sequence[Task] | None"]
+"""Called once per task with its answer; may return follow-up tasks (e.g. a combine step)."""
 
 
 @dataclass(eq=False)
@@ -66,7 +68,11 @@ class Dispatcher:
         self.hub = hub
 
     async def run(self, tasks: Sequence[Task], on_result: ResultCallback) -> None:
-        """Run every task; call ``on_result(index, answer)`` exactly once per task."""
+        """Run every task; call ``on_result(index, answer)`` exactly once per task.
+
+        Tasks that ``on_result`` returns join the batch, and the call returns when they
+        too have finished.
+        """
         pending: deque[Task] = deque(tasks)
         inbox: asyncio.Queue[_Outcome | None] = asyncio.Queue()
         running: set[asyncio.Task[None]] = set()
@@ -78,9 +84,10 @@ class Dispatcher:
             nonlocal remaining
             remaining -= 1
             self.hub.emit("task_finished", index=task.index, ok=answer.ok, worker=answer.worker)
-            result = on_result(task.index, answer)
-            if result is not None:
-                await result
+            follow_ups = on_result(task.index, answer)
+            if follow_ups:
+                pending.extend(follow_ups)
+                remaining += len(follow_ups)
 
         try:
             while remaining:
@@ -102,7 +109,7 @@ class Dispatcher:
                     stalled_since = None
                 timeout = 0.5 if pending else None
                 try:
-                    item = await asyncio.wait_for(inbox.get(), timeout)
+                    item = await wait_within(inbox.get(), timeout)
                 except asyncio.TimeoutError:
                     item = None
                 items = [item]

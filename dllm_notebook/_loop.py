@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from ._errors import SyncCallInLoop
 
-__all__ = ["bridge", "get_loop", "run_sync"]
+__all__ = ["bridge", "get_loop", "run_sync", "wait_within"]
 
 T = TypeVar("T")
 
@@ -56,8 +57,16 @@ def submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
     return asyncio.run_coroutine_threadsafe(coro, get_loop())
 
 
-def run_sync(coro: Coroutine[Any, Any, T], *, what: str = "this call") -> T:
-    """Run ``coro`` on the library's loop and wait for it, interruptibly."""
+def run_sync(
+    coro: Coroutine[Any, Any, T],
+    *,
+    what: str = "this call",
+    on_tick: Callable[[], None] | None = None,
+) -> T:
+    """Run ``coro`` on the library's loop and wait for it, interruptibly.
+
+    ``on_tick`` runs on the calling thread between waits (e.g. to redraw a progress bar).
+    """
     if in_loop_thread():
         coro.close()
         raise SyncCallInLoop(
@@ -79,7 +88,8 @@ def run_sync(coro: Coroutine[Any, Any, T], *, what: str = "this call") -> T:
             try:
                 return future.result(timeout=WAIT_SLICE)
             except concurrent.futures.TimeoutError:
-                continue
+                if on_tick is not None:
+                    on_tick()
     except KeyboardInterrupt:
         future.cancel()
         done.wait(CANCEL_GRACE)  # let in-flight requests be cancelled and results be kept
@@ -95,3 +105,23 @@ async def bridge(coro: Coroutine[Any, Any, T]) -> T:
     if running is get_loop():
         return await coro
     return await asyncio.wrap_future(submit(coro))
+
+
+async def wait_within(awaitable: Awaitable[T], timeout: float | None) -> T:
+    """Like ``asyncio.wait_for``, but a cancellation of the caller is never lost.
+
+    Python 3.10 and 3.11's ``wait_for`` can swallow a cancellation that arrives just as the
+    inner call finishes (gh-86296), which would leave a cancelled batch or health check
+    running. Raises ``asyncio.TimeoutError`` after ``timeout`` seconds.
+    """
+    inner = asyncio.ensure_future(awaitable)
+    try:
+        done, _ = await asyncio.wait({inner}, timeout=timeout)
+    finally:
+        if not inner.done():
+            inner.cancel()
+    if not done:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await inner
+        raise asyncio.TimeoutError
+    return inner.result()

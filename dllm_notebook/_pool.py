@@ -23,6 +23,7 @@ from ._backends import Backend, detect_type, make_backend
 from ._config import ClusterSettings, WorkerConfig
 from ._errors import WorkerError, WorkerOverloaded, WorkerUnreachable
 from ._events import EventHub
+from ._loop import wait_within
 from ._types import ModelInfo, ServerInfo
 
 __all__ = ["Health", "Worker", "WorkerPool"]
@@ -141,14 +142,17 @@ class WorkerPool:
         self._clients: dict[str, httpx.AsyncClient] = {}
         self._watchers: list[asyncio.Task[None]] = []
         self._listeners: list[Callable[[], None]] = []
+        self._closed = False
         self.in_flight = 0
 
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
         await asyncio.gather(*(self.check(w, detailed=True) for w in self.workers))
-        self._watchers = [asyncio.create_task(self._watch(w)) for w in self.workers]
+        if not self._closed:
+            self._watchers = [asyncio.create_task(self._watch(w)) for w in self.workers]
 
     async def aclose(self) -> None:
+        self._closed = True
         for task in self._watchers:
             task.cancel()
         for task in self._watchers:
@@ -270,11 +274,16 @@ class WorkerPool:
         """Probe one worker now and update its health."""
         started = time.monotonic()
         try:
-            info = await asyncio.wait_for(
+            info = await wait_within(
                 self._probe(worker, detailed or worker.health is not Health.HEALTHY),
                 self.settings.probe_timeout,
             )
         except (asyncio.TimeoutError, WorkerError, httpx.HTTPError, OSError) as exc:
+            if isinstance(exc, asyncio.TimeoutError) and worker.in_flight:
+                # Busy with our own requests (llama.cpp's server answers /v1/models only
+                # between generations): inconclusive; the requests' own timeouts judge it.
+                log.debug("health check of busy worker %s timed out", worker.id)
+                return
             if isinstance(exc, asyncio.TimeoutError):
                 reason = f"no answer to a health check within {self.settings.probe_timeout:g} s"
             elif isinstance(exc, WorkerError):
@@ -349,7 +358,7 @@ class WorkerPool:
 
     async def _watch(self, worker: Worker) -> None:
         backoff = 1.0
-        while True:
+        while not self._closed:
             if worker.health is Health.HEALTHY:
                 delay, backoff = self.settings.health_check_interval, 1.0
             elif worker.health is Health.SUSPECT:
@@ -359,6 +368,6 @@ class WorkerPool:
                 backoff = min(backoff * 2, self.settings.health_check_interval)
             if delay:
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(worker.wake.wait(), delay)
+                    await wait_within(worker.wake.wait(), delay)
             worker.wake.clear()
             await self.check(worker)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,3 +35,35 @@ def corpus() -> Path:
     if not CORPUS.is_dir():
         pytest.skip(f"the shared corpus is not at {CORPUS}")
     return CORPUS
+
+
+def llama_server_pids(parent: int | None = None) -> set[int]:
+    """PIDs of llama.cpp servers that ``parent`` (default: this process) started."""
+    owner = str(parent or os.getpid())
+    found = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        text = [a.decode(errors="replace") for a in args]
+        if state in ("Z", "X") or not any(a.endswith("_local_launch.py") for a in text):
+            continue
+        if "--parent-pid" in text and text[text.index("--parent-pid") + 1] == owner:
+            found.add(int(proc.name))
+    return found
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if any llama.cpp server started by the tests outlives them."""
+    deadline = time.monotonic() + 15
+    left = llama_server_pids()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = llama_server_pids()
+    if left:
+        print(f"\nERROR: llama.cpp servers left running after the tests: {sorted(left)}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

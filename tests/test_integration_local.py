@@ -1,0 +1,121 @@
+"""Integration: the Cluster against real llama.cpp servers (Gemma 3 270M) on loopback."""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from dllm_notebook import Cluster
+from dllm_notebook._papers import Paper, load_papers
+
+from .conftest import SAMPLE_PAPERS, llama_server_pids
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        importlib.util.find_spec("llama_cpp") is None,
+        reason="needs the local extra: pip install 'dllm-notebook[local]'",
+    ),
+]
+
+SHORT = {"max_tokens": 48, "temperature": 0.0}
+
+
+@pytest.fixture(scope="module")
+def local() -> Iterator[Cluster]:
+    with Cluster.local(n_ctx=4096, request_timeout=240) as cluster:
+        yield cluster
+
+
+def test_health_and_model_listing(local: Cluster) -> None:
+    frame = local.check()
+    (row,) = frame.to_dict("records")
+    assert row["healthy"] and row["type"] == "openai"
+    assert "gemma-3-270m" in row["models"] and row["model"] == local.workers[0].model
+    assert row["context_length"] == 4096
+
+
+def test_ask_returns_text_and_real_token_counts(local: Cluster) -> None:
+    answer = local.ask("What is the capital of France?", **SHORT)
+    assert answer.text.strip()
+    assert answer.prompt_tokens is not None and 5 <= answer.prompt_tokens <= 40
+    assert answer.completion_tokens is not None and 1 <= answer.completion_tokens <= 48
+    assert local.metrics().loc[answer.worker, "successes"] >= 1
+
+
+def test_analyze_two_papers_two_prompts_fills_every_cell(local: Cluster) -> None:
+    papers = load_papers(SAMPLE_PAPERS)[:2]
+    prompts = {
+        "topic": "Read the paper below.\n\nTitle: {title}\n\n{content}\n\n"
+        "Question: What is the topic of this paper?\nAnswer:",
+        "method": "Read the paper below.\n\nTitle: {title}\n\n{content}\n\n"
+        "Question: What method did the authors use?\nAnswer:",
+    }
+    df = local.analyze(papers, prompts=prompts, progress=False, **SHORT)
+    assert df.shape == (2, 2)
+    assert df.notna().all().all()
+    assert all(len(cell.strip()) > 0 for cell in df.to_numpy().ravel())
+
+
+def test_paper_longer_than_a_small_window_is_chunked() -> None:
+    text = "\n\n".join(p.text for p in load_papers(SAMPLE_PAPERS)[:2])
+    paper = Paper.from_text("two-papers.txt", text, title="Two sample papers")
+    with Cluster.local(n_ctx=1024, request_timeout=240) as small:
+        long = small.analyze(
+            [paper], prompts=["What is this text about?"], long=True, progress=False, **SHORT
+        )
+    (row,) = long.to_dict("records")
+    assert row["status"] == "ok", row["error"]
+    assert row["fit"] == "chunked"
+    assert row["answer"].strip()
+
+
+def test_killing_a_server_mid_run_moves_work_to_the_other() -> None:
+    prompts = [f"Name a colour that starts with the letter {c}." for c in "ABCDEFGHIJKL"]
+    with Cluster.local(workers=2, n_ctx=1024, request_timeout=120) as cluster:
+        victim = cluster.local_servers[0]
+        killed = threading.Event()
+
+        def kill_after_first(event: object) -> None:
+            if getattr(event, "kind", "") == "task_finished" and not killed.is_set():
+                killed.set()
+                victim.kill()
+
+        cluster.subscribe(kill_after_first)
+        answers = cluster.map(prompts, **SHORT)
+        frame = cluster.check()
+    assert killed.is_set()
+    assert all(a.ok for a in answers), [a.error for a in answers if not a.ok]
+    assert not frame.loc["local-1", "healthy"]
+    assert "cannot reach" in frame.loc["local-1", "error"]
+    assert frame.loc["local-2", "healthy"]
+
+
+def test_killing_the_only_server_fails_the_rest_clearly() -> None:
+    with Cluster.local(
+        n_ctx=1024, request_timeout=60, no_worker_timeout=2, health_check_interval=1
+    ) as cluster:
+        cluster.local_servers[0].kill()
+        started = time.monotonic()
+        answers = cluster.map(["One?", "Two?"], **SHORT)
+        frame = cluster.check()
+    assert time.monotonic() - started < 60
+    for answer in answers:
+        assert not answer.ok
+        assert answer.error_type in ("NoHealthyWorkers", "WorkerUnreachable")
+        assert "local-1" in (answer.error or "")
+    assert not frame.loc["local-1", "healthy"]
+
+
+def test_no_llama_server_is_left_after_clusters_close() -> None:
+    with Cluster.local(n_ctx=512) as cluster:
+        pids = [s.pid for s in cluster.local_servers]
+        assert all(pid in llama_server_pids() for pid in pids)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and set(pids) & llama_server_pids():
+        time.sleep(0.1)
+    assert not set(pids) & llama_server_pids()

