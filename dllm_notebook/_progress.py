@@ -25,6 +25,7 @@ class Progress:
         self._lock = threading.Lock()
         self._bar: Any = None
         self._shown = 0
+        self._last: tuple[int, int, int, str] = (0, 0, 0, "")
         if enabled and total:
             from tqdm.auto import tqdm
 
@@ -45,15 +46,16 @@ class Progress:
         self.status = status
 
     def refresh(self) -> None:
-        """Redraw the bar; call from the thread that created it."""
+        """Redraw the bar when something changed; call from the thread that created it."""
         bar = self._bar
         if bar is None:
             return
         with self._lock:
             done, failed, cached, status = self.done, self.failed, self.cached, self.status
-        if done != self._shown:
-            bar.update(done - self._shown)
-            self._shown = done
+        state = (done, failed, cached, status)
+        if state == self._last:
+            return
+        self._last = state
         postfix: dict[str, Any] = {}
         if cached:
             postfix["cached"] = cached
@@ -63,7 +65,8 @@ class Progress:
         if status:
             postfix["status"] = status
         bar.set_postfix(postfix, refresh=False)
-        bar.refresh()
+        bar.update(done - self._shown)  # redraws at most every mininterval
+        self._shown = done
 
     def write(self, line: str) -> None:
         if self._bar is not None:
@@ -74,5 +77,6 @@ class Progress:
     def close(self) -> None:
         if self._bar is not None:
             self.refresh()
+            self._bar.refresh()
             self._bar.close()
             self._bar = None
