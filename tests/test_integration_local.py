@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from dllm_notebook import Cluster
@@ -119,3 +124,20 @@ def test_no_llama_server_is_left_after_clusters_close() -> None:
     while time.monotonic() < deadline and set(pids) & llama_server_pids():
         time.sleep(0.1)
     assert not set(pids) & llama_server_pids()
+
+
+def test_main_job_command_falls_back_to_a_local_worker(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DLLM_CONFIG"}
+    out = tmp_path / "results.parquet"
+    paper = SAMPLE_PAPERS / "battery-degradation.pdf"
+    proc = subprocess.run(
+        [sys.executable, "-m", "dllm_notebook", "analyze", str(paper), "-p",
+         "What is this paper about?", "--max-tokens", "32", "-o", str(out)],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "starting a local llama.cpp worker" in proc.stderr
+    table = pd.read_parquet(out)
+    assert list(table.index) == ["battery-degradation.pdf"]
+    assert table.iloc[0, 0].strip()
+    assert "Wrote" in proc.stdout

@@ -3,6 +3,8 @@
 A backend speaks one wire format. It does two things: ``probe()`` (cheap: which models are
 there, what context window) and ``chat()`` (one generation). Everything else (retries,
 health, scheduling) lives in the cluster, so adding a dialect means writing these two.
+``stream()`` (the answer piece by piece, for ``dllm chat``) is optional: by default it
+yields ``chat()``'s whole answer at once.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from abc import ABC, abstractmethod
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, ClassVar
 
 import httpx
@@ -124,6 +127,67 @@ class Backend(ABC):
         self, request: ChatRequest, *, model: str, context_length: int | None
     ) -> Completion:
         """Generate one answer."""
+
+    async def stream(
+        self, request: ChatRequest, *, model: str, context_length: int | None
+    ) -> AsyncIterator[str]:
+        """Generate one answer piece by piece, as the server writes it.
+
+        Failures raise the same :class:`WorkerError` classes as :meth:`chat`, before the
+        first piece or in the middle. This default yields :meth:`chat`'s whole answer at
+        once, so a dialect without streaming still works.
+        """
+        completion = await self.chat(request, model=model, context_length=context_length)
+        yield completion.text
+
+    async def stream_lines(
+        self, path: str, *, json_body: Any, model: str | None, timeout: float | None = None
+    ) -> AsyncGenerator[str, None]:
+        """POST ``json_body`` and yield the answer's lines as they arrive (SSE or NDJSON).
+
+        An error status is read whole and translated by :func:`classify_error`; a broken
+        connection, before or during the answer, becomes :class:`WorkerUnreachable`.
+        """
+        extra: dict[str, Any] = {}
+        if timeout is not None:
+            extra["timeout"] = httpx.Timeout(timeout, connect=min(timeout, 10.0))
+        try:
+            async with self.client.stream("POST", path, json=json_body, **extra) as response:
+                if response.status_code >= 400:
+                    body = (await response.aread()).decode("utf-8", errors="replace")
+                    raise classify_error(
+                        response.status_code,
+                        body,
+                        worker=self.config.id,
+                        model=model,
+                        retry_after=response.headers.get("retry-after"),
+                    )
+                async for line in response.aiter_lines():
+                    yield line
+        except httpx.TimeoutException as exc:
+            raise WorkerUnreachable(
+                f"no answer from {self.config.base_url} in time ({type(exc).__name__}); "
+                "is it asleep or busy?",
+                worker=self.config.id,
+                model=model,
+            ) from exc
+        except (httpx.TransportError, OSError) as exc:
+            raise WorkerUnreachable(
+                f"lost the connection to {self.config.base_url} "
+                f"({type(exc).__name__}: {exc or 'no detail'}); "
+                "is the server running and the machine awake?",
+                worker=self.config.id,
+                model=model,
+            ) from exc
+
+    def stream_error(self, data: Any, model: str | None) -> WorkerError | None:
+        """The error a server wrote into its stream (``{"error": ...}``), if any."""
+        if not isinstance(data, dict) or data.get("error") is None:
+            return None
+        error = data["error"]
+        code = error.get("code") if isinstance(error, dict) else None
+        status = code if isinstance(code, int) and 400 <= code < 600 else 500
+        return classify_error(status, json.dumps(data), worker=self.config.id, model=model)
 
     async def request_json(
         self,

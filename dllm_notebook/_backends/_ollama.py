@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 from .._types import ChatRequest, Completion, ModelInfo, ServerInfo
@@ -120,3 +122,35 @@ class OllamaBackend(Backend):
             generation_seconds=seconds,
             tokens_per_second=eval_count / seconds if eval_count and seconds else None,
         )
+
+    async def stream(
+        self, request: ChatRequest, *, model: str, context_length: int | None
+    ) -> AsyncIterator[str]:
+        """NDJSON: one object per line with ``message.content``; the last has ``done``."""
+        body = self.payload(request, model, context_length) | {"stream": True}
+        wrote = False
+        lines = self.stream_lines(
+            "/api/chat", json_body=body, model=model, timeout=self.config.timeout
+        )
+        async with contextlib.aclosing(lines):
+            async for line in lines:
+                if not line.strip():
+                    continue
+                try:
+                    data = json.loads(line)
+                except ValueError as exc:
+                    raise self.malformed(
+                        f"a streamed line is not JSON: {line[:80]!r}", model
+                    ) from exc
+                error = self.stream_error(data, model)
+                if error is not None:
+                    raise error
+                message = data.get("message") if isinstance(data, dict) else None
+                piece = message.get("content") if isinstance(message, dict) else None
+                if isinstance(piece, str) and piece:
+                    wrote = True
+                    yield piece
+                if isinstance(data, dict) and data.get("done"):
+                    break
+        if not wrote:
+            raise self.empty_answer(model)

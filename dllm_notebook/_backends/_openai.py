@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 from .._types import ChatRequest, Completion, ModelInfo, ServerInfo
@@ -81,6 +83,42 @@ class OpenAIBackend(Backend):
         )
         return self.parse_completion(data, model)
 
+    async def stream(
+        self, request: ChatRequest, *, model: str, context_length: int | None
+    ) -> AsyncIterator[str]:
+        """Server-sent events: ``data: {chunk}`` lines with ``choices[0].delta.content``,
+        ended by ``data: [DONE]``."""
+        body = self.payload(request, model) | {"stream": True}
+        wrote = False
+        lines = self.stream_lines(
+            self.chat_path, json_body=body, model=model, timeout=self.config.timeout
+        )
+        async with contextlib.aclosing(lines):
+            async for line in lines:
+                field, _, data = line.partition(":")
+                if field not in ("data", "error"):
+                    continue  # blank separators, comments, "event:" lines
+                data = data.strip()
+                if data == "[DONE]":
+                    break
+                try:
+                    chunk = json.loads(data)
+                except ValueError as exc:
+                    raise self.malformed(
+                        f"a streamed chunk is not JSON: {data[:80]!r}", model
+                    ) from exc
+                if field == "error":  # llama.cpp's way to report a failure mid-stream
+                    chunk = {"error": chunk}
+                error = self.stream_error(chunk, model)
+                if error is not None:
+                    raise error
+                piece = _delta_content(chunk)
+                if piece:
+                    wrote = True
+                    yield piece
+        if not wrote:
+            raise self.empty_answer(model)
+
     def parse_completion(self, data: Any, model: str) -> Completion:
         try:
             choice = data["choices"][0]
@@ -97,6 +135,15 @@ class OpenAIBackend(Backend):
             completion_tokens=_positive_int(usage.get("completion_tokens")),
             finish_reason=choice.get("finish_reason"),
         )
+
+
+def _delta_content(chunk: Any) -> str | None:
+    choices = chunk.get("choices") if isinstance(chunk, dict) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return None  # e.g. the final usage chunk
+    delta = choices[0].get("delta")
+    content = delta.get("content") if isinstance(delta, dict) else None
+    return content if isinstance(content, str) else None
 
 
 class ExoBackend(OpenAIBackend):

@@ -1,0 +1,159 @@
+"""``dllm analyze`` (the batch job) and ``dllm presets``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ._app import EXIT_INTERRUPTED, EXIT_PARTIAL, config_option, open_cluster
+
+__all__ = ["analyze", "presets"]
+
+OUTPUT_KINDS = (".parquet", ".csv", ".json")
+
+
+@click.command(short_help="Run every prompt over a folder of papers; save the table.")
+@click.argument(
+    "input_path",
+    metavar="INPUT",
+    required=False,
+    type=click.Path(exists=True, path_type=Path),
+)
+@click.option(
+    "-i",
+    "--input",
+    "input_option",
+    type=click.Path(exists=True, path_type=Path),
+    help="The same as INPUT (the original process_directory.py's spelling).",
+)
+@click.option("--preset", help="Preset name or .toml file (default: research).")
+@click.option(
+    "-p",
+    "--prompt",
+    "prompts",
+    multiple=True,
+    metavar="TEMPLATE",
+    help="A prompt template ({content}, {title}, {filename}) or a question; repeat for "
+    "several. Replaces --preset.",
+)
+@config_option
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("results.parquet"),
+    show_default=True,
+    help="Output file: .parquet or .csv (paper x prompt table), .json (the original "
+    "tool's report).",
+)
+@click.option(
+    "--max-concurrent",
+    type=click.IntRange(min=1),
+    help="At most this many requests in flight over the whole cluster.",
+)
+@click.option("-r", "--recursive", is_flag=True, help="Also read papers in subfolders.")
+@click.option("--max-tokens", type=click.IntRange(min=1), help="Longest answer, in tokens.")
+@click.pass_context
+def analyze(
+    ctx: click.Context,
+    input_path: Path | None,
+    input_option: Path | None,
+    preset: str | None,
+    prompts: Sequence[str],
+    config: str | None,
+    output: Path,
+    max_concurrent: int | None,
+    recursive: bool,
+    max_tokens: int | None,
+) -> None:
+    """Ask every prompt of every paper in INPUT (a folder or a file) and save the table.
+
+    Papers are .pdf, .txt and .md files. A progress bar shows the ETA; a summary and a
+    preview follow. Exit code 3 means some tasks failed: their cells are empty and the
+    .json report lists their errors. Ctrl-C writes the answers finished so far.
+
+    \b
+    Examples:
+      dllm analyze papers/ --preset research -c workers.json -o review.parquet
+      dllm analyze papers/ -p "What dataset does {title} use?" -o datasets.csv
+      dllm analyze -i papers/ -c workers.json -o report.json --max-concurrent 20
+    """
+    if input_path is not None and input_option is not None:
+        raise click.UsageError("give the input once: either INPUT or --input")
+    source = input_path or input_option
+    if source is None:
+        raise click.UsageError("missing INPUT: a folder or a file of papers")
+    if output.suffix.lower() not in OUTPUT_KINDS:
+        raise click.BadParameter("use a .parquet, .csv or .json file name", param_hint="--output")
+    output.parent.mkdir(parents=True, exist_ok=True)  # fail now, not after the job
+    settings = {"max_concurrent_batch": max_concurrent} if max_concurrent else {}
+    started = time.monotonic()
+    with open_cluster(config, **settings) as cluster:
+        try:
+            long = cluster.analyze(
+                source,
+                preset=preset,
+                prompts=list(prompts) or None,
+                recursive=recursive,
+                long=True,
+                max_tokens=max_tokens,
+            )
+        except KeyboardInterrupt:
+            job = cluster.last_analysis
+            if job is None:
+                raise
+            long = job.frame(long=True, elapsed=time.monotonic() - started)
+            write_results(long, output)
+            done = int((long["status"] == "ok").sum())
+            click.echo(
+                f"\nInterrupted: wrote the {done} finished answers (of {len(long)}) to {output}.",
+                err=True,
+            )
+            ctx.exit(EXIT_INTERRUPTED)
+    wide = write_results(long, output)
+    click.echo(_preview(wide))
+    click.echo(f"Wrote {output} ({len(wide)} papers x {len(wide.columns)} prompts).")
+    if (long["status"] != "ok").any():
+        ctx.exit(EXIT_PARTIAL)
+
+
+def write_results(long: Any, output: Path) -> Any:
+    """Write the long table to ``output`` by its extension; return the wide table."""
+    wide = long.dllm.wide()
+    suffix = output.suffix.lower()
+    if suffix == ".json":
+        long.dllm.to_json_report(output)
+    elif suffix == ".csv":
+        wide.to_csv(output)
+    else:
+        wide.to_parquet(output)
+    return wide
+
+
+def _preview(wide: Any, width: int = 48) -> str:
+    def short(value: Any) -> str:
+        if not isinstance(value, str):
+            return "<missing>"
+        flat = " ".join(value.split())
+        return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+    return str(wide.map(short).to_string(max_colwidth=width))
+
+
+@click.command(short_help="List the presets and their prompts.")
+@click.option("--templates", is_flag=True, help="Also print each prompt's template.")
+def presets(templates: bool) -> None:
+    """List the presets and their prompts (use one with `dllm analyze --preset NAME`)."""
+    from .._presets import list_presets
+
+    for preset in list_presets():
+        click.echo(f"{preset.name}: {preset.description}")
+        for prompt in preset.prompts:
+            click.echo(f"  - {prompt.name}")
+            if templates:
+                for line in prompt.template.strip().splitlines():
+                    click.echo(f"      {line}".rstrip())

@@ -1,0 +1,116 @@
+"""``dllm check``: validate the workers file and try every worker."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from .._errors import WorkerError
+from .._loop import run_sync, wait_within
+from .._pool import Health
+from ._app import EXIT_NONE, EXIT_PARTIAL, config_option, open_cluster
+from ._probe import say_hello
+from ._table import cell, table
+
+if TYPE_CHECKING:
+    from .._cluster import Cluster
+    from .._pool import Worker
+
+__all__ = ["check", "healthy_workers", "hello_all"]
+
+HELLO_TIMEOUT = 120.0
+
+
+def healthy_workers(cluster: Cluster) -> list[Worker]:
+    """The workers whose last check passed (reads the pool; call after ``check()``)."""
+    return [w for w in cluster._pool.workers if w.health is Health.HEALTHY]
+
+
+async def hello_all(workers: list[Worker]) -> dict[str, float | str]:
+    """One tiny prompt to each worker at once: seconds taken, or the error."""
+
+    async def one(worker: Worker) -> float | str:
+        if worker.backend is None or worker.model is None:
+            return "not checked yet"
+        timeout = worker.config.timeout or HELLO_TIMEOUT
+        try:
+            return await wait_within(
+                say_hello(worker.backend, worker.model, worker.context_length), timeout
+            )
+        except asyncio.TimeoutError:
+            return f"no answer to a tiny prompt within {timeout:g} s"
+        except WorkerError as exc:
+            return exc.detail
+
+    results = await asyncio.gather(*(one(w) for w in workers))
+    return {w.id: r for w, r in zip(workers, results, strict=True)}
+
+
+def _int(value: Any) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    return str(int(value))
+
+
+@click.command(
+    short_help="Validate the workers file and try every worker.",
+    epilog="""\b
+Exit codes: 0 every worker is healthy; 3 some are not; 4 none is;
+1 the file is invalid (every problem is listed).""",
+)
+@config_option
+@click.option(
+    "-t", "--test", is_flag=True, help="Also send each healthy worker one tiny test prompt."
+)
+@click.pass_context
+def check(ctx: click.Context, config: str | None, test: bool) -> None:
+    """Validate the workers file and try every worker.
+
+    For each worker: can it be reached, is its model there (and loaded), what context
+    window it has, and how long a health probe took; with --test, how long it takes to
+    answer one tiny prompt. Prints a table, the problems, then "Healthy workers: N/M".
+    """
+    with open_cluster(config) as cluster:
+        frame = cluster.check()
+        tests = run_sync(hello_all(healthy_workers(cluster)), what="check") if test else {}
+    header = ["worker", "type", "url", "model", "loaded", "context", "probe s"]
+    if test:
+        header.append("test s")
+    header.append("status")
+    rows, problems = [], []
+    healthy = 0
+    for record in frame.reset_index().to_dict("records"):
+        name = str(record["worker"])
+        ok = bool(record["healthy"])
+        reason = record["error"] if isinstance(record["error"], str) else ""
+        tested = tests.get(name)
+        if isinstance(tested, str):
+            ok, reason = False, f"the test prompt failed: {tested}"
+        healthy += ok
+        if reason:
+            problems.append(f"  {name}: {reason}")
+        row = [
+            name,
+            str(record["type"]),
+            str(record["url"]).split("://", 1)[-1],
+            cell(record["model"]),
+            cell(record["model_loaded"]),
+            _int(record["context_length"]),
+            cell(record["latency_s"]),
+        ]
+        if test:
+            row.append(cell(tested))
+        row.append("healthy" if ok else "UNHEALTHY")
+        rows.append(row)
+    click.echo(table(header, rows, numeric=[5, 6, 7] if test else [5, 6]))
+    if problems:
+        click.echo("\nProblems:")
+        click.echo("\n".join(problems))
+    total = len(rows)
+    click.echo(f"\nHealthy workers: {healthy}/{total}")
+    if healthy == 0:
+        ctx.exit(EXIT_NONE)
+    if healthy < total:
+        ctx.exit(EXIT_PARTIAL)

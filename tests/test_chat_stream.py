@@ -1,0 +1,150 @@
+"""Streamed answers: each backend's ``stream()`` and the ChatStream behind ``dllm chat``."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import httpx
+import pytest
+
+from dllm_notebook import (
+    BadResponse,
+    Cluster,
+    ModelNotAvailable,
+    NoHealthyWorkers,
+    TaskFailed,
+    WorkerOverloaded,
+    WorkerUnreachable,
+)
+from dllm_notebook._backends import make_backend
+from dllm_notebook._chat import ChatStream, chat_request
+from dllm_notebook._config import WorkerConfig
+from dllm_notebook.testing import Behaviour, FakeLab, expected_echo
+
+from .conftest import FAST
+
+KINDS = {
+    "openai": "openai",
+    "llamacpp": "openai",
+    "vllm": "openai",
+    "exo": "exo",
+    "lm_studio": "lm_studio",
+    "ollama": "ollama",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def collect(kind: str, port: int, model: str, prompt: str) -> list[str]:
+    config = WorkerConfig(id="w", host="127.0.0.1", port=port, type=kind)
+    async with httpx.AsyncClient(base_url=config.base_url, timeout=10) as client:
+        backend = make_backend(config, client)
+        return [
+            piece
+            async for piece in backend.stream(
+                chat_request(prompt, max_tokens=12), model=model, context_length=4096
+            )
+        ]
+
+
+@pytest.mark.parametrize("dialect", list(KINDS))
+def test_each_backend_streams_the_answer_in_pieces(lab: FakeLab, dialect: str) -> None:
+    server = lab.add(dialect, models=["m-1"], behaviour=Behaviour(answer_tokens=12))
+    model = "m-1:latest" if dialect == "ollama" else "m-1"
+    pieces = asyncio.run(collect(KINDS[dialect], server.port, model, "Tell me [[s1]]"))
+    assert len(pieces) > 3  # several pieces, not one block
+    assert "".join(pieces).startswith(expected_echo("Tell me [[s1]]"))
+    (record,) = server.log.generations()
+    assert record.stream is True
+
+
+@pytest.mark.parametrize(
+    ("dialect", "behaviour", "error"),
+    [
+        ("openai", Behaviour(garbage=True), BadResponse),
+        ("ollama", Behaviour(garbage=True), BadResponse),
+        ("lm_studio", Behaviour(overload=True, overload_status=429), WorkerOverloaded),
+        ("ollama", Behaviour(empty_answer=True), BadResponse),
+        ("vllm", Behaviour(), ModelNotAvailable),
+    ],
+)
+def test_stream_failures_become_the_same_errors_as_chat(
+    lab: FakeLab, dialect: str, behaviour: Behaviour, error: type[Exception]
+) -> None:
+    server = lab.add(dialect, models=["m-1"], behaviour=behaviour)
+    model = "no-such-model" if error is ModelNotAvailable else "m-1"
+    with pytest.raises(error):
+        asyncio.run(collect(KINDS[dialect], server.port, model, "hi"))
+
+
+def test_stream_to_a_closed_port_is_unreachable() -> None:
+    with pytest.raises(WorkerUnreachable, match="is the server running"):
+        asyncio.run(collect("openai", free_port(), "m", "hi"))
+
+
+def test_chat_stream_names_its_worker_and_yields_the_answer(lab: FakeLab) -> None:
+    server = lab.add("lm_studio", models=["qwen"])
+    with Cluster(
+        [{"id": "studio", "host": "127.0.0.1", "port": server.port, "type": "lm_studio"}], **FAST
+    ) as cluster:
+        stream = ChatStream.start(cluster, "What is soil? [[c1]]")
+        assert (stream.worker, stream.model) == ("studio", "qwen")
+        text = "".join(stream)
+    assert text.startswith(expected_echo("What is soil? [[c1]]"))
+    assert stream.text == text
+
+
+def test_chat_stream_moves_to_another_worker_when_the_first_fails(lab: FakeLab) -> None:
+    broken = lab.add("openai", models=["m"], behaviour=Behaviour(error_rate=1.0))
+    good = lab.add("ollama", models=["m"])
+    workers = [
+        {
+            "id": "broken",
+            "host": "127.0.0.1",
+            "port": broken.port,
+            "type": "openai",
+            "max_concurrent_requests": 8,
+        },
+        {
+            "id": "good",
+            "host": "127.0.0.1",
+            "port": good.port,
+            "type": "ollama",
+            "max_concurrent_requests": 1,
+        },
+    ]
+    with Cluster(workers, **FAST) as cluster:
+        cluster.check()
+        stream = ChatStream.start(cluster, "hello [[m1]]")  # "broken" has more free slots
+        assert stream.worker == "good"
+        assert "".join(stream).startswith(expected_echo("hello [[m1]]"))
+    assert len(broken.log.generations()) == 1
+
+
+def test_chat_stream_says_why_when_every_worker_fails(lab: FakeLab) -> None:
+    broken = lab.add("openai", models=["m"], behaviour=Behaviour(error_rate=1.0))
+    spec = {"id": "broken", "host": "127.0.0.1", "port": broken.port, "type": "openai"}
+    with Cluster([spec], **FAST) as cluster, pytest.raises(TaskFailed, match="dllm check"):
+        ChatStream.start(cluster, "hello")
+
+
+def test_chat_stream_without_a_healthy_worker_lists_the_workers() -> None:
+    spec = {"id": "asleep", "host": "127.0.0.1", "port": free_port(), "type": "ollama"}
+    settings = dict(FAST, no_worker_timeout=0.5)
+    with Cluster([spec], **settings) as cluster, pytest.raises(NoHealthyWorkers, match="down"):
+        ChatStream.start(cluster, "hello")
+
+
+def test_chat_stream_refuses_a_question_larger_than_every_window(lab: FakeLab) -> None:
+    small = lab.add("lm_studio", models=["m"], context_length=512)
+    spec = {"id": "small", "host": "127.0.0.1", "port": small.port, "type": "lm_studio"}
+    with Cluster([spec], **FAST) as cluster:
+        cluster.check()
+        with pytest.raises(TaskFailed, match="largest context window in the cluster is 512"):
+            ChatStream.start(cluster, "soil " * 2000)
+    assert small.log.generations() == []
