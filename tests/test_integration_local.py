@@ -131,9 +131,24 @@ def test_main_job_command_falls_back_to_a_local_worker(tmp_path: Path) -> None:
     out = tmp_path / "results.parquet"
     paper = SAMPLE_PAPERS / "battery-degradation.pdf"
     proc = subprocess.run(
-        [sys.executable, "-m", "dllm_notebook", "analyze", str(paper), "-p",
-         "What is this paper about?", "--max-tokens", "32", "-o", str(out)],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "dllm_notebook",
+            "analyze",
+            str(paper),
+            "-p",
+            "What is this paper about?",
+            "--max-tokens",
+            "32",
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "starting a local llama.cpp worker" in proc.stderr
