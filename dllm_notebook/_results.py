@@ -95,7 +95,11 @@ def _value(value: Any) -> Any:
 
 
 def json_report(long: pd.DataFrame, *, total_time_seconds: float | None = None) -> dict[str, Any]:
-    """The original tool's JSON report: counts, rates, and one entry per task."""
+    """The original tool's JSON report: counts, rates, and one entry per task.
+
+    As the original wrote them, ``success_rate`` is a percentage and ``tasks_per_second``
+    counts every task, failed ones included.
+    """
     total = len(long)
     ok = long["status"].isin(["ok", "cached"])
     successful = int(ok.sum())
@@ -120,12 +124,13 @@ def json_report(long: pd.DataFrame, *, total_time_seconds: float | None = None) 
     return {
         "timestamp": datetime.now(timezone.utc).isoformat(),
         "files_processed": int(long["paper"].nunique()),
+        "prompts_used": int(long["prompt"].nunique()),
         "total_tasks": total,
         "successful": successful,
         "failed": total - successful,
-        "success_rate": successful / total if total else 0.0,
+        "success_rate": 100.0 * successful / total if total else 0.0,
         "total_time_seconds": elapsed,
-        "tasks_per_second": successful / elapsed if elapsed else 0.0,
+        "tasks_per_second": total / elapsed if elapsed else 0.0,
         "results": results,
     }
 

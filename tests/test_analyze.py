@@ -215,7 +215,8 @@ def test_exports_round_trip(lab: FakeLab, tmp_path: Path) -> None:
         "results",
     }
     assert report["files_processed"] == 2 and report["total_tasks"] == 4
-    assert report["successful"] == 4 and report["success_rate"] == 1.0
+    assert report["successful"] == 4 and report["success_rate"] == 100.0
+    assert report["prompts_used"] == 2
     entry = report["results"][0]
     assert set(entry) >= {"file", "prompt_template", "success", "response"}
     assert set(entry["response"]) >= {"model", "response"}
