@@ -33,6 +33,7 @@ from ._model_files import default_model_path
 from ._papers import Paper, load_papers
 from ._presets import Preset, list_presets, load_preset
 from ._results import DllmAccessor
+from ._store import ResultStore
 from ._templates import Prompt
 from ._types import Answer, ChatRequest
 
@@ -59,6 +60,7 @@ __all__ = [
     "PresetError",
     "Prompt",
     "RequestRejected",
+    "ResultStore",
     "Secret",
     "SyncCallInLoop",
     "TaskFailed",

@@ -13,12 +13,12 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import pandas as pd
 
+from ._cells import Cell, CellSink, MemoryCells, Row, build_columns
 from ._chunking import (
     Budget,
     _part_note,
@@ -34,59 +34,16 @@ from ._errors import ContextLengthExceeded
 from ._papers import Paper
 from ._pool import Health, Worker
 from ._progress import Progress
-from ._results import long_frame, wide_frame
+from ._results import LONG_COLUMNS, long_frame, wide_frame
 from ._templates import Prompt
 from ._types import Answer, ChatRequest
 
-__all__ = ["DEFAULT_MAX_TOKENS", "UNKNOWN_WINDOW", "Analysis", "prepare"]
+__all__ = ["DEFAULT_MAX_TOKENS", "UNKNOWN_WINDOW", "Analysis", "Slot", "prepare"]
 
 DEFAULT_MAX_TOKENS = 512
 UNKNOWN_WINDOW = 4096
 """The window assumed for a worker that does not say its own (set ``context_length``)."""
 FIT_MODES = ("chunk", "truncate")
-
-
-@dataclass(eq=False)
-class Cell:
-    """One paper x prompt: its plan, its partial answers and its final answer."""
-
-    paper: Paper
-    prompt: Prompt
-    fit: str | None = None
-    answer: str | None = None
-    status: str = "pending"
-    error: str | None = None
-    worker: str | None = None
-    model: str | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    latency_s: float = 0.0
-    error_type: str | None = None
-    parts: list[Answer | None] = field(default_factory=list)
-
-    def add_usage(self, answer: Answer) -> None:
-        if answer.prompt_tokens is not None:
-            self.prompt_tokens = (self.prompt_tokens or 0) + answer.prompt_tokens
-        if answer.completion_tokens is not None:
-            self.completion_tokens = (self.completion_tokens or 0) + answer.completion_tokens
-        self.latency_s += answer.latency_s or 0.0
-        self.worker, self.model = answer.worker, answer.model
-
-    def row(self) -> dict[str, Any]:
-        return {
-            "paper": self.paper.name,
-            "title": self.paper.title,
-            "prompt": self.prompt.name,
-            "answer": self.answer,
-            "status": self.status,
-            "error": self.error,
-            "worker": self.worker,
-            "model": self.model,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "latency_s": self.latency_s if self.status == "ok" or self.latency_s else None,
-            "fit": self.fit,
-        }
 
 
 def planning_windows(workers: Sequence[Worker]) -> tuple[int, int]:
@@ -112,8 +69,23 @@ def planning_windows(workers: Sequence[Worker]) -> tuple[int, int]:
     return windows[0][0], windows[-1][0]
 
 
+class Slot(NamedTuple):
+    """Where a task's answer goes: its cell, its part, and the step (for the history)."""
+
+    cell: Cell
+    part: int
+    step: str
+
+
 class Analysis:
-    """The tasks of one ``analyze()`` call and the cells they fill."""
+    """The tasks of one ``analyze()`` call and the cells they fill.
+
+    Cells are made as the plan reaches them and leave memory when they finish: their
+    rows go to ``sink`` (the result store's, or memory). After an interrupt, ``frame()``
+    shows every answer that arrived; unfinished cells are ``pending``.
+
+    >>> cluster.last_analysis.frame(long=True)      # during or after an interrupted run
+    """
 
     def __init__(
         self,
@@ -136,25 +108,33 @@ class Analysis:
         self.max_tokens = int(self.options["max_tokens"])
         self.fit_mode = fit
         self.progress = progress
-        self.cells = [Cell(paper, prompt) for paper in papers for prompt in prompts]
-        self._slots: dict[int, tuple[Cell, int]] = {}
+        self.total = len(papers) * len(prompts)
+        self.statuses: Counter[str] = Counter()
+        self.failures: Counter[str] = Counter()
+        self.sink: CellSink = MemoryCells()
+        self._last_pending: tuple[int, Row] = (-1, ())
+        self._slots: dict[int, Slot] = {}
         self._counter = itertools.count()
         self._combine_budget = Budget.for_request(UNKNOWN_WINDOW, self.max_tokens, system=system)
 
     # -- planning ---------------------------------------------------------------------
-    def plan(self, workers: Sequence[Worker]) -> list[Task]:
-        """The first tasks: one per cell, or one per chunk for cells too long to fit."""
+    def plan(self, workers: Sequence[Worker]) -> Iterator[Task]:
+        """The first tasks, made as they are taken: one per cell, or one per chunk.
+
+        A generator, so that 100,000 tasks never exist at once: the caller takes a few
+        more as answers come in.
+        """
         largest, chunk_window = planning_windows(workers)
         large = Budget.for_request(largest, self.max_tokens, system=self.system)
         small = Budget.for_request(chunk_window, self.max_tokens, system=self.system)
         self._combine_budget = small
-        tasks: list[Task] = []
-        for paper, cells in itertools.groupby(self.cells, key=lambda c: c.paper):
-            group = list(cells)
+        for number, paper in enumerate(self.papers):
+            start = number * len(self.prompts)
+            group = [Cell(start + i, paper, prompt) for i, prompt in enumerate(self.prompts)]
             if not paper.ok:
                 for cell in group:
                     cell.status, cell.error = paper.status, paper.message
-                self.progress.add(failed=len(group))
+                    self._settle(cell)
                 continue
             content_tokens = estimate_tokens(paper.text)
             chunks: list[str] | None = None
@@ -163,30 +143,31 @@ class Analysis:
                 overhead = prompt_overhead(cell.prompt, {**fields, "content": ""})
                 if content_tokens + overhead <= large.input_tokens:
                     cell.fit = "whole"
-                    tasks.append(self._task(cell, 0, cell.prompt.render(fields)))
+                    yield self._task(cell, 0, cell.prompt.render(fields), "whole")
                     continue
+                text: str | None = None
                 try:
                     if self.fit_mode == "truncate":
-                        cell.fit = "truncated"
-                        room = large.input_tokens - overhead
-                        text = truncate_to_fit(paper.text, room)
-                        tasks.append(
-                            self._task(cell, 0, cell.prompt.render({**fields, "content": text}))
-                        )
-                        continue
-                    if chunks is None:
+                        text = truncate_to_fit(paper.text, large.input_tokens - overhead)
+                    elif chunks is None:
                         chunks = self._chunks(paper, small)
                 except ContextLengthExceeded as exc:
                     self._fail(cell, str(exc), "ContextLengthExceeded")
                     continue
+                if text is not None:
+                    cell.fit = "truncated"
+                    content = {**fields, "content": text}
+                    yield self._task(cell, 0, cell.prompt.render(content), "truncated")
+                    continue
+                assert chunks is not None
                 cell.fit = "chunked"
                 cell.parts = [None] * len(chunks)
                 for i, chunk in enumerate(chunks):
                     body = _part_note(i + 1, len(chunks)) + chunk.strip()
-                    tasks.append(
-                        self._task(cell, i, cell.prompt.render({**fields, "content": body}))
+                    content = {**fields, "content": body}
+                    yield self._task(
+                        cell, i, cell.prompt.render(content), f"chunk {i + 1}/{len(chunks)}"
                     )
-        return tasks
 
     def _chunks(self, paper: Paper, budget: Budget) -> list[str]:
         fields = {**self._fields(paper), "content": ""}
@@ -205,18 +186,26 @@ class Analysis:
     def _fields(paper: Paper) -> dict[str, str]:
         return {"content": paper.text, "filename": paper.name, "title": paper.title}
 
-    def _task(self, cell: Cell, slot: int, prompt: str) -> Task:
+    def _task(self, cell: Cell, slot: int, prompt: str, step: str) -> Task:
         index = next(self._counter)
-        self._slots[index] = (cell, slot)
+        self._slots[index] = Slot(cell, slot, step)
         tokens = estimate_tokens(prompt) + (estimate_tokens(self.system) if self.system else 0)
         request = ChatRequest(prompt, self.system, self.options, prompt_tokens_estimate=tokens)
         return Task(index, request, needed_tokens=tokens + self.max_tokens)
 
     # -- results ----------------------------------------------------------------------
-    def on_result(self, index: int, answer: Answer) -> list[Task] | None:
-        """Settle one task's answer into its cell; return the combine tasks it unlocks."""
-        cell, slot = self._slots.pop(index)
+    def slot(self, index: int) -> Slot:
+        """Where task ``index`` (not settled yet) belongs."""
+        return self._slots[index]
+
+    def on_result(self, index: int, answer: Answer, *, cached: bool = False) -> list[Task] | None:
+        """Settle one task's answer into its cell; return the combine tasks it unlocks.
+
+        ``cached`` says the answer came from the result store, not from a worker now.
+        """
+        cell, slot, _ = self._slots.pop(index)
         cell.add_usage(answer)
+        cell.fresh = cell.fresh or not cached
         if cell.status != "pending":
             return None  # the cell failed already through another part
         if not answer.ok:
@@ -247,9 +236,8 @@ class Analysis:
             if len(group) == 1:
                 cell.parts[i] = Answer(text=group[0], worker=cell.worker, model=cell.model)
             else:
-                tasks.append(
-                    self._task(cell, i, combine_prompt(cell.prompt, cell.paper.title, group))
-                )
+                prompt = combine_prompt(cell.prompt, cell.paper.title, group)
+                tasks.append(self._task(cell, i, prompt, f"combine {i + 1}/{len(groups)}"))
         if not tasks:  # every group was a lone answer: one round more is not needed
             cell.parts = []
             self._finish(cell, groups[0][0])
@@ -257,22 +245,46 @@ class Analysis:
         return tasks
 
     def _finish(self, cell: Cell, text: str) -> None:
-        cell.answer, cell.status, cell.parts = text.strip(), "ok", []
-        self.progress.add(ok=1)
+        cell.answer, cell.parts = text.strip(), []
+        cell.status = "ok" if cell.fresh else "cached"
+        self._settle(cell)
 
     def _fail(self, cell: Cell, error: str, error_type: str | None) -> None:
         cell.status, cell.error, cell.parts = "failed", error, []
         cell.error_type = error_type
-        self.progress.add(failed=1)
+        self._settle(cell)
+
+    def _settle(self, cell: Cell) -> None:
+        """A cell is done: count it and hand its row to the sink."""
+        self.statuses[cell.status] += 1
+        if cell.status == "ok":
+            self.progress.add(ok=1)
+        elif cell.status == "cached":
+            self.progress.add(cached=1)
+        else:
+            self.progress.add(failed=1)
+            if cell.status == "failed":
+                self.failures[cell.error_type or "error"] += 1
+        self.sink.add(cell.position, cell.values())
 
     # -- summary ----------------------------------------------------------------------
-    def rows(self) -> list[dict[str, Any]]:
-        return [cell.row() for cell in self.cells]
+    def _pending(self, position: int) -> Row:
+        """The row of a cell that has not finished."""
+        if self._last_pending[0] != position:
+            paper = self.papers[position // len(self.prompts)]
+            prompt = self.prompts[position % len(self.prompts)]
+            self._last_pending = (position, Cell(position, paper, prompt).values())
+        return self._last_pending[1]
 
-    def frame(self, *, long: bool, elapsed: float) -> pd.DataFrame:
-        """The results as the long form, or the wide paper x prompt table."""
+    def frame(self, *, long: bool = False, elapsed: float | None = None) -> pd.DataFrame:
+        """The results as the long form, or the wide paper x prompt table.
+
+        Works during or after an interrupted run too: unfinished cells are ``pending``.
+        """
+        elapsed = 0.0 if elapsed is None else elapsed
         summary = self.summary(elapsed)
-        table = long_frame(self.rows(), run_id=self.run_id, elapsed_s=elapsed)
+        columns = build_columns(self.sink, self.total, self._pending, LONG_COLUMNS)
+        table = long_frame(columns, run_id=self.run_id, elapsed_s=elapsed)
         table.attrs["dllm_summary"] = summary
         if long:
             return table
@@ -281,14 +293,20 @@ class Analysis:
         return wide
 
     def summary(self, elapsed: float) -> str:
-        total = len(self.cells)
-        ok = sum(c.status == "ok" for c in self.cells)
+        total = self.total
+        counts = self.statuses
+        ok = counts["ok"] + counts["cached"]
         line = (
             f"analyzed {len(self.papers)} papers x {len(self.prompts)} prompts: "
             f"{ok}/{total} tasks answered in {elapsed:.1f} s"
         )
-        unreadable = Counter(c.status for c in self.cells if c.status not in ("ok", "failed"))
-        failed = Counter(c.error_type or "error" for c in self.cells if c.status == "failed")
+        if counts["cached"]:
+            line += f" ({counts['cached']} from the result store)"
+        pending = total - sum(counts.values())
+        if pending:
+            line += f"; {pending} not finished"
+        unreadable = {k: n for k, n in counts.items() if k not in ("ok", "cached", "failed")}
+        failed = self.failures
         reasons = [f"{n} unreadable ({kind})" for kind, n in unreadable.items()]
         reasons += [f"{n} failed ({kind})" for kind, n in failed.items()]
         if reasons:

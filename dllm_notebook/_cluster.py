@@ -15,14 +15,17 @@ from typing import Any
 import pandas as pd
 
 from ._analyze import Analysis
+from ._cache import CachedRun
 from ._config import ClusterSettings, WorkerConfig, load_config, make_settings, parse_worker_spec
 from ._dispatch import Dispatcher, Task
 from ._errors import ConfigError, ConfigProblem, TaskFailed
 from ._events import Event, EventHub
+from ._history import StoreAccess
 from ._loop import bridge, run_sync, submit
 from ._pool import Worker, WorkerPool
 from ._reports import check_frame, html_table, metrics_frame, text_table
 from ._scheduler import LeastLoaded, Scheduler
+from ._store import DEFAULT, resolve_store
 from ._types import Answer, ChatRequest
 
 __all__ = ["Cluster"]
@@ -37,7 +40,7 @@ def estimate_tokens(text: str) -> int:
     return estimate(text)
 
 
-class Cluster:
+class Cluster(StoreAccess):
     """Every worker of the lab, kept healthy and busy.
 
     >>> cluster = Cluster.from_config("config/workers.json")
@@ -49,6 +52,10 @@ class Cluster:
     Settings (keyword arguments, or top-level keys of the config file):
     ``health_check_interval`` (30 s), ``request_timeout`` (300 s), ``max_retries`` (3),
     ``max_concurrent_batch`` (50), ``no_worker_timeout`` (120 s), ``probe_timeout`` (10 s).
+
+    ``store`` is where ``analyze()`` keeps every answer (see docs/store.md): by default
+    ``$DLLM_STORE`` or ``.dllm/results.sqlite`` in the current folder; a path, ``"user"``
+    (the user cache folder), a :class:`ResultStore`, or ``None`` to keep nothing.
     """
 
     def __init__(
@@ -57,8 +64,10 @@ class Cluster:
         *,
         scheduler: Scheduler | None = None,
         settings: ClusterSettings | None = None,
+        store: Any = DEFAULT,
         **options: Any,
     ) -> None:
+        self._store = resolve_store(store)
         if isinstance(workers, (str, bytes, os.PathLike)):
             raise ConfigError(
                 [
@@ -90,13 +99,16 @@ class Cluster:
         interrupt."""
         self.local_servers: list[Any] = []
         """The llama.cpp servers that ``Cluster.local()`` started (empty otherwise)."""
+        self._cleanups.append(lambda: self._store.close() if self._store is not None else None)
         submit(self._ready())  # health checks start now, in the background
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str], **options: Any) -> Cluster:
-        """Read the lab's ``workers.json``; keyword arguments override its settings."""
+        """Read the lab's ``workers.json``; keyword arguments override its settings
+        (``store=`` chooses the result store, as for the constructor)."""
+        extra = {k: options.pop(k) for k in ("store", "scheduler") if k in options}
         workers, settings = load_config(path, overrides=options)
-        return cls(workers, settings=settings)
+        return cls(workers, settings=settings, **extra)
 
     @classmethod
     def local(
@@ -253,6 +265,8 @@ class Cluster:
         fit: str = "chunk",
         progress: bool = True,
         password: str | None = None,
+        refresh: bool = False,
+        cache: bool = True,
         **options: Any,
     ) -> pd.DataFrame:
         """Ask every prompt of every paper, spread over the cluster; return a DataFrame.
@@ -270,29 +284,30 @@ class Cluster:
         >>> df = cluster.analyze("papers/", preset="research")
         >>> df.to_parquet("review.parquet")
         >>> df.dllm.long()          # provenance: worker, tokens, errors
-        """
-        from ._analyze import prepare
 
-        job = prepare(
-            source,
-            preset=preset,
-            prompts=prompts,
-            recursive=recursive,
-            password=password,
-            fit=fit,
-            progress=progress,
-            options=options,
-        )
-        self.last_analysis = job
+        Every answer is saved to the result store (``cluster.store``) as it arrives. Run
+        the same call again and stored answers come back at once (status ``cached`` in the
+        long form); only missing or failed tasks are sent. ``refresh=True`` asks again
+        anyway, ``cache=False`` neither reads nor writes the store. After an interrupt,
+        ``cluster.last_analysis.frame()`` holds what had arrived, and re-running resumes.
+        """
+        choices = dict(preset=preset, prompts=prompts, recursive=recursive, fit=fit)
+        choices.update(password=password, progress=progress, refresh=refresh, cache=cache)
+        run = self._start_run(source, choices, options)
+        job = run.job
         started = time.monotonic()
+        status = "failed"
         try:
-            run_sync(self._analyze(job), what="analyze()", on_tick=job.progress.refresh)
+            run_sync(self._analyze(run), what="analyze()", on_tick=job.progress.refresh)
+            status = "finished"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            job.progress.write(run.interrupted_message())
+            raise
         finally:
+            run.finish(status)
             job.progress.close()
-        frame = job.frame(long=long, elapsed=time.monotonic() - started)
-        if progress:
-            print(frame.attrs["dllm_summary"])
-        return frame
+        return self._frame(job, long=long, progress=progress, started=started)
 
     async def aanalyze(
         self,
@@ -305,43 +320,65 @@ class Cluster:
         fit: str = "chunk",
         progress: bool = True,
         password: str | None = None,
+        refresh: bool = False,
+        cache: bool = True,
         **options: Any,
     ) -> pd.DataFrame:
         """The async twin of :meth:`analyze`, for ``await`` in a notebook cell."""
-        from ._analyze import prepare
-
-        job = await asyncio.to_thread(
-            prepare,
-            source,
-            preset=preset,
-            prompts=prompts,
-            recursive=recursive,
-            password=password,
-            fit=fit,
-            progress=progress,
-            options=options,
-        )
-        self.last_analysis = job
+        choices = dict(preset=preset, prompts=prompts, recursive=recursive, fit=fit)
+        choices.update(password=password, progress=progress, refresh=refresh, cache=cache)
+        run = await asyncio.to_thread(self._start_run, source, choices, options)
+        job = run.job
         started = time.monotonic()
-        work = asyncio.ensure_future(bridge(self._analyze(job)))
+        work = asyncio.ensure_future(bridge(self._analyze(run)))
+        status = "failed"
         try:
             while not work.done():
                 await asyncio.wait([work], timeout=0.1)
                 job.progress.refresh()
             await work
+            status = "finished"
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            status = "interrupted"
+            job.progress.write(run.interrupted_message())
+            raise
         finally:
             if not work.done():
                 work.cancel()
+            await asyncio.to_thread(run.finish, status)
             job.progress.close()
+        return self._frame(job, long=long, progress=progress, started=started)
+
+    def _start_run(
+        self, source: Any, choices: dict[str, Any], options: Mapping[str, Any]
+    ) -> CachedRun:
+        """Read the papers, resolve the prompts, open the store: every error before any
+        request."""
+        from ._analyze import prepare
+
+        refresh, cache = choices.pop("refresh"), choices.pop("cache")
+        job = prepare(source, options=options, **choices)
+        store = self._store if cache else None
+        window = max(64, 2 * self.settings.max_concurrent_batch)
+        run = CachedRun(job, store, reuse=not refresh, window=window)
+        try:
+            run.start()
+        except BaseException:
+            job.progress.close()
+            raise
+        self.last_analysis = job
+        return run
+
+    async def _analyze(self, run: CachedRun) -> None:
+        await self._ready()
+        await run.run(self._dispatcher, self._pool.workers)
+
+    @staticmethod
+    def _frame(job: Analysis, *, long: bool, progress: bool, started: float) -> pd.DataFrame:
         frame = job.frame(long=long, elapsed=time.monotonic() - started)
         if progress:
             print(frame.attrs["dllm_summary"])
         return frame
-
-    async def _analyze(self, job: Analysis) -> None:
-        await self._ready()
-        tasks = job.plan(self._pool.workers)
-        await self._dispatcher.run(tasks, job.on_result)
 
     # -- metrics --------------------------------------------------------------------
     def metrics(self, *, totals: bool = False) -> pd.DataFrame:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -44,15 +44,24 @@ _RECENT_MAX = 8
 
 
 def long_frame(
-    rows: Sequence[dict[str, Any]],
+    rows: Sequence[dict[str, Any]] | Mapping[str, Sequence[Any]],
     *,
     run_id: str | None = None,
     elapsed_s: float | None = None,
     extra_columns: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """Build the long form with its fixed columns and dtypes."""
+    """Build the long form with its fixed columns and dtypes.
+
+    ``rows`` is one dict per row, or (cheaper for many rows) one list or array per column.
+    ``status`` is ``ok``, ``cached`` (answered from the result store), ``failed``,
+    ``pending`` (an interrupted run) or why the paper could not be read.
+    """
     columns = [*LONG_COLUMNS, *extra_columns]
-    frame: pd.DataFrame = pd.DataFrame(list(rows), columns=columns)
+    frame: pd.DataFrame
+    if isinstance(rows, Mapping):
+        frame = pd.DataFrame(dict(rows), columns=columns, copy=False)
+    else:
+        frame = pd.DataFrame(list(rows), columns=columns)
     frame = frame.astype(dict(LONG_COLUMNS))
     if run_id is not None:
         frame.attrs[RUN_ATTR] = run_id

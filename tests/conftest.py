@@ -67,3 +67,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if left:
         print(f"\nERROR: llama.cpp servers left running after the tests: {sorted(left)}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _session_result_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Never write a result store into the project folder (module-scoped clusters too)."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("DLLM_STORE", str(tmp_path_factory.mktemp("store") / "session.sqlite"))
+    yield
+    patch.undo()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_result_store(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each test starts with an empty result store: no answer is reused across tests."""
+    monkeypatch.setenv("DLLM_STORE", str(tmp_path_factory.mktemp("store") / "results.sqlite"))
