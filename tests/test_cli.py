@@ -59,6 +59,22 @@ def test_analyze_writes_the_original_tools_json_report(lab: FakeLab, tmp_path: P
         assert entry["response"]["response"].startswith("ECHO ")
         assert entry["response"]["model"] in ("qwen", "llama3.2:latest")
 
+    # Running the same job again is answered from the result store and still succeeds.
+    sent = sum(lab.log.generation_counts().values())
+    again = dllm(
+        "analyze", str(SAMPLE_PAPERS), "--preset", "research", "-o", str(out), "-c", str(config),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert sum(lab.log.generation_counts().values()) == sent
+    assert json.loads(out.read_text(encoding="utf-8"))["successful"] == 25
+    refreshed = dllm(
+        "analyze", str(SAMPLE_PAPERS), "--preset", "research", "-o", str(out), "-c", str(config),
+        "--refresh", cwd=tmp_path,
+    )  # fmt: skip
+    assert refreshed.returncode == 0, refreshed.stderr
+    assert sum(lab.log.generation_counts().values()) == sent + 25
+
 
 def test_analyze_exits_3_when_tasks_fail_and_accepts_dash_i(lab: FakeLab, tmp_path: Path) -> None:
     broken = lab.add("openai", models=["m"], behaviour=Behaviour(error_rate=1.0))

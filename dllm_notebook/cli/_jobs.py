@@ -57,6 +57,12 @@ OUTPUT_KINDS = (".parquet", ".csv", ".json")
 )
 @click.option("-r", "--recursive", is_flag=True, help="Also read papers in subfolders.")
 @click.option("--max-tokens", type=click.IntRange(min=1), help="Longest answer, in tokens.")
+@click.option(
+    "--refresh", is_flag=True, help="Ask again even where the result store has an answer."
+)
+@click.option(
+    "--no-cache", is_flag=True, help="Neither read nor write the result store for this run."
+)
 @click.pass_context
 def analyze(
     ctx: click.Context,
@@ -69,12 +75,16 @@ def analyze(
     max_concurrent: int | None,
     recursive: bool,
     max_tokens: int | None,
+    refresh: bool,
+    no_cache: bool,
 ) -> None:
     """Ask every prompt of every paper in INPUT (a folder or a file) and save the table.
 
     Papers are .pdf, .txt and .md files. A progress bar shows the ETA; a summary and a
     preview follow. Exit code 3 means some tasks failed: their cells are empty and the
-    .json report lists their errors. Ctrl-C writes the answers finished so far.
+    .json report lists their errors. Ctrl-C writes the answers finished so far. Answers
+    are kept in the result store (.dllm/results.sqlite, or $DLLM_STORE), so running the
+    same job again resumes it and sends only what is missing.
 
     \b
     Examples:
@@ -101,6 +111,8 @@ def analyze(
                 recursive=recursive,
                 long=True,
                 max_tokens=max_tokens,
+                refresh=refresh,
+                cache=not no_cache,
             )
         except KeyboardInterrupt:
             job = cluster.last_analysis
@@ -108,7 +120,7 @@ def analyze(
                 raise
             long = job.frame(long=True, elapsed=time.monotonic() - started)
             write_results(long, output)
-            done = int((long["status"] == "ok").sum())
+            done = int(long["status"].isin(["ok", "cached"]).sum())
             click.echo(
                 f"\nInterrupted: wrote the {done} finished answers (of {len(long)}) to {output}.",
                 err=True,
@@ -117,7 +129,7 @@ def analyze(
     wide = write_results(long, output)
     click.echo(_preview(wide))
     click.echo(f"Wrote {output} ({len(wide)} papers x {len(wide.columns)} prompts).")
-    if (long["status"] != "ok").any():
+    if (~long["status"].isin(["ok", "cached"])).any():
         ctx.exit(EXIT_PARTIAL)
 
 
