@@ -143,8 +143,10 @@ def test_sigkill_mid_run_then_rerun_finishes_without_asking_twice(
     assert ResultStore(path).integrity_check() == "ok"
 
 
-def test_interrupt_keeps_every_answer_and_rerun_resumes(lab: FakeLab, tmp_path: Path) -> None:
-    servers = [lab.add("openai", behaviour=Behaviour(base_latency=0.2, slots=2)) for _ in range(2)]
+def test_interrupt_keeps_every_answer_and_rerun_resumes(
+    lab: FakeLab, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    servers = [lab.add("openai", behaviour=Behaviour(base_latency=0.5, slots=2)) for _ in range(2)]
     workers = [
         {"id": f"w{i}", "host": "127.0.0.1", "port": s.port, "type": "openai"}
         for i, s in enumerate(servers)
@@ -156,6 +158,9 @@ def test_interrupt_keeps_every_answer_and_rerun_resumes(lab: FakeLab, tmp_path: 
         wait_until(lambda: len(stored_digests(path)) >= 5, "5 stored answers")
         _thread.interrupt_main()
 
+    # Ctrl-C must raise KeyboardInterrupt here, whatever handler an earlier test left.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     with Cluster(workers, store=path, **FAST) as cluster:
         threading.Thread(target=interrupt_after_some_answers, daemon=True).start()
         with pytest.raises(KeyboardInterrupt):
