@@ -164,21 +164,8 @@ class Backend(ABC):
                     )
                 async for line in response.aiter_lines():
                     yield line
-        except httpx.TimeoutException as exc:
-            raise WorkerUnreachable(
-                f"no answer from {self.config.base_url} in time ({type(exc).__name__}); "
-                "is it asleep or busy?",
-                worker=self.config.id,
-                model=model,
-            ) from exc
         except (httpx.TransportError, OSError) as exc:
-            raise WorkerUnreachable(
-                f"lost the connection to {self.config.base_url} "
-                f"({type(exc).__name__}: {exc or 'no detail'}); "
-                "is the server running and the machine awake?",
-                worker=self.config.id,
-                model=model,
-            ) from exc
+            raise self.unreachable(exc, model, "lost the connection to") from exc
 
     def stream_error(self, data: Any, model: str | None) -> WorkerError | None:
         """The error a server wrote into its stream (``{"error": ...}``), if any."""
@@ -205,21 +192,8 @@ class Backend(ABC):
             extra["timeout"] = httpx.Timeout(timeout, connect=min(timeout, 10.0))
         try:
             response = await self.client.request(method, path, json=json_body, **extra)
-        except httpx.TimeoutException as exc:
-            kind = type(exc).__name__
-            raise WorkerUnreachable(
-                f"no answer from {self.config.base_url} in time ({kind}); is it asleep or busy?",
-                worker=wid,
-                model=model,
-            ) from exc
         except (httpx.TransportError, OSError) as exc:
-            raise WorkerUnreachable(
-                f"cannot reach {self.config.base_url} "
-                f"({type(exc).__name__}: {exc or 'no detail'}); "
-                "is the server running and the machine awake?",
-                worker=wid,
-                model=model,
-            ) from exc
+            raise self.unreachable(exc, model, "cannot reach") from exc
         if response.status_code >= 400:
             raise classify_error(
                 response.status_code,
@@ -238,6 +212,18 @@ class Backend(ABC):
                 model=model,
                 status_code=response.status_code,
             ) from exc
+
+    def unreachable(self, exc: BaseException, model: str | None, failure: str) -> WorkerUnreachable:
+        """The one translation of a transport failure (``failure``: what went wrong)."""
+        url = self.config.base_url
+        if isinstance(exc, httpx.TimeoutException):
+            message = f"no answer from {url} in time ({type(exc).__name__}); is it asleep or busy?"
+        else:
+            message = (
+                f"{failure} {url} ({type(exc).__name__}: {exc or 'no detail'}); "
+                "is the server running and the machine awake?"
+            )
+        return WorkerUnreachable(message, worker=self.config.id, model=model)
 
     def malformed(self, what: str, model: str | None = None) -> BadResponse:
         return BadResponse(f"unexpected answer shape: {what}", worker=self.config.id, model=model)
