@@ -7,15 +7,15 @@ Each method has a blocking form for notebook cells and scripts (``ask``) and an 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
+from ._analysis_api import AnalyzeMethods
 from ._analyze import Analysis
-from ._cache import CachedRun
 from ._config import ClusterSettings, WorkerConfig, load_config, make_settings, parse_worker_spec
 from ._dispatch import Dispatcher, Task
 from ._errors import ConfigError, ConfigProblem, TaskFailed
@@ -30,6 +30,8 @@ from ._types import Answer, ChatRequest
 
 __all__ = ["Cluster"]
 
+log = logging.getLogger("dllm_notebook")
+
 PromptLike = str | ChatRequest
 
 
@@ -40,7 +42,7 @@ def estimate_tokens(text: str) -> int:
     return estimate(text)
 
 
-class Cluster(StoreAccess):
+class Cluster(AnalyzeMethods, StoreAccess):
     """Every worker of the lab, kept healthy and busy.
 
     >>> cluster = Cluster.from_config("config/workers.json")
@@ -143,6 +145,20 @@ class Cluster(StoreAccess):
             cluster.add_cleanup(server.stop)
         cluster.local_servers = servers
         return cluster
+
+    @classmethod
+    def auto(cls, **options: Any) -> Cluster:
+        """The lab's cluster when one is configured, else a local worker.
+
+        Reads the workers file named by ``$DLLM_CONFIG``; without it, starts
+        :meth:`local` and logs that it did. Notebooks use this so the same cell runs on
+        the lab's Macs, on test servers, or on a laptop with nothing configured.
+        """
+        path = os.environ.get("DLLM_CONFIG")
+        if path:
+            return cls.from_config(path, **options)
+        log.info("no DLLM_CONFIG: starting a local llama.cpp worker (Cluster.local())")
+        return cls.local(**options)
 
     # -- state ----------------------------------------------------------------------
     @property
@@ -252,133 +268,6 @@ class Cluster(StoreAccess):
         self, prompt: PromptLike, *, system: str | None = None, **options: Any
     ) -> Answer:
         return await bridge(self._ask(prompt, system, options))
-
-    # -- analyze --------------------------------------------------------------------
-    def analyze(
-        self,
-        source: Any,
-        *,
-        preset: Any = None,
-        prompts: Any = None,
-        recursive: bool = False,
-        long: bool = False,
-        fit: str = "chunk",
-        progress: bool = True,
-        password: str | None = None,
-        refresh: bool = False,
-        cache: bool = True,
-        **options: Any,
-    ) -> pd.DataFrame:
-        """Ask every prompt of every paper, spread over the cluster; return a DataFrame.
-
-        ``source`` is a folder, a file, a list of paths or of loaded ``Paper`` objects
-        (``.pdf``, ``.txt``, ``.md``). Prompts come from ``preset`` (default ``research``)
-        or ``prompts`` (``{name: template}`` or a list of templates or questions).
-        Returns the wide table (one row per paper, one column per prompt; a failed cell is
-        missing), or with ``long=True`` one row per paper x prompt with its status,
-        error, worker, model, tokens, latency and ``fit`` (``whole``, ``chunked`` or
-        ``truncated``). Papers too long for a worker's window are map-reduced over chunks,
-        or cut with ``fit="truncate"``. Options (``max_tokens``, ``temperature`` ...)
-        override the preset's.
-
-        >>> df = cluster.analyze("papers/", preset="research")
-        >>> df.to_parquet("review.parquet")
-        >>> df.dllm.long()          # provenance: worker, tokens, errors
-
-        Every answer is saved to the result store (``cluster.store``) as it arrives. Run
-        the same call again and stored answers come back at once (status ``cached`` in the
-        long form); only missing or failed tasks are sent. ``refresh=True`` asks again
-        anyway, ``cache=False`` neither reads nor writes the store. After an interrupt,
-        ``cluster.last_analysis.frame()`` holds what had arrived, and re-running resumes.
-        """
-        choices = dict(preset=preset, prompts=prompts, recursive=recursive, fit=fit)
-        choices.update(password=password, progress=progress, refresh=refresh, cache=cache)
-        run = self._start_run(source, choices, options)
-        job = run.job
-        started = time.monotonic()
-        status = "failed"
-        try:
-            run_sync(self._analyze(run), what="analyze()", on_tick=job.progress.refresh)
-            status = "finished"
-        except KeyboardInterrupt:
-            status = "interrupted"
-            job.progress.write(run.interrupted_message())
-            raise
-        finally:
-            run.finish(status)
-            job.progress.close()
-        return self._frame(job, long=long, progress=progress, started=started)
-
-    async def aanalyze(
-        self,
-        source: Any,
-        *,
-        preset: Any = None,
-        prompts: Any = None,
-        recursive: bool = False,
-        long: bool = False,
-        fit: str = "chunk",
-        progress: bool = True,
-        password: str | None = None,
-        refresh: bool = False,
-        cache: bool = True,
-        **options: Any,
-    ) -> pd.DataFrame:
-        """The async twin of :meth:`analyze`, for ``await`` in a notebook cell."""
-        choices = dict(preset=preset, prompts=prompts, recursive=recursive, fit=fit)
-        choices.update(password=password, progress=progress, refresh=refresh, cache=cache)
-        run = await asyncio.to_thread(self._start_run, source, choices, options)
-        job = run.job
-        started = time.monotonic()
-        work = asyncio.ensure_future(bridge(self._analyze(run)))
-        status = "failed"
-        try:
-            while not work.done():
-                await asyncio.wait([work], timeout=0.1)
-                job.progress.refresh()
-            await work
-            status = "finished"
-        except (asyncio.CancelledError, KeyboardInterrupt):
-            status = "interrupted"
-            job.progress.write(run.interrupted_message())
-            raise
-        finally:
-            if not work.done():
-                work.cancel()
-            await asyncio.to_thread(run.finish, status)
-            job.progress.close()
-        return self._frame(job, long=long, progress=progress, started=started)
-
-    def _start_run(
-        self, source: Any, choices: dict[str, Any], options: Mapping[str, Any]
-    ) -> CachedRun:
-        """Read the papers, resolve the prompts, open the store: every error before any
-        request."""
-        from ._analyze import prepare
-
-        refresh, cache = choices.pop("refresh"), choices.pop("cache")
-        job = prepare(source, options=options, **choices)
-        store = self._store if cache else None
-        window = max(64, 2 * self.settings.max_concurrent_batch)
-        run = CachedRun(job, store, reuse=not refresh, window=window)
-        try:
-            run.start()
-        except BaseException:
-            job.progress.close()
-            raise
-        self.last_analysis = job
-        return run
-
-    async def _analyze(self, run: CachedRun) -> None:
-        await self._ready()
-        await run.run(self._dispatcher, self._pool.workers)
-
-    @staticmethod
-    def _frame(job: Analysis, *, long: bool, progress: bool, started: float) -> pd.DataFrame:
-        frame = job.frame(long=long, elapsed=time.monotonic() - started)
-        if progress:
-            print(frame.attrs["dllm_summary"])
-        return frame
 
     # -- metrics --------------------------------------------------------------------
     def metrics(self, *, totals: bool = False) -> pd.DataFrame:
