@@ -191,7 +191,8 @@ class Analysis:
         self._slots[index] = Slot(cell, slot, step)
         tokens = estimate_tokens(prompt) + (estimate_tokens(self.system) if self.system else 0)
         request = ChatRequest(prompt, self.system, self.options, prompt_tokens_estimate=tokens)
-        return Task(index, request, needed_tokens=tokens + self.max_tokens)
+        kind = f"{cell.prompt.name}:{step}"
+        return Task(index, request, needed_tokens=tokens + self.max_tokens, kind=kind)
 
     # -- results ----------------------------------------------------------------------
     def slot(self, index: int) -> Slot:

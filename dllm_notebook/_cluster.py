@@ -24,7 +24,7 @@ from ._history import StoreAccess
 from ._loop import bridge, run_sync, submit
 from ._pool import Worker, WorkerPool
 from ._reports import check_frame, html_table, metrics_frame, text_table
-from ._scheduler import LeastLoaded, Scheduler
+from ._scheduler import EarliestFinish, Scheduler
 from ._store import DEFAULT, resolve_store
 from ._types import Answer, ChatRequest
 
@@ -53,7 +53,13 @@ class Cluster(AnalyzeMethods, StoreAccess):
 
     Settings (keyword arguments, or top-level keys of the config file):
     ``health_check_interval`` (30 s), ``request_timeout`` (300 s), ``max_retries`` (3),
-    ``max_concurrent_batch`` (50), ``no_worker_timeout`` (120 s), ``probe_timeout`` (10 s).
+    ``max_concurrent_batch`` (50), ``no_worker_timeout`` (120 s), ``probe_timeout`` (10 s),
+    ``hedge`` (True: a straggler at the end of a batch gets a second copy on an idle faster
+    worker; the first answer wins).
+
+    ``scheduler`` decides where each task goes; the default, ``EarliestFinish``, learns each
+    worker's speed and puts the largest work first where it finishes soonest (see
+    docs/architecture.md).
 
     ``store`` is where ``analyze()`` keeps every answer (see docs/store.md): by default
     ``$DLLM_STORE`` or ``.dllm/results.sqlite`` in the current folder; a path, ``"user"``
@@ -91,7 +97,10 @@ class Cluster(AnalyzeMethods, StoreAccess):
         self.events = EventHub()
         self._pool = WorkerPool(configs, self.settings, self.events)
         self._dispatcher = Dispatcher(
-            self._pool, self.settings, scheduler or LeastLoaded(), self.events
+            self._pool,
+            self.settings,
+            scheduler or EarliestFinish(hedge=self.settings.hedge),
+            self.events,
         )
         self._start_task: asyncio.Task[None] | None = None
         self._closed = False

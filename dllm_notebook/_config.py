@@ -107,6 +107,10 @@ class ClusterSettings:
     """How long a task waits for a healthy worker before it fails."""
     probe_timeout: float = 10.0
     """Seconds a health check may take."""
+    hedge: bool = True
+    """At the end of a batch, start a second copy of a straggler on an idle faster worker
+    (the first answer wins, the other is cancelled). Off: each prompt is sent once, except
+    for retries."""
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -152,6 +156,12 @@ class _Checker:
         if value < lo or (hi is not None and value > hi):
             bound = f"from {lo} to {hi}" if hi is not None else f"of at least {lo}"
             self.add(where, f"expected a number {bound}, got {value}")
+            return None
+        return value
+
+    def boolean(self, where: str, value: object) -> bool | None:
+        if not isinstance(value, bool):
+            self.add(where, f"expected true or false, got {_type_name(value)}")
             return None
         return value
 
@@ -267,6 +277,8 @@ def _read_settings(chk: _Checker, raw: Mapping[str, Any]) -> dict[str, Any]:
         where = f"setting {key!r}"
         if key in ("max_retries", "max_concurrent_batch"):
             out[key] = chk.integer(where, raw[key], 0 if key == "max_retries" else 1)
+        elif key == "hedge":
+            out[key] = chk.boolean(where, raw[key])
         else:
             out[key] = chk.number(where, raw[key])
     return {k: v for k, v in out.items() if v is not None}

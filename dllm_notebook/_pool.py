@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -23,8 +23,12 @@ from ._backends import Backend, detect_type, make_backend
 from ._config import ClusterSettings, WorkerConfig
 from ._errors import WorkerError, WorkerOverloaded, WorkerUnreachable
 from ._events import EventHub
+from ._limits import AdaptiveLimit
 from ._loop import wait_within
-from ._types import ModelInfo, ServerInfo
+from ._types import Completion, ModelInfo, ServerInfo
+
+if TYPE_CHECKING:
+    from ._scheduler import Attempt
 
 __all__ = ["Health", "Worker", "WorkerPool"]
 
@@ -74,7 +78,8 @@ class Worker:
         self.model: str | None = config.model
         self.model_loaded: bool | None = None
         self.context_length: int | None = config.context_length
-        self.limit = config.max_concurrent_requests
+        self.concurrency = AdaptiveLimit(config.max_concurrent_requests)
+        self.limit = self.concurrency.limit
         self.in_flight = 0
         self.paused_until = 0.0
         self.consecutive_failures = 0
@@ -186,24 +191,23 @@ class WorkerPool:
 
     # -- outcomes reported by the dispatcher ----------------------------------------
     def record_success(
-        self,
-        worker: Worker,
-        latency: float,
-        prompt_tokens: int | None,
-        completion_tokens: int | None,
-        generation_seconds: float | None,
+        self, worker: Worker, attempt: Attempt, completion: Completion, latency: float
     ) -> None:
         s = worker.stats
         s.successes += 1
         s.latency_total += latency
-        s.prompt_tokens += prompt_tokens or 0
-        s.completion_tokens += completion_tokens or 0
-        s.generation_seconds += generation_seconds or 0.0
+        s.prompt_tokens += completion.prompt_tokens or 0
+        s.completion_tokens += completion.completion_tokens or 0
+        s.generation_seconds += completion.generation_seconds or 0.0
         worker.consecutive_failures = 0
         if s.successes % 10 == 0:
             worker.trips = 0
-        if worker.limit < worker.config.max_concurrent_requests:
-            worker.limit += 1  # additive increase after an overload
+        request = attempt.task.request
+        prompt = completion.prompt_tokens or request.prompt_tokens_estimate or 0
+        answer = completion.completion_tokens or len(completion.text) // 4
+        worker.limit = worker.concurrency.on_success(
+            latency, AdaptiveLimit.work(prompt, answer), attempt.concurrency
+        )
 
     def record_failure(self, worker: Worker, error: WorkerError) -> None:
         worker.stats.failures += 1
@@ -219,7 +223,7 @@ class WorkerPool:
     def record_overload(self, worker: Worker, error: WorkerOverloaded) -> None:
         worker.stats.failures += 1
         worker.last_error = error.detail
-        worker.limit = max(1, worker.limit // 2)  # multiplicative decrease
+        worker.limit = worker.concurrency.on_overload()
         worker.trips = min(worker.trips + 1, MAX_BACKOFF_TRIPS)
         worker.paused_until = time.monotonic() + (error.retry_after or 0.5 * 2**worker.trips)
 

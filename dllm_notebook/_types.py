@@ -42,6 +42,9 @@ class Completion:
     generation_seconds: float | None = None
     """Time the server says it spent generating (Ollama's eval_duration, LM Studio's stats)."""
     tokens_per_second: float | None = None
+    prefill_seconds: float | None = None
+    """Time the server says it spent reading the prompt (Ollama's prompt_eval_duration, LM
+    Studio's time_to_first_token, llama.cpp's timings.prompt_ms)."""
 
 
 @dataclass(frozen=True)

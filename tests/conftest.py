@@ -21,6 +21,8 @@ FAST = {
     "request_timeout": 5.0,
     "probe_timeout": 1.0,
     "no_worker_timeout": 3.0,
+    # Each prompt is sent once (tests count generations); tests/test_hedging.py turns it on.
+    "hedge": False,
 }
 
 

@@ -223,9 +223,10 @@ def test_exports_round_trip(lab: FakeLab, tmp_path: Path) -> None:
 
 
 def test_slow_and_fast_workers_share_an_analysis(lab: FakeLab) -> None:
-    fast = lab.add("openai", behaviour=Behaviour(base_latency=0.005, slots=4, context_length=32768))
-    slow = lab.add("ollama", behaviour=Behaviour(base_latency=0.1, slots=2, context_length=32768))
-    papers = [Paper.from_text(f"p{i}.txt", f"Paper {i}.") for i in range(10)]
+    # Together they finish sooner than the fast one alone, so both must get work.
+    fast = lab.add("openai", behaviour=Behaviour(base_latency=0.02, slots=4, context_length=32768))
+    slow = lab.add("ollama", behaviour=Behaviour(base_latency=0.05, slots=2, context_length=32768))
+    papers = [Paper.from_text(f"p{i}.txt", f"Paper {i}.") for i in range(20)]
     with Cluster([fast.url.replace("http", "openai", 1), slow.url], **FAST) as cluster:
         long = cluster.analyze(papers, prompts=["Topic?", "Method?"], long=True, progress=False)
     assert (long["status"] == "ok").all()

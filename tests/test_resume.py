@@ -33,7 +33,7 @@ CHILD = textwrap.dedent(
     prompts = {f"q{j}": f"Question {j} [[q{j}]] about {{title}}:\\n{{content}}" for j in range(5)}
     papers = [Paper.from_text(f"paper-{i:02d}.txt", f"Paper {i} on soil [[p{i}]].")
               for i in range(40)]
-    with Cluster(json.loads(sys.argv[1]), store=sys.argv[2]) as cluster:
+    with Cluster(json.loads(sys.argv[1]), store=sys.argv[2], hedge=False) as cluster:
         long = cluster.analyze(papers, prompts=prompts, long=True, progress=False)
     print(json.dumps(long["status"].value_counts().to_dict()))
     """

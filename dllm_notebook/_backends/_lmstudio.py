@@ -61,6 +61,7 @@ class LMStudioBackend(OpenAIBackend):
             return base
         tps = stats.get("tokens_per_second")
         gen = stats.get("generation_time")
+        ttft = stats.get("time_to_first_token")
         return Completion(
             text=base.text,
             model=base.model,
@@ -69,4 +70,5 @@ class LMStudioBackend(OpenAIBackend):
             finish_reason=base.finish_reason or stats.get("stop_reason"),
             generation_seconds=float(gen) if isinstance(gen, (int, float)) else None,
             tokens_per_second=float(tps) if isinstance(tps, (int, float)) else None,
+            prefill_seconds=float(ttft) if isinstance(ttft, (int, float)) else None,
         )

@@ -113,6 +113,7 @@ class OllamaBackend(Backend):
         eval_count = _positive_int(data.get("eval_count"))
         eval_ns = _positive_int(data.get("eval_duration"))
         seconds = eval_ns / 1e9 if eval_ns else None
+        prompt_ns = _positive_int(data.get("prompt_eval_duration"))
         return Completion(
             text=text,
             model=str(data.get("model") or model),
@@ -121,6 +122,7 @@ class OllamaBackend(Backend):
             finish_reason=data.get("done_reason"),
             generation_seconds=seconds,
             tokens_per_second=eval_count / seconds if eval_count and seconds else None,
+            prefill_seconds=prompt_ns / 1e9 if prompt_ns else None,
         )
 
     async def stream(

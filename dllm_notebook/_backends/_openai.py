@@ -128,13 +128,28 @@ class OpenAIBackend(Backend):
         if not isinstance(text, str) or not text.strip():
             raise self.empty_answer(model)
         usage = data.get("usage") or {}
+        timings = data.get("timings")  # llama.cpp's server adds these
+        prefill = decode = None
+        if isinstance(timings, dict):
+            prefill, decode = (
+                _seconds(timings.get("prompt_ms")),
+                _seconds(timings.get("predicted_ms")),
+            )
         return Completion(
             text=text,
             model=str(data.get("model") or model),
             prompt_tokens=_positive_int(usage.get("prompt_tokens")),
             completion_tokens=_positive_int(usage.get("completion_tokens")),
             finish_reason=choice.get("finish_reason"),
+            generation_seconds=decode,
+            prefill_seconds=prefill,
         )
+
+
+def _seconds(milliseconds: Any) -> float | None:
+    if isinstance(milliseconds, (int, float)) and milliseconds >= 0:
+        return float(milliseconds) / 1000
+    return None
 
 
 def _delta_content(chunk: Any) -> str | None:

@@ -1,0 +1,80 @@
+"""How many requests a worker takes at once: the configured maximum, adapted to what it does.
+
+A server that queues requests internally (more were sent than it runs in parallel) answers
+each one later: latency per token climbs with the number in flight. A server that is out of
+capacity says so with 429 or 503. Either way the worker's limit comes down; then it is
+probed back up, one request at a time, while latency stays near its best. This is additive
+increase, multiplicative decrease (AIMD) with a latency gradient as the congestion signal,
+as TCP Vegas and Netflix's concurrency-limits do.
+
+Latency is compared per unit of work: prompt tokens count ``PREFILL_WEIGHT`` of a generated
+token. The floor (the best seen) drifts up slowly so a worker that became slower for good
+(a bigger model, a hot laptop) is not throttled forever.
+"""
+
+from __future__ import annotations
+
+__all__ = ["AdaptiveLimit"]
+
+PREFILL_WEIGHT = 1 / 16
+QUEUEING = 1.6
+"""Recent latency this many times the floor, with requests in parallel: the server queues."""
+CLEAR = 1.25
+"""Recent latency within this factor of the floor: room to try one more request."""
+FLOOR_DRIFT = 1.01
+RECENT_WEIGHT = 0.3
+
+
+class AdaptiveLimit:
+    """One worker's concurrency limit between 1 and ``maximum``."""
+
+    def __init__(self, maximum: int) -> None:
+        self.maximum = max(1, maximum)
+        self.limit = self.maximum
+        self.floor: float | None = None
+        self.recent: float | None = None
+        self._cooldown = 0
+        self._credit = 0
+
+    @staticmethod
+    def work(prompt_tokens: float, answer_tokens: float) -> float:
+        return prompt_tokens * PREFILL_WEIGHT + answer_tokens
+
+    def on_success(self, latency: float, work: float, concurrency: int) -> int:
+        """An answer that took ``latency`` s for ``work`` units, sent with ``concurrency``
+        requests in flight on this worker (itself included). Returns the new limit."""
+        if work <= 0 or latency <= 0:
+            return self.limit
+        per_unit = latency / work
+        self.floor = per_unit if self.floor is None else min(per_unit, self.floor * FLOOR_DRIFT)
+        self.recent = (
+            per_unit
+            if self.recent is None
+            else self.recent + RECENT_WEIGHT * (per_unit - self.recent)
+        )
+        if self._cooldown > 0:
+            self._cooldown -= 1
+            return self.limit
+        if concurrency > 1 and self.recent > QUEUEING * self.floor:
+            self._decrease(max(1, self.limit // 4))
+            self.recent = self.floor * (QUEUEING + CLEAR) / 2  # judge the new limit afresh
+        elif (
+            self.limit < self.maximum
+            and concurrency >= self.limit
+            and self.recent < (CLEAR * self.floor)
+        ):
+            self._credit += 1
+            if self._credit >= self.limit:  # one step per round of answers
+                self.limit += 1
+                self._credit = 0
+        return self.limit
+
+    def on_overload(self) -> int:
+        """The server refused a request as overloaded (429/503): halve."""
+        self._decrease(self.limit - max(1, self.limit // 2))
+        return self.limit
+
+    def _decrease(self, step: int) -> None:
+        self.limit = max(1, self.limit - step)
+        self._cooldown = self.limit
+        self._credit = 0

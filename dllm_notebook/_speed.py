@@ -1,0 +1,145 @@
+"""How fast each worker is and how big each task is, learned from the answers.
+
+A worker's speed is two numbers: wall-clock seconds per prompt token (reading the prompt)
+and per generated token. They start from a cheap prior (the median of the workers already
+measured, else a typical laptop) and follow each answer with a decaying average. When the
+server reports its own split (llama.cpp's ``timings``, LM Studio's ``stats``, Ollama's
+durations), the wall-clock latency is shared out in that proportion; otherwise both rates
+are scaled together so the prediction matches what was seen.
+
+A task's size is its prompt tokens, estimated before sending and corrected by how the
+servers' counts compared with earlier estimates, plus the expected length of its answer:
+the average answer to the same prompt so far, capped by ``max_tokens``.
+
+Everything here is plain arithmetic on numbers passed in: no clock, no I/O.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+__all__ = ["PRIOR", "Size", "Speed", "SpeedModel"]
+
+ALPHA = 0.3
+"""Weight of the newest observation once a worker has a few."""
+DEFAULT_ANSWER_TOKENS = 256
+
+
+@dataclass(frozen=True)
+class Size:
+    """A task's expected prompt and answer tokens."""
+
+    prompt: float
+    answer: float
+
+    @property
+    def reference_seconds(self) -> float:
+        """Its duration on the prior worker: the order largest-first dispatch uses."""
+        return PRIOR.seconds(self)
+
+
+@dataclass
+class Speed:
+    """Seconds per prompt token and per generated token, in wall-clock time."""
+
+    prefill: float
+    decode: float
+    samples: int = 0
+
+    def seconds(self, size: Size) -> float:
+        return self.prefill * size.prompt + self.decode * size.answer
+
+    def tokens_per_second(self) -> tuple[float, float]:
+        return 1 / self.prefill, 1 / self.decode
+
+
+PRIOR = Speed(prefill=1 / 500, decode=1 / 30)
+"""A typical laptop: 500 prompt tokens/s, 30 generated tokens/s."""
+
+
+class SpeedModel:
+    """Per-worker speeds and per-prompt answer lengths, learned online."""
+
+    def __init__(self, alpha: float = ALPHA) -> None:
+        self.alpha = alpha
+        self._speeds: dict[str, Speed] = {}
+        self._prior: Speed | None = None
+        self._prompt_ratio = 1.0
+        self._ratio_samples = 0
+        self._answers: dict[str, tuple[float, int]] = {}
+
+    # -- speeds ---------------------------------------------------------------------
+    def speed(self, worker: str) -> Speed:
+        known = self._speeds.get(worker)
+        if known is not None:
+            return known
+        if self._prior is None:
+            self._prior = self._median_prior()
+        return self._prior
+
+    def known(self) -> dict[str, Speed]:
+        return dict(self._speeds)
+
+    def _median_prior(self) -> Speed:
+        if not self._speeds:
+            return PRIOR
+        speeds = list(self._speeds.values())
+        return Speed(
+            prefill=statistics.median(s.prefill for s in speeds),
+            decode=statistics.median(s.decode for s in speeds),
+        )
+
+    def observe(
+        self,
+        worker: str,
+        size: Size,
+        latency: float,
+        *,
+        prefill_seconds: float | None = None,
+        decode_seconds: float | None = None,
+    ) -> Speed:
+        """Learn from one answer that took ``latency`` seconds end to end."""
+        if latency <= 0 or (size.prompt <= 0 and size.answer <= 0):
+            return self.speed(worker)
+        current = self.speed(worker)
+        reported = (prefill_seconds or 0.0) + (decode_seconds or 0.0)
+        if prefill_seconds and decode_seconds and size.prompt > 0 and size.answer > 0:
+            scale = latency / reported  # the server's own split, stretched to wall time
+            prefill = prefill_seconds * scale / size.prompt
+            decode = decode_seconds * scale / size.answer
+        else:
+            scale = latency / max(current.seconds(size), 1e-9)
+            prefill, decode = current.prefill * scale, current.decode * scale
+        samples = current.samples + 1 if worker in self._speeds else 1
+        weight = max(self.alpha, 1 / samples)
+        learned = Speed(
+            prefill=current.prefill + weight * (prefill - current.prefill),
+            decode=current.decode + weight * (decode - current.decode),
+            samples=samples,
+        )
+        self._speeds[worker] = learned
+        self._prior = None
+        return learned
+
+    # -- sizes ----------------------------------------------------------------------
+    def size(self, estimated_prompt: int, kind: str, max_tokens: int | None) -> Size:
+        """Expected tokens of a task whose prompt was estimated at ``estimated_prompt``."""
+        mean, _ = self._answers.get(kind, (float(DEFAULT_ANSWER_TOKENS), 0))
+        answer = min(mean, max_tokens) if max_tokens else mean
+        return Size(prompt=estimated_prompt * self._prompt_ratio, answer=answer)
+
+    def observe_tokens(
+        self, estimated_prompt: int, kind: str, prompt_tokens: int | None, answer_tokens: int | None
+    ) -> None:
+        """Learn how estimates compare with the server's counts and how long answers are."""
+        if prompt_tokens and estimated_prompt > 0:
+            self._ratio_samples += 1
+            weight = max(0.05, 1 / self._ratio_samples)
+            ratio = prompt_tokens / estimated_prompt
+            self._prompt_ratio += weight * (ratio - self._prompt_ratio)
+        if answer_tokens:
+            mean, count = self._answers.get(kind, (0.0, 0))
+            count += 1
+            weight = max(0.1, 1 / count)
+            self._answers[kind] = (mean + weight * (answer_tokens - mean), count)
