@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+from typing import Any as _Any
+
 from ._cluster import Cluster
 from ._config import ClusterSettings, Secret, WorkerConfig
 from ._errors import (
@@ -28,16 +30,39 @@ from ._errors import (
     WorkerUnreachable,
 )
 from ._events import Event
+from ._lazy import when_imported as _when_imported
 from ._local import LocalServer
 from ._model_files import default_model_path
 from ._papers import Paper, load_papers
 from ._presets import Preset, list_presets, load_preset
-from ._results import DllmAccessor
+from ._scheduler import EarliestFinish, LeastLoaded, Scheduler
 from ._store import ResultStore
 from ._templates import Prompt
 from ._types import Answer, ChatRequest
 
 __version__ = "0.1.0"
+
+
+def _register_accessor() -> None:
+    from . import _results  # noqa: F401  (registers DataFrame.dllm)
+
+
+# pandas is imported only when a table is built, so `import dllm_notebook` stays quick; the
+# `.dllm` accessor is registered as soon as anyone imports pandas.
+_when_imported("pandas", _register_accessor)
+
+
+def __getattr__(name: str) -> _Any:
+    if name == "DllmAccessor":
+        from ._results import DllmAccessor
+
+        return DllmAccessor
+    raise AttributeError(f"module 'dllm_notebook' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), "DllmAccessor"})
+
 
 __all__ = [
     "Answer",
@@ -50,7 +75,9 @@ __all__ = [
     "ContextLengthExceeded",
     "DllmAccessor",
     "DllmError",
+    "EarliestFinish",
     "Event",
+    "LeastLoaded",
     "LocalServer",
     "LocalWorkerError",
     "ModelNotAvailable",
@@ -61,6 +88,7 @@ __all__ = [
     "Prompt",
     "RequestRejected",
     "ResultStore",
+    "Scheduler",
     "Secret",
     "SyncCallInLoop",
     "TaskFailed",

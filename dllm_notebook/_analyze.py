@@ -14,9 +14,7 @@ import itertools
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, NamedTuple
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._cells import Cell, CellSink, MemoryCells, Row, build_columns
 from ._chunking import (
@@ -29,14 +27,17 @@ from ._chunking import (
     split_into_chunks,
     truncate_to_fit,
 )
+from ._columns import LONG_COLUMNS
 from ._dispatch import Task
 from ._errors import ContextLengthExceeded
 from ._papers import Paper
 from ._pool import Health, Worker
 from ._progress import Progress
-from ._results import LONG_COLUMNS, long_frame, wide_frame
 from ._templates import Prompt
 from ._types import Answer, ChatRequest
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["DEFAULT_MAX_TOKENS", "UNKNOWN_WINDOW", "Analysis", "Slot", "prepare"]
 
@@ -282,6 +283,8 @@ class Analysis:
 
         Works during or after an interrupted run too: unfinished cells are ``pending``.
         """
+        from ._results import long_frame, wide_frame
+
         elapsed = 0.0 if elapsed is None else elapsed
         summary = self.summary(elapsed)
         columns = build_columns(self.sink, self.total, self._pending, LONG_COLUMNS)

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Protocol, cast
 
+from ._columns import LONG_COLUMNS
 from ._papers import Paper
-from ._results import LONG_COLUMNS
 from ._templates import Prompt
 from ._types import Answer
 

@@ -10,9 +10,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from ._analysis_api import AnalyzeMethods
 from ._analyze import Analysis
@@ -27,6 +25,9 @@ from ._reports import check_frame, html_table, metrics_frame, text_table
 from ._scheduler import EarliestFinish, Scheduler
 from ._store import DEFAULT, resolve_store
 from ._types import Answer, ChatRequest
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["Cluster"]
 

@@ -12,11 +12,11 @@ import sqlite3
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
 from ._errors import DllmError
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from ._store import ResultStore
 
 __all__ = ["HISTORY_COLUMNS", "RUN_COLUMNS", "StoreAccess", "history_frame", "runs_frame"]
@@ -93,6 +93,8 @@ def history_frame(
     worker: Filter = None,
 ) -> pd.DataFrame:
     """The ``calls`` table as a DataFrame, filtered by run, paper and worker."""
+    import pandas as pd
+
     if run == "last":
         run = _last_run(conn) or ""
     params: list[Any] = []
@@ -123,6 +125,8 @@ def history_frame(
 
 def runs_frame(conn: sqlite3.Connection) -> pd.DataFrame:
     """The ``runs`` table as a DataFrame, oldest first."""
+    import pandas as pd
+
     names = list(RUN_COLUMNS)
     rows = conn.execute(f"SELECT {', '.join(names)} FROM runs ORDER BY started_at").fetchall()
     frame = pd.DataFrame.from_records(rows, columns=names)

@@ -19,23 +19,10 @@ from typing import Any
 
 import pandas as pd
 
+from ._columns import LONG_COLUMNS
+
 __all__ = ["LONG_COLUMNS", "DllmAccessor", "json_report", "long_frame", "wide_frame"]
 
-LONG_COLUMNS = {
-    "paper": "string",
-    "title": "string",
-    "prompt": "string",
-    "answer": "string",
-    "status": "string",
-    "error": "string",
-    "worker": "string",
-    "model": "string",
-    "prompt_tokens": "Int64",
-    "completion_tokens": "Int64",
-    "latency_s": "Float64",
-    "fit": "string",
-}
-"""The long form's columns and their dtypes (nullable, so Parquet round-trips exactly)."""
 
 RUN_ATTR = "dllm_run"
 ELAPSED_ATTR = "dllm_elapsed_s"
