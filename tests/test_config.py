@@ -70,6 +70,15 @@ def test_settings_from_file_and_keywords(tmp_path: Path) -> None:
     assert settings.request_timeout == 10
 
 
+def test_hedging_is_on_unless_the_file_turns_it_off(tmp_path: Path) -> None:
+    _, settings = load_config(write(tmp_path, LAB_FILE))
+    assert settings.hedge is True
+    _, settings = load_config(write(tmp_path, {**LAB_FILE, "hedge": False}))
+    assert settings.hedge is False
+    (msg,) = problems(tmp_path, json.dumps({**LAB_FILE, "hedge": "no"}))
+    assert "setting 'hedge'" in msg and "expected true or false" in msg
+
+
 def test_invalid_json_names_line_and_column(tmp_path: Path) -> None:
     text = '{\n  "workers": [\n    {"id": "a", "host": "h" "type": "ollama"}\n  ]\n}'
     (msg,) = problems(tmp_path, text)
