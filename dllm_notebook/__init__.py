@@ -17,6 +17,7 @@ from ._errors import (
     ConfigProblem,
     ContextLengthExceeded,
     DllmError,
+    JobCancelled,
     LocalWorkerError,
     ModelNotAvailable,
     NoHealthyWorkers,
@@ -30,6 +31,7 @@ from ._errors import (
     WorkerUnreachable,
 )
 from ._events import Event
+from ._jobs import Job
 from ._lazy import when_imported as _when_imported
 from ._local import LocalServer
 from ._model_files import default_model_path
@@ -77,6 +79,8 @@ __all__ = [
     "DllmError",
     "EarliestFinish",
     "Event",
+    "Job",
+    "JobCancelled",
     "LeastLoaded",
     "LocalServer",
     "LocalWorkerError",

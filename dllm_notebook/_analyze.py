@@ -298,7 +298,7 @@ class Analysis:
 
     def summary(self, elapsed: float) -> str:
         total = self.total
-        counts = self.statuses
+        counts = Counter(self.statuses)  # copies: the loop thread may be adding to them
         ok = counts["ok"] + counts["cached"]
         line = (
             f"analyzed {len(self.papers)} papers x {len(self.prompts)} prompts: "
@@ -310,7 +310,7 @@ class Analysis:
         if pending:
             line += f"; {pending} not finished"
         unreadable = {k: n for k, n in counts.items() if k not in ("ok", "cached", "failed")}
-        failed = self.failures
+        failed = Counter(self.failures)
         reasons = [f"{n} unreadable ({kind})" for kind, n in unreadable.items()]
         reasons += [f"{n} failed ({kind})" for kind, n in failed.items()]
         if reasons:

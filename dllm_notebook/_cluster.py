@@ -301,6 +301,7 @@ class Cluster(AnalyzeMethods, StoreAccess):
             return
         self._closed = True
         try:
+            self._stop_jobs()  # before the pool closes, so their requests are withdrawn
             run_sync(self._aclose(), what="close()")
         finally:
             for cleanup in reversed(self._cleanups):
@@ -311,6 +312,7 @@ class Cluster(AnalyzeMethods, StoreAccess):
             return
         self._closed = True
         try:
+            await asyncio.to_thread(self._stop_jobs)
             await bridge(self._aclose())
         finally:
             for cleanup in reversed(self._cleanups):

@@ -12,6 +12,7 @@ boundary, with ``raise ... from exc``::
     ├── NoHealthyWorkers             no worker could take a task within the wait limit
     ├── TaskFailed                   every try of a task failed; ``.last_error`` says why
     ├── SyncCallInLoop               a blocking call made from the library's own event loop
+    ├── JobCancelled                 ``job.result()`` of a cancelled background job
     └── WorkerError                  one worker failed one request; ``.worker`` names it
         ├── WorkerUnreachable        refused, reset or timed out: retried on another worker
         ├── WorkerOverloaded         429 or 503: backed off and requeued
@@ -35,6 +36,7 @@ __all__ = [
     "ConfigProblem",
     "ContextLengthExceeded",
     "DllmError",
+    "JobCancelled",
     "LocalWorkerError",
     "ModelNotAvailable",
     "NoHealthyWorkers",
@@ -179,6 +181,10 @@ class RequestRejected(WorkerError):
 
 class BadResponse(WorkerError):
     """A 5xx, malformed JSON, or an empty answer. Retried elsewhere; counts as a fault."""
+
+
+class JobCancelled(DllmError):
+    """``job.result()`` of a job that was cancelled; ``job.partial()`` has its answers."""
 
 
 class TaskFailed(DllmError):

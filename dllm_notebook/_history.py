@@ -66,8 +66,8 @@ RUN_COLUMNS = {
     "host": "string",
     "pid": "Int64",
 }
-"""A run's ``status`` is ``running`` (or its process died), ``finished`` or
-``interrupted``."""
+"""A run's ``status`` is ``running`` (or its process died), ``finished``, ``interrupted``,
+``failed`` (an error ended it) or ``cancelled`` (a background job's ``cancel()``)."""
 
 Filter = str | Sequence[str] | None
 
