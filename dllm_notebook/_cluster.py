@@ -16,12 +16,13 @@ from ._analysis_api import AnalyzeMethods
 from ._analyze import Analysis
 from ._config import ClusterSettings, WorkerConfig, load_config, make_settings, parse_worker_spec
 from ._dispatch import Dispatcher, Task
+from ._display import ClusterDisplay
 from ._errors import ConfigError, ConfigProblem, TaskFailed
 from ._events import Event, EventHub
 from ._history import StoreAccess
 from ._loop import bridge, run_sync, submit
-from ._pool import Worker, WorkerPool
-from ._reports import check_frame, html_table, metrics_frame, text_table
+from ._pool import WorkerPool
+from ._reports import check_frame, metrics_frame
 from ._scheduler import EarliestFinish, Scheduler
 from ._store import DEFAULT, resolve_store
 from ._types import Answer, ChatRequest
@@ -43,7 +44,7 @@ def estimate_tokens(text: str) -> int:
     return estimate(text)
 
 
-class Cluster(AnalyzeMethods, StoreAccess):
+class Cluster(AnalyzeMethods, ClusterDisplay, StoreAccess):
     """Every worker of the lab, kept healthy and busy.
 
     >>> cluster = Cluster.from_config("config/workers.json")
@@ -329,14 +330,3 @@ class Cluster(AnalyzeMethods, StoreAccess):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-    # -- display --------------------------------------------------------------------
-    @property
-    def _workers(self) -> list[Worker]:
-        return self._pool.workers
-
-    def __repr__(self) -> str:
-        return f"<Cluster: {len(self._workers)} workers>\n{text_table(self._workers)}"
-
-    def _repr_html_(self) -> str:
-        return html_table(self._workers)

@@ -13,6 +13,7 @@ boundary, with ``raise ... from exc``::
     ├── TaskFailed                   every try of a task failed; ``.last_error`` says why
     ├── SyncCallInLoop               a blocking call made from the library's own event loop
     ├── JobCancelled                 ``job.result()`` of a cancelled background job
+    ├── PanelUnavailable             ``cluster.panel()`` without ipywidgets (also an ImportError)
     └── WorkerError                  one worker failed one request; ``.worker`` names it
         ├── WorkerUnreachable        refused, reset or timed out: retried on another worker
         ├── WorkerOverloaded         429 or 503: backed off and requeued
@@ -40,6 +41,7 @@ __all__ = [
     "LocalWorkerError",
     "ModelNotAvailable",
     "NoHealthyWorkers",
+    "PanelUnavailable",
     "PresetError",
     "RequestRejected",
     "SyncCallInLoop",
@@ -185,6 +187,17 @@ class BadResponse(WorkerError):
 
 class JobCancelled(DllmError):
     """``job.result()`` of a job that was cancelled; ``job.partial()`` has its answers."""
+
+
+class PanelUnavailable(DllmError, ImportError):
+    """ipywidgets is not installed, so there is no live panel."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the live worker panel needs ipywidgets; install it with "
+            "pip install 'dllm-notebook[notebook]' (then restart the kernel). "
+            "print(cluster) shows the same table as text meanwhile."
+        )
 
 
 class TaskFailed(DllmError):
