@@ -116,6 +116,7 @@ class Analysis:
         self._last_pending: tuple[int, Row] = (-1, ())
         self._slots: dict[int, Slot] = {}
         self._counter = itertools.count()
+        self._system_tokens: int | None = None
         self._combine_budget = Budget.for_request(UNKNOWN_WINDOW, self.max_tokens, system=system)
 
     # -- planning ---------------------------------------------------------------------
@@ -144,7 +145,8 @@ class Analysis:
                 overhead = prompt_overhead(cell.prompt, {**fields, "content": ""})
                 if content_tokens + overhead <= large.input_tokens:
                     cell.fit = "whole"
-                    yield self._task(cell, 0, cell.prompt.render(fields), "whole")
+                    prompt = cell.prompt.render(fields)
+                    yield self._task(cell, 0, prompt, "whole", content_tokens + overhead)
                     continue
                 text: str | None = None
                 try:
@@ -187,10 +189,18 @@ class Analysis:
     def _fields(paper: Paper) -> dict[str, str]:
         return {"content": paper.text, "filename": paper.name, "title": paper.title}
 
-    def _task(self, cell: Cell, slot: int, prompt: str, step: str) -> Task:
+    def _task(
+        self, cell: Cell, slot: int, prompt: str, step: str, prompt_tokens: int | None = None
+    ) -> Task:
+        """``prompt_tokens``: the prompt's estimate when known (the paper's plus the
+        template's, counted once per paper rather than once per rendered prompt)."""
         index = next(self._counter)
         self._slots[index] = Slot(cell, slot, step)
-        tokens = estimate_tokens(prompt) + (estimate_tokens(self.system) if self.system else 0)
+        if prompt_tokens is None:
+            prompt_tokens = estimate_tokens(prompt)
+        if self._system_tokens is None:
+            self._system_tokens = estimate_tokens(self.system) if self.system else 0
+        tokens = prompt_tokens + self._system_tokens
         request = ChatRequest(prompt, self.system, self.options, prompt_tokens_estimate=tokens)
         kind = f"{cell.prompt.name}:{step}"
         return Task(index, request, needed_tokens=tokens + self.max_tokens, kind=kind)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 import re
 from pathlib import Path
 
@@ -349,3 +350,16 @@ def test_built_in_prompts_chunk_a_real_paper(corpus_texts: dict[str, str]) -> No
         prompts = chunk_prompts(prompt, paper, budget)
         assert len(prompts) == 3
         assert all(estimate_tokens(p) <= budget.input_tokens for p in prompts)
+
+
+def test_estimate_counts_by_class_exactly_as_walking_the_text_piece_by_piece() -> None:
+    from dllm_notebook._chunking import _UNITS_RE, _half_units, _to_tokens
+
+    def walked(text: str) -> int:
+        return _to_tokens(sum(_half_units(m) for m in _UNITS_RE.finditer(text)))
+
+    rng = random.Random(7)
+    alphabet = "ab Z\t\n  .,1é中😀xyzABC\r\f\v  -Ω"
+    for _ in range(5000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60)))
+        assert estimate_tokens(text) == walked(text), repr(text)
