@@ -256,11 +256,12 @@ def text_table(workers: Sequence[Worker], *, max_reason: int = 60) -> str:
 
 _TABLE_STYLE = (
     "border-collapse:collapse;font-size:12px;font-variant-numeric:tabular-nums;"
-    "color:#1f2328;background:#ffffff"
+    "color:#1f2328;background:#ffffff;line-height:1.4"
 )
-_PAD = "padding:2px 8px"
+_PAD = "padding:2px 8px;white-space:nowrap"
 _RIGHT = f"{_PAD};text-align:right"
 _LEFT = f"{_PAD};text-align:left"
+_WRAP = "padding:2px 8px;white-space:normal"
 _DOT = "display:inline-block;width:9px;height:9px;border-radius:50%;margin-right:5px;background:"
 
 
@@ -284,7 +285,7 @@ def _row_html(row: PanelRow) -> str:
     tds += [_td(c, i) for i, c in enumerate(cells[5:10], start=5)]
     colour = "#cf222e" if row.light == "red" else "#57606a"
     tds.append(
-        f'<td class="dllm-reason" style="{_PAD};max-width:36em;color:{colour}">'
+        f'<td class="dllm-reason" style="{_WRAP};max-width:36em;color:{colour}">'
         f"{html.escape(cells[10])}</td>"
     )
     if row.is_total:
