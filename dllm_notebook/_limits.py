@@ -1,25 +1,30 @@
 """How many requests a worker takes at once: the configured maximum, adapted to what it does.
 
 A server that queues requests internally (more were sent than it runs in parallel) answers
-each one later: latency per token climbs with the number in flight. A server that is out of
-capacity says so with 429 or 503. Either way the worker's limit comes down; then it is
-probed back up, one request at a time, while latency stays near its best. This is additive
-increase, multiplicative decrease (AIMD) with a latency gradient as the congestion signal,
-as TCP Vegas and Netflix's concurrency-limits do.
+each one later: with ``c`` requests in flight on ``s`` parallel slots, each takes ``c / s``
+times its best latency (Little's law). So when latency per unit of work climbs well above
+the best seen, the limit comes down to ``c x best / recent``, the slots the server really
+has. A server that is out of capacity says so with 429 or 503: the limit halves. Then it is
+probed back up, one request per round of answers, while latency stays near its best. This
+is additive increase with a latency-gradient decrease, as TCP Vegas and Netflix's
+concurrency-limits do.
 
-Latency is compared per unit of work: prompt tokens count ``PREFILL_WEIGHT`` of a generated
-token. The floor (the best seen) drifts up slowly so a worker that became slower for good
+Latency is compared per unit of work: the time the server says it spent on the request
+(which leaves out its queue), or else tokens, a prompt token counting ``PREFILL_WEIGHT`` of a
+generated one. The floor (the best seen) drifts up slowly so a worker that became slower for good
 (a bigger model, a hot laptop) is not throttled forever.
 """
 
 from __future__ import annotations
 
+import math
+
 __all__ = ["AdaptiveLimit"]
 
 PREFILL_WEIGHT = 1 / 16
-QUEUEING = 1.6
+QUEUEING = 1.2
 """Recent latency this many times the floor, with requests in parallel: the server queues."""
-CLEAR = 1.25
+CLEAR = 1.1
 """Recent latency within this factor of the floor: room to try one more request."""
 FLOOR_DRIFT = 1.01
 RECENT_WEIGHT = 0.3
@@ -35,6 +40,7 @@ class AdaptiveLimit:
         self.recent: float | None = None
         self._cooldown = 0
         self._credit = 0
+        self._in_flight: float | None = None
 
     @staticmethod
     def work(prompt_tokens: float, answer_tokens: float) -> float:
@@ -52,11 +58,17 @@ class AdaptiveLimit:
             if self.recent is None
             else self.recent + RECENT_WEIGHT * (per_unit - self.recent)
         )
+        self._in_flight = (
+            concurrency
+            if self._in_flight is None
+            else self._in_flight + RECENT_WEIGHT * (concurrency - self._in_flight)
+        )
         if self._cooldown > 0:
             self._cooldown -= 1
             return self.limit
         if concurrency > 1 and self.recent > QUEUEING * self.floor:
-            self._decrease(max(1, self.limit // 4))
+            slots = math.ceil(self._in_flight * self.floor / self.recent)
+            self._decrease(max(1, min(self.limit - slots, self.limit // 2)))
             self.recent = self.floor * (QUEUEING + CLEAR) / 2  # judge the new limit afresh
         elif (
             self.limit < self.maximum

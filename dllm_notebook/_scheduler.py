@@ -62,6 +62,8 @@ class Attempt:
     hedge: bool = False
     concurrency: int = 1
     """Requests in flight on the worker once this one started (itself included)."""
+    size: Size | None = None
+    """The task's expected size, noted by the scheduler."""
 
     @property
     def expected_end(self) -> float:
@@ -220,11 +222,13 @@ def task_size(model: SpeedModel, task: Task) -> Size:
 class _Candidate:
     """A worker during one planning pass: when each of its slots frees up."""
 
-    __slots__ = ("decode", "free", "prefill", "slots", "worker")
+    __slots__ = ("decode", "free", "id", "prefill", "slots", "window", "worker")
 
     def __init__(self, worker: Worker, slots: list[float], free: int, model: SpeedModel):
         speed = model.speed(worker.id)
         self.worker = worker
+        self.id = worker.id
+        self.window = worker.context_length
         self.slots = slots
         self.free = free
         self.prefill = speed.prefill
@@ -240,6 +244,7 @@ class EarliestFinish:
     def __init__(self, speeds: SpeedModel | None = None, *, hedge: bool = True) -> None:
         self.speeds = speeds or SpeedModel()
         self.hedging = hedge
+        self._planned_end = 0.0
 
     def queue(self) -> SizedQueue:
         return SizedQueue(self.speeds)
@@ -273,13 +278,20 @@ class EarliestFinish:
         now = view.now
         placements: list[Placement] = []
         seen: set[int] = set()
+        self._planned_end = now
         for task in queue:
             seen.add(id(task))
             if self._place(task, candidates, now, placements):
                 free -= 1
             if not free or len(placements) >= budget or len(seen) >= LOOKAHEAD:
                 break
-        if free and len(placements) < budget and isinstance(queue, SizedQueue):
+        if free and len(placements) < budget and len(seen) == len(queue):
+            # Every waiting task has a place in the plan, and some slots here are still
+            # free: a slower worker may still take a task that it finishes before the plan
+            # as a whole does. Its finish is later than on the fast worker the plan chose,
+            # but that worker has other work until the end anyway.
+            self._backfill(queue, candidates, now, placements, budget)
+        elif free and len(placements) < budget and isinstance(queue, SizedQueue):
             # Slots still free after a long look: the big tasks are better off waiting for
             # faster workers, so these take the smallest ones, if they finish soonest here.
             for task in itertools.islice(queue.smallest_first(), LOOKAHEAD):
@@ -291,22 +303,54 @@ class EarliestFinish:
                     break
         return placements
 
+    def _backfill(
+        self,
+        queue: TaskQueue,
+        candidates: list[_Candidate],
+        now: float,
+        placements: list[Placement],
+        budget: int,
+    ) -> None:
+        horizon = self._planned_end
+        placed = {id(p.task) for p in placements}
+        for c in candidates:
+            if c.free <= 0:
+                continue
+            for task in queue:
+                if len(placements) >= budget:
+                    return
+                if id(task) in placed or not can_take(c.worker, task):
+                    continue
+                size = task_size(self.speeds, task)
+                seconds = c.prefill * size.prompt + c.decode * size.answer
+                if now + seconds <= horizon:
+                    placements.append(Placement(task, c.worker, seconds))
+                    placed.add(id(task))
+                    c.free -= 1
+                    if c.free <= 0:
+                        break
+
     def _place(
         self, task: Task, candidates: list[_Candidate], now: float, placements: list[Placement]
     ) -> bool:
         """Reserve the slot where ``task`` finishes first; True if that slot is free now."""
         size = task_size(self.speeds, task)
+        prompt, answer = size.prompt, size.answer
+        needed, excluded, tried = task.needed_tokens, task.excluded, task.tried
         best: _Candidate | None = None
         best_key = (True, float("inf"))
-        for c in candidates:
-            if not c.slots or not can_take(c.worker, task):
+        for c in candidates:  # the hot loop of planning: kept to plain arithmetic
+            if not c.slots or (excluded and c.id in excluded):
                 continue
-            finish = c.slots[0] + c.prefill * size.prompt + c.decode * size.answer
-            key = (c.worker.id in task.tried, finish)
+            if needed is not None and c.window is not None and needed > c.window:
+                continue
+            finish = c.slots[0] + c.prefill * prompt + c.decode * answer
+            key = (bool(tried) and c.id in tried, finish)
             if key < best_key:
                 best, best_key = c, key
         if best is None:
             return False
+        self._planned_end = max(self._planned_end, best_key[1])
         start = heapq.heapreplace(best.slots, best_key[1])
         if start > now or best.free <= 0:
             return False  # reserved: it waits for that worker
@@ -359,8 +403,11 @@ class EarliestFinish:
     def _remaining(self, attempt: Attempt, now: float) -> float:
         """Seconds an attempt still needs, by what is known of its worker now; once overdue,
         half as long again as it has run (a late worker is slower than we thought)."""
+        if attempt.size is None:
+            attempt.size = task_size(self.speeds, attempt.task)
+        expected = self.speeds.speed(attempt.worker.id).seconds(attempt.size)
         elapsed = now - attempt.started
-        return max(self.expected(attempt.task, attempt.worker) - elapsed, 0.5 * elapsed)
+        return max(expected - elapsed, 0.5 * elapsed)
 
     def observe(self, attempt: Attempt, completion: Completion, latency: float) -> None:
         task = attempt.task

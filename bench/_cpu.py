@@ -1,0 +1,201 @@
+"""The bench's client-cost measurements: dispatcher CPU per task, and import time.
+
+Used by ``bench/bench_schedule.py`` (``cpu`` and ``import``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from dllm_notebook import ChatRequest, Cluster, Paper
+from dllm_notebook._backends import Backend
+from dllm_notebook._scheduler import Scheduler
+from dllm_notebook._types import Completion, ServerInfo
+from dllm_notebook.testing import expected_echo
+
+__all__ = ["InstantBackend", "bench_cpu", "bench_import", "lab_process"]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# -- dispatcher CPU ------------------------------------------------------------------------
+@contextmanager
+def lab_process(spec: dict[str, Any]) -> Iterator[dict[str, int]]:
+    """Fake servers in their own process (their CPU is not ours); yields id -> port."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "lab.json"
+        path.write_text(json.dumps(spec))
+        lab = subprocess.Popen(
+            [sys.executable, "-m", "dllm_notebook.testing", "lab", "--spec", str(path)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert lab.stdout is not None
+            lines = [json.loads(lab.stdout.readline()) for _ in spec["servers"]]
+            yield {line["id"]: line["port"] for line in lines}
+        finally:
+            lab.terminate()
+            lab.wait(10)
+
+
+class InstantBackend(Backend):
+    """Answers at once, in this process, as a fake server would; probes via the real one."""
+
+    type = "instant"
+
+    def __init__(self, inner: Backend) -> None:
+        super().__init__(inner.config, inner.client)
+        self.inner = inner
+
+    async def probe(self, *, detailed: bool = False) -> ServerInfo:
+        return await self.inner.probe(detailed=detailed)
+
+    async def chat(
+        self, request: ChatRequest, *, model: str, context_length: int | None
+    ) -> Completion:
+        await asyncio.sleep(0)
+        return Completion(
+            text=expected_echo(request.prompt) + " lorem ipsum",
+            model=model,
+            prompt_tokens=len(request.prompt) // 4,
+            completion_tokens=8,
+            finish_reason="stop",
+        )
+
+
+def cpu_per_task(call: Callable[[], int]) -> tuple[float, float, int]:
+    """(CPU ms per task, wall s, tasks) of one call returning its number of tasks."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    tasks = call()
+    return (time.process_time() - cpu) * 1000 / tasks, time.perf_counter() - wall, tasks
+
+
+def bench_cpu(tasks: int, schedulers: Mapping[str, Callable[[], Scheduler | None]]) -> None:
+    servers = 4
+    spec = {
+        "servers": [
+            {
+                "dialect": "openai",
+                "id": f"instant-{i}",
+                "behaviour": {"slots": 16, "answer_tokens": 8},
+            }
+            for i in range(servers)
+        ]
+    }
+    prompts = {f"q{j}": f"Question {j} [[q{j}]]: {{content}}" for j in range(5)}
+    papers = [
+        Paper.from_text(f"p{i:05d}.txt", f"Paper {i}: soil moisture. [[p{i}]]")
+        for i in range(max(1, tasks // len(prompts)))
+    ]
+    texts = [f"Prompt {i} [[t{i}]]" for i in range(tasks)]
+
+    def analyze(cluster: Cluster, subset: Sequence[Paper]) -> Callable[[], int]:
+        def call() -> int:
+            frame = cluster.analyze(subset, prompts=prompts, cache=False, progress=False, long=True)
+            assert (frame["status"] == "ok").all(), frame["status"].value_counts()
+            return len(frame)
+
+        return call
+
+    def map_all(cluster: Cluster) -> int:
+        answers = cluster.map(texts)
+        assert all(
+            a.ok and a.text.startswith(expected_echo(t))
+            for a, t in zip(answers, texts, strict=True)
+        )
+        return len(answers)
+
+    print(f"dispatcher CPU, {len(papers) * len(prompts)} tasks, {servers} instant fake servers")
+    rows = []
+    with lab_process(spec) as ports:
+        workers = [
+            {
+                "id": sid,
+                "host": "127.0.0.1",
+                "port": port,
+                "type": "openai",
+                "max_concurrent_requests": 16,
+            }
+            for sid, port in ports.items()
+        ]
+        for name, make in schedulers.items():
+            with Cluster(workers, scheduler=make(), store=None, max_concurrent_batch=64) as c:
+                c.check()
+                analyze(c, papers[:20])()  # warm up: connections, first imports
+                rows.append(
+                    (
+                        name,
+                        "analyze(), HTTP to servers in another process",
+                        *cpu_per_task(analyze(c, papers)),
+                    )
+                )
+                for w in c._pool.workers:
+                    assert w.backend is not None
+                    w.backend = InstantBackend(w.backend)
+                rows.append(
+                    (
+                        name,
+                        "analyze(), in-process instant backend",
+                        *cpu_per_task(analyze(c, papers)),
+                    )
+                )
+                rows.append(
+                    (
+                        name,
+                        "map(), in-process instant backend",
+                        *cpu_per_task(functools.partial(map_all, c)),
+                    )
+                )
+    print("| scheduler | what | tasks | wall s | client CPU ms/task |")
+    print("|---|---|---:|---:|---:|")
+    for name, what, ms, wall, count in rows:
+        print(f"| {name} | {what} | {count} | {wall:.2f} | {ms:.3f} |")
+
+
+# -- import time ---------------------------------------------------------------------------
+def bench_import(repeat: int) -> None:
+    code = (
+        "import time; t = time.perf_counter(); import dllm_notebook; print(time.perf_counter() - t)"
+    )
+    times = [
+        float(
+            subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+            ).stdout
+        )
+        for _ in range(repeat)
+    ]
+    trace = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import dllm_notebook"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    ).stderr
+    heavy: dict[str, int] = {}
+    for line in trace.splitlines()[1:]:
+        parts = [p.strip() for p in line.split("|")]
+        if len(parts) == 3 and "." not in parts[2] and parts[2] != "dllm_notebook":
+            name = parts[2].strip()
+            heavy[name] = max(heavy.get(name, 0), int(parts[1]))
+    top = sorted(heavy.items(), key=lambda kv: -kv[1])[:6]
+    print(
+        f"import dllm_notebook: best of {repeat} {min(times):.3f} s "
+        f"(median {statistics.median(times):.3f} s)"
+    )
+    print(
+        "  largest top-level imports (cumulative): "
+        + ", ".join(f"{n} {us / 1e6:.2f} s" for n, us in top)
+    )

@@ -1,0 +1,272 @@
+"""Scheduling on a mixed lab: the default scheduler against naive least-loaded and the ideal.
+
+    uv run --no-sync python bench/bench_schedule.py [--quick]
+        [--only mixed10,mixed35,die,cpu,import] [--papers 100] [--target 8]
+        [--repeat 1] [--cpu-tasks 2000]
+
+``mixed10``, ``mixed35``: ``cluster.analyze(folder, prompts=5 prompts, cache=False)`` over
+``--papers`` synthetic papers (2k-15k tokens) on a lab of 10 or 35 emulated Macs (fake
+servers on loopback, in this process: Air 2 slots 1x, Pro 4 slots 2x, Studio 6 slots 3x,
+Ultra 8 slots 4x; prefill 300-1200 tok/s, decode 15-60 tok/s; two of every ten let the
+client send twice their slots, so requests queue in the server). Time is scaled so the
+ideal makespan is ``--target`` seconds. Each scheduler runs on a fresh lab; prints the
+makespan, the ideal (total work / total capacity, from the tokens the servers counted) and
+efficiency = ideal / makespan, and checks by the markers the servers echo that no answer
+is lost, doubled or misplaced.
+
+``die``: the 10-Mac lab, two Macs killed at 40% of the ideal makespan; the ideal counts
+their capacity only until they died.
+
+``cpu``: the client process's CPU time per task against instant fake servers in another
+process (analyze over HTTP), and with each worker's backend swapped for an in-process
+instant one (the dispatcher's own cost), for ``--cpu-tasks`` tasks.
+
+``import``: ``import dllm_notebook`` in a fresh interpreter, best of 5.
+
+The lab, papers, ideal bound and answer check are in ``_lab.py``; ``cpu`` and ``import``
+in ``_cpu.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from _cpu import bench_cpu, bench_import
+from _lab import (
+    PROMPTS,
+    AnswerCheck,
+    Expected,
+    Machine,
+    check_answers,
+    expected_cells,
+    expected_work,
+    ideal_makespan,
+    lab_spec,
+    logged_work,
+    mixed_lab,
+    worker_configs,
+    write_papers,
+)
+
+from dllm_notebook import Cluster
+from dllm_notebook._scheduler import LeastLoaded, Scheduler
+from dllm_notebook.testing import FakeLab
+
+SCENARIOS = ("mixed10", "mixed35", "die", "cpu", "import")
+SCHEDULERS: dict[str, Callable[[], Scheduler | None]] = {
+    "least-loaded": LeastLoaded,
+    "default": lambda: None,
+}
+KILLED = ("pro-05", "studio-10")
+KILL_AT = 0.4
+
+
+@dataclass
+class Run:
+    scenario: str
+    scheduler: str
+    workers: int
+    tasks: int
+    makespan: float
+    ideal: float
+    first_request: float
+    check: AnswerCheck
+    requests: int
+    """Generation requests the servers received (hedges and retries included)."""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def efficiency(self) -> float:
+        return self.ideal / self.makespan
+
+    @property
+    def serving_efficiency(self) -> float:
+        """Efficiency counted from the first request (planning before it left out)."""
+        return self.ideal / (self.makespan - self.first_request)
+
+
+def settings_for(machines: Sequence[Machine]) -> dict[str, Any]:
+    return {
+        "max_concurrent_batch": sum(m.client_limit for m in machines),
+        "health_check_interval": 5.0,
+        "request_timeout": 120.0,
+        "probe_timeout": 2.0,
+        "no_worker_timeout": 30.0,
+    }
+
+
+def run_lab(
+    scenario: str,
+    scheduler: str,
+    machines: Sequence[Machine],
+    folder: Path,
+    expected: dict[tuple[str, str], Expected],
+    time_scale: float,
+    kill: Sequence[str] = (),
+) -> Run:
+    """One analyze() on a fresh lab; kills ``kill`` at KILL_AT of the predicted ideal."""
+    predicted = ideal_makespan(expected_work(expected), machines) * time_scale
+    deaths: dict[str, float] = {}
+    with FakeLab.from_spec(lab_spec(machines, time_scale=time_scale)) as lab:
+        ports = {s.id: s.port for s in lab.servers}
+        workers = worker_configs(machines, ports)
+        with Cluster(
+            workers, scheduler=SCHEDULERS[scheduler](), store=None, **settings_for(machines)
+        ) as cluster:
+            health = cluster.check()
+            if not health["healthy"].all():
+                raise SystemExit(f"the lab is not healthy before the run:\n{health}")
+            started = time.monotonic()
+            done = threading.Event()
+
+            def killer() -> None:
+                if done.wait(max(0.0, started + KILL_AT * predicted - time.monotonic())):
+                    return
+                for server_id in kill:
+                    deaths[server_id] = (time.monotonic() - started) / time_scale
+                    lab.server(server_id).kill()
+
+            thread = threading.Thread(target=killer, daemon=True)
+            if kill:
+                thread.start()
+            try:
+                frame = cluster.analyze(
+                    folder, prompts=PROMPTS, cache=False, progress=False, long=True
+                )
+            finally:
+                makespan = time.monotonic() - started
+                done.set()
+        records = lab.log.records()
+    if kill:
+        thread.join()
+    generated = Counter(r.digest for r in records if r.digest and r.generated)
+    check = check_answers(frame, expected, generated)
+    work, problems = logged_work(records, expected)
+    check.problems.extend(problems)
+    ideal = ideal_makespan(work, machines, deaths) * time_scale
+    arrivals = [r.received_at for r in records if r.is_generation]
+    notes = [f"killed {k} at {t * time_scale:.2f} s" for k, t in deaths.items()]
+    if kill and len(deaths) < len(kill):
+        notes.append("the run ended before the kill")
+    return Run(
+        scenario,
+        scheduler,
+        len(machines),
+        len(expected),
+        makespan,
+        ideal,
+        (min(arrivals) - started) if arrivals else float("nan"),
+        check,
+        len(arrivals),
+        notes,
+    )
+
+
+def bench_labs(scenarios: Sequence[str], papers: int, target: float, repeat: int) -> list[Run]:
+    runs: list[Run] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "papers"
+        write_papers(folder, papers)
+        expected = expected_cells(folder)
+        work = expected_work(expected)
+        for scenario in scenarios:
+            machines = mixed_lab(35 if scenario == "mixed35" else 10)
+            time_scale = target / ideal_makespan(work, machines)
+            kill = KILLED if scenario == "die" else ()
+            order = list(SCHEDULERS)
+            for round_ in range(repeat):
+                for scheduler in order if round_ % 2 == 0 else order[::-1]:
+                    run = run_lab(scenario, scheduler, machines, folder, expected, time_scale, kill)
+                    print_run(run)
+                    runs.append(run)
+    return runs
+
+
+def print_run(run: Run) -> None:
+    status = (
+        "answers ok" if run.check.ok else "ANSWER PROBLEMS: " + "; ".join(run.check.problems[:5])
+    )
+    print(
+        f"  {run.scenario:8} {run.scheduler:13} makespan {run.makespan:6.2f} s, ideal "
+        f"{run.ideal:6.2f} s, efficiency {run.efficiency:5.3f}, first request after "
+        f"{run.first_request:.2f} s, {run.requests} requests and {run.check.generations} "
+        f"generations for {run.tasks} tasks; {status}"
+        + ("; " + ", ".join(run.notes) if run.notes else ""),
+        flush=True,
+    )
+
+
+def print_lab_table(runs: Sequence[Run]) -> None:
+    print()
+    print(
+        "| scenario | scheduler | workers | tasks | makespan s | ideal s | efficiency "
+        "| first request s | efficiency from first request | requests | generations | answers |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    groups: dict[tuple[str, str], list[Run]] = {}
+    for run in runs:
+        groups.setdefault((run.scenario, run.scheduler), []).append(run)
+    for (scenario, scheduler), group in groups.items():
+        makespan = statistics.median(r.makespan for r in group)
+        ideal = statistics.median(r.ideal for r in group)
+        efficiency = statistics.median(r.efficiency for r in group)
+        first = statistics.median(r.first_request for r in group)
+        serving = statistics.median(r.serving_efficiency for r in group)
+        generations = max(r.check.generations for r in group)
+        requests = max(r.requests for r in group)
+        ok = "ok" if all(r.check.ok for r in group) else "PROBLEMS"
+        print(
+            f"| {scenario} | {scheduler} | {group[0].workers} | {group[0].tasks} "
+            f"| {makespan:.2f} | {ideal:.2f} | {efficiency:.3f} | {first:.2f} | {serving:.3f} "
+            f"| {requests} | {generations} | {ok} |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="30 papers, 3 s ideal, fewer tasks")
+    parser.add_argument("--only", default=",".join(SCENARIOS), help=",".join(SCENARIOS))
+    parser.add_argument("--papers", type=int, default=None, help="default 100 (30 with --quick)")
+    parser.add_argument(
+        "--target",
+        type=float,
+        default=None,
+        help="ideal makespan in real seconds (default 8, 3 with --quick)",
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="runs per scheduler (median)")
+    parser.add_argument("--cpu-tasks", type=int, default=None, help="default 2000 (500 quick)")
+    args = parser.parse_args()
+    logging.getLogger("dllm_notebook").setLevel(logging.ERROR)  # the kills' warnings
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(only) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenario(s) {', '.join(sorted(unknown))}; choose from {SCENARIOS}")
+    papers = args.papers or (30 if args.quick else 100)
+    target = args.target or (3.0 if args.quick else 8.0)
+    labs = [s for s in only if s in ("mixed10", "mixed35", "die")]
+    if labs:
+        print(f"scheduling: {papers} papers x {len(PROMPTS)} prompts, ideal scaled to {target:g} s")
+        runs = bench_labs(labs, papers, target, args.repeat)
+        print_lab_table(runs)
+        if not all(r.check.ok for r in runs):
+            print("\nsome runs lost, doubled or misplaced answers (see above)")
+    if "cpu" in only:
+        print()
+        bench_cpu(args.cpu_tasks or (500 if args.quick else 2000), SCHEDULERS)
+    if "import" in only:
+        print()
+        bench_import(3 if args.quick else 5)
+
+
+if __name__ == "__main__":
+    main()
