@@ -86,8 +86,9 @@ TIERS = {
     "ultra": Tier("ultra", slots=8, speed=4.0),
 }
 
-# One group of ten machines; bigger labs repeat it. The client config of machines marked
-# queueing allows twice the server's slots, so requests queue inside the server.
+# One group of ten machines; bigger labs repeat it. With ``extra``, the client config of the
+# machines marked here allows that many requests beyond the server's slots, and those wait
+# in the server's queue (every server queues what it cannot run at once).
 _GROUP: tuple[tuple[str, str, bool], ...] = (
     ("air", "lm_studio", False),
     ("pro", "ollama", True),
@@ -130,17 +131,22 @@ class Machine:
         }
 
 
-def mixed_lab(count: int, *, queueing: bool = True) -> list[Machine]:
+QUEUE_EXTRA = 2
+"""Requests beyond its slots that the ``queue10`` scenario lets the client send."""
+
+
+def mixed_lab(count: int, *, extra: int = 0) -> list[Machine]:
     """``count`` machines of mixed tiers and dialects (groups of ten repeated).
 
     Ten machines: 4 Air (2 slots, 1x), 3 Pro (4 slots, 2x), 2 Studio (6 slots, 3x) and
-    1 Ultra (8 slots, 4x): 40 slots, capacity 100.
+    1 Ultra (8 slots, 4x): 40 slots, capacity 100. Each client config says the machine's
+    slots, except that with ``extra`` two of every ten allow that many more.
     """
     machines = []
     for index in range(count):
         tier_name, dialect, queues = _GROUP[index % len(_GROUP)]
         tier = TIERS[tier_name]
-        limit = tier.slots * 2 if queueing and queues else tier.slots
+        limit = tier.slots + extra if queues else tier.slots
         machines.append(Machine(f"{tier_name}-{index + 1:02d}", dialect, tier, limit))
     return machines
 

@@ -1,18 +1,22 @@
 """Scheduling on a mixed lab: the default scheduler against naive least-loaded and the ideal.
 
-    uv run --no-sync python bench/bench_schedule.py [--quick]
-        [--only mixed10,mixed35,die,cpu,import] [--papers 100] [--target 8]
+    uv run --no-sync python bench/bench_schedule.py [--quick] [--verbose]
+        [--only mixed10,mixed35,queue10,die,cpu,import] [--papers 100] [--target 20]
         [--repeat 1] [--cpu-tasks 2000]
 
 ``mixed10``, ``mixed35``: ``cluster.analyze(folder, prompts=5 prompts, cache=False)`` over
 ``--papers`` synthetic papers (2k-15k tokens) on a lab of 10 or 35 emulated Macs (fake
-servers on loopback, in this process: Air 2 slots 1x, Pro 4 slots 2x, Studio 6 slots 3x,
-Ultra 8 slots 4x; prefill 300-1200 tok/s, decode 15-60 tok/s; two of every ten let the
-client send twice their slots, so requests queue in the server). Time is scaled so the
+servers on loopback in a process of their own, as the Macs are other machines: Air 2 slots
+1x, Pro 4 slots 2x, Studio 6 slots 3x, Ultra 8 slots 4x; prefill 300-1200 tok/s, decode
+15-60 tok/s; every server queues the requests it cannot run at once). Time is scaled so the
 ideal makespan is ``--target`` seconds. Each scheduler runs on a fresh lab; prints the
 makespan, the ideal (total work / total capacity, from the tokens the servers counted) and
 efficiency = ideal / makespan, and checks by the markers the servers echo that no answer
 is lost, doubled or misplaced.
+
+``queue10``: the 10-Mac lab, but two of the ten are configured for 2 requests more than
+they run at once, so the extra ones wait in the server's queue until the adaptive limit
+finds out.
 
 ``die``: the 10-Mac lab, two Macs killed at 40% of the ideal makespan; the ideal counts
 their capacity only until they died.
@@ -41,9 +45,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _cpu import bench_cpu, bench_import
+import httpx
+from _cpu import bench_cpu, bench_import, lab_process
 from _lab import (
     PROMPTS,
+    QUEUE_EXTRA,
     AnswerCheck,
     Expected,
     Machine,
@@ -60,14 +66,15 @@ from _lab import (
 
 from dllm_notebook import Cluster
 from dllm_notebook._scheduler import LeastLoaded, Scheduler
-from dllm_notebook.testing import FakeLab
+from dllm_notebook.testing._log import RequestRecord
 
-SCENARIOS = ("mixed10", "mixed35", "die", "cpu", "import")
+SCENARIOS = ("mixed10", "mixed35", "queue10", "die", "cpu", "import")
 SCHEDULERS: dict[str, Callable[[], Scheduler | None]] = {
     "least-loaded": LeastLoaded,
     "default": lambda: None,
 }
 KILLED = ("pro-05", "studio-10")
+VERBOSE = False
 KILL_AT = 0.4
 
 
@@ -117,8 +124,8 @@ def run_lab(
     """One analyze() on a fresh lab; kills ``kill`` at KILL_AT of the predicted ideal."""
     predicted = ideal_makespan(expected_work(expected), machines) * time_scale
     deaths: dict[str, float] = {}
-    with FakeLab.from_spec(lab_spec(machines, time_scale=time_scale)) as lab:
-        ports = {s.id: s.port for s in lab.servers}
+    logs: list[RequestRecord] = []
+    with lab_process(lab_spec(machines, time_scale=time_scale)) as ports:
         workers = worker_configs(machines, ports)
         with Cluster(
             workers, scheduler=SCHEDULERS[scheduler](), store=None, **settings_for(machines)
@@ -133,8 +140,9 @@ def run_lab(
                 if done.wait(max(0.0, started + KILL_AT * predicted - time.monotonic())):
                     return
                 for server_id in kill:
+                    logs.extend(server_log(ports[server_id]))  # gone with the server
                     deaths[server_id] = (time.monotonic() - started) / time_scale
-                    lab.server(server_id).kill()
+                    httpx.post(f"http://127.0.0.1:{ports[server_id]}/_fake/kill")
 
             thread = threading.Thread(target=killer, daemon=True)
             if kill:
@@ -146,7 +154,10 @@ def run_lab(
             finally:
                 makespan = time.monotonic() - started
                 done.set()
-        records = lab.log.records()
+        for server_id, port in ports.items():
+            if server_id not in deaths:
+                logs.extend(server_log(port))
+    records = logs
     if kill:
         thread.join()
     generated = Counter(r.digest for r in records if r.digest and r.generated)
@@ -155,6 +166,8 @@ def run_lab(
     check.problems.extend(problems)
     ideal = ideal_makespan(work, machines, deaths) * time_scale
     arrivals = [r.received_at for r in records if r.is_generation]
+    if VERBOSE:
+        print_workers(records, machines, started, makespan)
     notes = [f"killed {k} at {t * time_scale:.2f} s" for k, t in deaths.items()]
     if kill and len(deaths) < len(kill):
         notes.append("the run ended before the kill")
@@ -172,6 +185,34 @@ def run_lab(
     )
 
 
+def print_workers(
+    records: Sequence[RequestRecord], machines: Sequence[Machine], started: float, span: float
+) -> None:
+    """Per machine: requests, answers, cancelled copies, busy share of its slots, last end."""
+    for m in machines:
+        mine = [r for r in records if r.server == m.id and r.is_generation]
+        ends = [r.finished_at - started for r in mine if r.finished_at]
+        busy = sum(
+            min(r.finished_at, started + span) - max(r.started_at or r.received_at, started)
+            for r in mine
+            if r.finished_at
+        )
+        print(
+            f"    {m.id:10} {m.tier.slots} slots {len(mine):4} requests "
+            f"{sum(r.generated for r in mine):4} answered "
+            f"{sum(r.outcome == 'client_gone' for r in mine):3} cancelled, "
+            f"slots busy {busy / (m.tier.slots * span):4.0%}, last end "
+            f"{max(ends, default=0.0):6.2f} s"
+        )
+
+
+def server_log(port: int) -> list[RequestRecord]:
+    """A fake server's request log, read over its control route."""
+    answer = httpx.get(f"http://127.0.0.1:{port}/_fake/log", timeout=30)
+    answer.raise_for_status()
+    return [RequestRecord(**record) for record in answer.json()["records"]]
+
+
 def bench_labs(scenarios: Sequence[str], papers: int, target: float, repeat: int) -> list[Run]:
     runs: list[Run] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -180,7 +221,10 @@ def bench_labs(scenarios: Sequence[str], papers: int, target: float, repeat: int
         expected = expected_cells(folder)
         work = expected_work(expected)
         for scenario in scenarios:
-            machines = mixed_lab(35 if scenario == "mixed35" else 10)
+            machines = mixed_lab(
+                35 if scenario == "mixed35" else 10,
+                extra=QUEUE_EXTRA if scenario == "queue10" else 0,
+            )
             time_scale = target / ideal_makespan(work, machines)
             kill = KILLED if scenario == "die" else ()
             order = list(SCHEDULERS)
@@ -241,18 +285,21 @@ def main() -> None:
         "--target",
         type=float,
         default=None,
-        help="ideal makespan in real seconds (default 8, 3 with --quick)",
+        help="ideal makespan in real seconds (default 20, 3 with --quick)",
     )
     parser.add_argument("--repeat", type=int, default=1, help="runs per scheduler (median)")
     parser.add_argument("--cpu-tasks", type=int, default=None, help="default 2000 (500 quick)")
+    parser.add_argument("--verbose", action="store_true", help="a line per machine per run")
     args = parser.parse_args()
+    global VERBOSE
+    VERBOSE = args.verbose
     logging.getLogger("dllm_notebook").setLevel(logging.ERROR)  # the kills' warnings
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(only) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenario(s) {', '.join(sorted(unknown))}; choose from {SCENARIOS}")
     papers = args.papers or (30 if args.quick else 100)
-    target = args.target or (3.0 if args.quick else 8.0)
+    target = args.target or (3.0 if args.quick else 20.0)
     labs = [s for s in only if s in ("mixed10", "mixed35", "die")]
     if labs:
         print(f"scheduling: {papers} papers x {len(PROMPTS)} prompts, ideal scaled to {target:g} s")

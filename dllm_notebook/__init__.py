@@ -11,6 +11,7 @@ from typing import Any as _Any
 
 from ._cluster import Cluster
 from ._config import ClusterSettings, Secret, WorkerConfig
+from ._earliest import EarliestFinish
 from ._errors import (
     BadResponse,
     ConfigError,
@@ -38,7 +39,7 @@ from ._local import LocalServer
 from ._model_files import default_model_path
 from ._papers import Paper, load_papers
 from ._presets import Preset, list_presets, load_preset
-from ._scheduler import EarliestFinish, LeastLoaded, Scheduler
+from ._scheduler import LeastLoaded, Scheduler
 from ._store import ResultStore
 from ._templates import Prompt
 from ._types import Answer, ChatRequest

@@ -17,13 +17,14 @@ from ._analyze import Analysis
 from ._config import ClusterSettings, WorkerConfig, load_config, make_settings, parse_worker_spec
 from ._dispatch import Dispatcher, Task
 from ._display import ClusterDisplay
+from ._earliest import EarliestFinish
 from ._errors import ConfigError, ConfigProblem, TaskFailed
 from ._events import Event, EventHub
 from ._history import StoreAccess
 from ._loop import bridge, run_sync, submit
 from ._pool import WorkerPool
 from ._reports import check_frame, metrics_frame
-from ._scheduler import EarliestFinish, Scheduler
+from ._scheduler import Scheduler
 from ._store import DEFAULT, resolve_store
 from ._types import Answer, ChatRequest
 

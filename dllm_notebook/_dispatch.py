@@ -242,13 +242,16 @@ class Dispatcher:
             mine: dict[str, list[Attempt]] = {}
             for copies in batch.copies.values():
                 for attempt in copies:
-                    mine.setdefault(attempt.worker.id, []).append(attempt)
+                    if not attempt.task.settled:  # a settled task's losers are being cancelled
+                        mine.setdefault(attempt.worker.id, []).append(attempt)
             for placement in self.scheduler.hedges(self._view(now, mine), budget):
                 if len(batch.copies.get(id(placement.task), ())) == 1:
                     self._launch(batch, placement, now)
 
     def _launch(self, batch: _Batch, placement: Placement, now: float) -> None:
         task, worker = placement.task, placement.worker
+        if task.settled:  # never a copy of a task that has its answer
+            return
         if not worker.dispatchable(now):  # a scheduler bug; keep the task
             if not placement.hedge:
                 batch.queue.add([task])

@@ -24,6 +24,10 @@ __all__ = ["AdaptiveLimit"]
 PREFILL_WEIGHT = 1 / 16
 QUEUEING = 1.2
 """Recent latency this many times the floor, with requests in parallel: the server queues."""
+QUEUED = 1.3
+"""One answer this many times the best, by the server's own clock: it waited in a queue."""
+HOLD_ROUNDS = 20
+"""After a queue was seen, rounds of answers before the limit is probed above it again."""
 CLEAR = 1.1
 """Recent latency within this factor of the floor: room to try one more request."""
 FLOOR_DRIFT = 1.01
@@ -41,14 +45,23 @@ class AdaptiveLimit:
         self._cooldown = 0
         self._credit = 0
         self._in_flight: float | None = None
+        self._ceiling = self.maximum
+        self._hold = 0
 
     @staticmethod
     def work(prompt_tokens: float, answer_tokens: float) -> float:
         return prompt_tokens * PREFILL_WEIGHT + answer_tokens
 
-    def on_success(self, latency: float, work: float, concurrency: int) -> int:
+    def on_success(
+        self, latency: float, work: float, concurrency: int, *, exact: bool = False
+    ) -> int:
         """An answer that took ``latency`` s for ``work`` units, sent with ``concurrency``
-        requests in flight on this worker (itself included). Returns the new limit."""
+        requests in flight on this worker (itself included). Returns the new limit.
+
+        ``exact``: ``work`` is the server's own time for the request, so one answer that
+        took well over it waited in the server's queue: ``concurrency`` was too many. The
+        limit then stays below that for a good while before it is probed again.
+        """
         if work <= 0 or latency <= 0:
             return self.limit
         per_unit = latency / work
@@ -63,6 +76,13 @@ class AdaptiveLimit:
             if self._in_flight is None
             else self._in_flight + RECENT_WEIGHT * (concurrency - self._in_flight)
         )
+        if self._hold > 0:
+            self._hold -= 1
+        if exact and concurrency > 1 and per_unit > QUEUED * self.floor:
+            if concurrency - 1 < self.limit:
+                self._decrease(self.limit - (concurrency - 1))
+            self._ceiling, self._hold = self.limit, HOLD_ROUNDS * self.limit
+            return self.limit
         if self._cooldown > 0:
             self._cooldown -= 1
             return self.limit
@@ -71,7 +91,7 @@ class AdaptiveLimit:
             self._decrease(max(1, min(self.limit - slots, self.limit // 2)))
             self.recent = self.floor * (QUEUEING + CLEAR) / 2  # judge the new limit afresh
         elif (
-            self.limit < self.maximum
+            self.limit < (self._ceiling if self._hold > 0 else self.maximum)
             and concurrency >= self.limit
             and self.recent < (CLEAR * self.floor)
         ):

@@ -202,15 +202,18 @@ class WorkerPool:
         worker.consecutive_failures = 0
         if s.successes % 10 == 0:
             worker.trips = 0
-        if completion.prefill_seconds and completion.generation_seconds:
+        exact = bool(completion.prefill_seconds and completion.generation_seconds)
+        if exact:
             # The server's own time for this request, without its queue: the exact measure.
-            work = completion.prefill_seconds + completion.generation_seconds
+            work = (completion.prefill_seconds or 0.0) + (completion.generation_seconds or 0.0)
         else:
             request = attempt.task.request
             prompt = completion.prompt_tokens or request.prompt_tokens_estimate or 0
             answer = completion.completion_tokens or len(completion.text) // 4
             work = AdaptiveLimit.work(prompt, answer)
-        worker.limit = worker.concurrency.on_success(latency, work, attempt.concurrency)
+        worker.limit = worker.concurrency.on_success(
+            latency, work, attempt.concurrency, exact=exact
+        )
 
     def record_failure(self, worker: Worker, error: WorkerError) -> None:
         worker.stats.failures += 1

@@ -1,8 +1,12 @@
 """How fast each worker is and how big each task is, learned from the answers.
 
 A worker's speed is two numbers: wall-clock seconds per prompt token (reading the prompt)
-and per generated token. They start from a cheap prior (the median of the workers already
-measured, else a typical laptop) and follow each answer with a decaying average. When the
+and per generated token. They start from a cheap prior, the median of the workers already
+measured (else a typical laptop), and follow each answer with a decaying average. A worker
+that has not answered yet but has been busy longer than its prior allows is slower than
+that: its prior is stretched to what it has shown, before its first answer arrives.
+(Scaling the prior by each worker's configured slots, since bigger Macs get more, was
+tried: in the simulated Mac lab it made cold starts worse, 0.93 -> 0.90 of the ideal.) When the
 server reports its own split (llama.cpp's ``timings``, LM Studio's ``stats``, Ollama's
 durations), the wall-clock latency is shared out in that proportion; otherwise both rates
 are scaled together so the prediction matches what was seen.
@@ -64,6 +68,7 @@ class SpeedModel:
     def __init__(self, alpha: float = ALPHA) -> None:
         self.alpha = alpha
         self._speeds: dict[str, Speed] = {}
+        self._provisional: dict[str, Speed] = {}
         self._prior: Speed | None = None
         self._prompt_ratio = 1.0
         self._ratio_samples = 0
@@ -71,7 +76,7 @@ class SpeedModel:
 
     # -- speeds ---------------------------------------------------------------------
     def speed(self, worker: str) -> Speed:
-        known = self._speeds.get(worker)
+        known = self._speeds.get(worker) or self._provisional.get(worker)
         if known is not None:
             return known
         if self._prior is None:
@@ -90,6 +95,17 @@ class SpeedModel:
             decode=statistics.median(s.decode for s in speeds),
         )
 
+    def running_for(self, worker: str, size: Size, elapsed: float) -> None:
+        """A task of ``size`` has run ``elapsed`` s on a worker that has not answered yet:
+        if its prior expected less, stretch the prior (the answer will correct it)."""
+        if worker in self._speeds:
+            return
+        current = self.speed(worker)
+        expected = current.seconds(size)
+        if expected > 0 and elapsed > expected:
+            stretch = 1.25 * elapsed / expected
+            self._provisional[worker] = Speed(current.prefill * stretch, current.decode * stretch)
+
     def observe(
         self,
         worker: str,
@@ -103,6 +119,7 @@ class SpeedModel:
         if latency <= 0 or (size.prompt <= 0 and size.answer <= 0):
             return self.speed(worker)
         current = self.speed(worker)
+        first = worker not in self._speeds
         reported = (prefill_seconds or 0.0) + (decode_seconds or 0.0)
         if prefill_seconds and decode_seconds and size.prompt > 0 and size.answer > 0:
             scale = latency / reported  # the server's own split, stretched to wall time
@@ -111,7 +128,7 @@ class SpeedModel:
         else:
             scale = latency / max(current.seconds(size), 1e-9)
             prefill, decode = current.prefill * scale, current.decode * scale
-        samples = current.samples + 1 if worker in self._speeds else 1
+        samples = 1 if first else current.samples + 1
         weight = max(self.alpha, 1 / samples)
         learned = Speed(
             prefill=current.prefill + weight * (prefill - current.prefill),
@@ -119,6 +136,7 @@ class SpeedModel:
             samples=samples,
         )
         self._speeds[worker] = learned
+        self._provisional.pop(worker, None)
         self._prior = None
         return learned
 

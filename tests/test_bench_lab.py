@@ -69,7 +69,8 @@ def test_ten_mac_lab_has_the_documented_tiers_and_two_queueing_workers() -> None
     machines = bl.mixed_lab(10)
     assert sum(m.tier.slots for m in machines) == 40
     assert sum(m.capacity for m in machines) == pytest.approx(100.0)
-    queueing = [m.id for m in machines if m.client_limit > m.tier.slots]
+    assert all(m.client_limit == m.tier.slots for m in machines)
+    queueing = [m.id for m in bl.mixed_lab(10, extra=2) if m.client_limit == m.tier.slots + 2]
     assert len(queueing) == 2
     assert {"pro-05", "studio-10"} <= {m.id for m in machines}  # the bench kills these
 

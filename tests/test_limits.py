@@ -45,3 +45,17 @@ def test_the_floor_drifts_up_so_a_worker_that_became_slower_is_not_throttled_for
     feed(limit, 1.0, 5)
     feed(limit, 3.0, 30)  # down while the floor catches up
     assert feed(limit, 3.0, 400) == 4
+
+
+def test_one_answer_that_waited_in_the_servers_queue_lowers_the_limit_at_once() -> None:
+    limit = AdaptiveLimit(6)
+    for _ in range(4):  # the server says 1 s of work, and 1 s it took
+        limit.on_success(1.0, 1.0, concurrency=6, exact=True)
+    assert limit.limit == 6
+    # Sent as the 6th in flight, it took 2 s for 1 s of work: it waited; 5 at once is the
+    # most that ran.
+    assert limit.on_success(2.0, 1.0, concurrency=6, exact=True) == 5
+    # Not probed above that again soon, however well the next answers go.
+    for _ in range(60):
+        limit.on_success(1.0, 1.0, concurrency=5, exact=True)
+    assert limit.limit == 5

@@ -16,10 +16,10 @@ import pytest
 
 from dllm_notebook._config import WorkerConfig
 from dllm_notebook._dispatch import Task
+from dllm_notebook._earliest import EarliestFinish
 from dllm_notebook._pool import Health, Worker
 from dllm_notebook._scheduler import (
     Attempt,
-    EarliestFinish,
     LabView,
     LeastLoaded,
     Scheduler,
@@ -108,7 +108,7 @@ def simulate(
         placements = scheduler.assign(queue, view, budget)
         queue.remove(p.task for p in placements)
         for p in placements:
-            start(p.task, p.worker, p.expected, False)
+            start(p.task, p.worker, p.expected, p.hedge)
         if not len(queue):
             for p in scheduler.hedges(LabView(now, list(workers.values()), running), budget):
                 copies = sum(a.task is p.task for a in running[p.worker.id])
