@@ -253,10 +253,11 @@ def print_run(run: Run) -> None:
 def print_lab_table(runs: Sequence[Run]) -> None:
     print()
     print(
-        "| scenario | scheduler | workers | tasks | makespan s | ideal s | efficiency "
-        "| first request s | efficiency from first request | requests | generations | answers |"
+        "| scenario | scheduler | workers | tasks | runs | makespan s | ideal s | efficiency "
+        "| worst | first request s | efficiency from first request | requests | generations "
+        "| answers |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     groups: dict[tuple[str, str], list[Run]] = {}
     for run in runs:
         groups.setdefault((run.scenario, run.scheduler), []).append(run)
@@ -264,14 +265,16 @@ def print_lab_table(runs: Sequence[Run]) -> None:
         makespan = statistics.median(r.makespan for r in group)
         ideal = statistics.median(r.ideal for r in group)
         efficiency = statistics.median(r.efficiency for r in group)
+        worst = min(r.efficiency for r in group)
         first = statistics.median(r.first_request for r in group)
         serving = statistics.median(r.serving_efficiency for r in group)
         generations = max(r.check.generations for r in group)
         requests = max(r.requests for r in group)
         ok = "ok" if all(r.check.ok for r in group) else "PROBLEMS"
         print(
-            f"| {scenario} | {scheduler} | {group[0].workers} | {group[0].tasks} "
-            f"| {makespan:.2f} | {ideal:.2f} | {efficiency:.3f} | {first:.2f} | {serving:.3f} "
+            f"| {scenario} | {scheduler} | {group[0].workers} | {group[0].tasks} | {len(group)} "
+            f"| {makespan:.2f} | {ideal:.2f} | {efficiency:.3f} | {worst:.3f} | {first:.2f} "
+            f"| {serving:.3f} "
             f"| {requests} | {generations} | {ok} |"
         )
 
@@ -300,7 +303,7 @@ def main() -> None:
         parser.error(f"unknown scenario(s) {', '.join(sorted(unknown))}; choose from {SCENARIOS}")
     papers = args.papers or (30 if args.quick else 100)
     target = args.target or (3.0 if args.quick else 20.0)
-    labs = [s for s in only if s in ("mixed10", "mixed35", "die")]
+    labs = [s for s in only if s in ("mixed10", "mixed35", "queue10", "die")]
     if labs:
         print(f"scheduling: {papers} papers x {len(PROMPTS)} prompts, ideal scaled to {target:g} s")
         runs = bench_labs(labs, papers, target, args.repeat)
