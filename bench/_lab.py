@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 
 from dllm_notebook import Prompt, load_papers
-from dllm_notebook.testing import count_tokens, expected_echo, prompt_digest
+from dllm_notebook.testing import CLIENT_TYPES, count_tokens, expected_echo, prompt_digest
 from dllm_notebook.testing._text import markers
 
 __all__ = [
@@ -57,15 +57,6 @@ ANSWER_TOKENS = 256
 CONTEXT_LENGTH = 32768
 """Every server's window: large enough that no paper is chunked."""
 
-# The client speaks four wire formats; llama.cpp and vLLM are OpenAI-compatible.
-WORKER_TYPE = {
-    "openai": "openai",
-    "llamacpp": "openai",
-    "vllm": "openai",
-    "exo": "exo",
-    "lm_studio": "lm_studio",
-    "ollama": "ollama",
-}
 # Plain OpenAI servers and exo do not say their window; a user writes it in the config.
 _SILENT_WINDOW = ("openai", "exo")
 
@@ -174,7 +165,7 @@ def worker_configs(machines: Sequence[Machine], ports: Mapping[str, int]) -> lis
             "id": m.id,
             "host": "127.0.0.1",
             "port": ports[m.id],
-            "type": WORKER_TYPE[m.dialect],
+            "type": CLIENT_TYPES[m.dialect],
             "max_concurrent_requests": m.client_limit,
         }
         if m.dialect in _SILENT_WINDOW:

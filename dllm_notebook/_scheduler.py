@@ -6,11 +6,12 @@ running on them, with the time each was expected to take) and returns placements
 sends a request, sleeps or reads the clock: ``now`` is passed in, which is what lets
 tests/test_scheduler.py simulate a whole lab on a fake clock.
 
-:class:`EarliestFinish` (the default, in ``_earliest``) learns each worker's speed from its answers, takes the
-largest work first, and puts each task where it is expected to *finish* first: a big task
-may wait a moment for a fast Mac rather than start at once on a slow one, which then takes
-a smaller task. When nothing is left to start it hedges: a task expected to finish much
-later on a slow worker gets a second copy on an idle fast one; the first answer wins.
+:class:`EarliestFinish` (the default, in ``_earliest``) learns each worker's speed from its
+answers, takes the largest work first, and puts each task where it is expected to *finish*
+first: a big task may wait a moment for a fast Mac rather than start at once on a slow one,
+which then takes a smaller task. When nothing is left to start it hedges: a task expected
+to finish much later on a slow worker gets a second copy on an idle fast one; the first
+answer wins.
 
 :class:`LeastLoaded` is the original tool's strategy (input order, the worker with most
 free slots); the benchmark compares against it.

@@ -20,18 +20,11 @@ from dllm_notebook import (
 from dllm_notebook._backends import make_backend
 from dllm_notebook._chat import ChatStream, chat_request
 from dllm_notebook._config import WorkerConfig
-from dllm_notebook.testing import Behaviour, FakeLab, expected_echo
+from dllm_notebook.testing import CLIENT_TYPES, Behaviour, FakeLab, expected_echo
 
 from .conftest import FAST
 
-KINDS = {
-    "openai": "openai",
-    "llamacpp": "openai",
-    "vllm": "openai",
-    "exo": "exo",
-    "lm_studio": "lm_studio",
-    "ollama": "ollama",
-}
+KINDS = CLIENT_TYPES
 
 
 def free_port() -> int:

@@ -9,21 +9,19 @@ from collections.abc import Sequence
 import pytest
 
 from dllm_notebook import Answer, Cluster
-from dllm_notebook.testing import Behaviour, FakeLab, FakeServer, expected_echo
+from dllm_notebook.testing import CLIENT_TYPES, Behaviour, FakeLab, FakeServer, expected_echo
 
 from .conftest import FAST
 
 
 def spec(server: FakeServer, kind: str, wid: str, **extra: object) -> dict[str, object]:
-    kinds = {
-        "openai": "openai",
-        "llamacpp": "openai",
-        "vllm": "openai",
-        "exo": "exo",
-        "lm_studio": "lm_studio",
-        "ollama": "ollama",
+    return {
+        "id": wid,
+        "host": "127.0.0.1",
+        "port": server.port,
+        "type": CLIENT_TYPES[kind],
+        **extra,
     }
-    return {"id": wid, "host": "127.0.0.1", "port": server.port, "type": kinds[kind], **extra}
 
 
 def assert_each_answer_in_its_slot(prompts: Sequence[str], answers: Sequence[Answer]) -> None:

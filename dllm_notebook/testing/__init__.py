@@ -27,13 +27,14 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from ._behaviour import Behaviour
-from ._dialects import DEFAULT_PORTS, DIALECTS
+from ._dialects import CLIENT_TYPES, DEFAULT_PORTS, DIALECTS
 from ._lab import FakeLab, parse_spec
 from ._log import RequestLog, RequestRecord
 from ._server import FakeServer
 from ._text import count_tokens, expected_echo, prompt_digest, prompt_tokens
 
 __all__ = [
+    "CLIENT_TYPES",
     "DEFAULT_PORTS",
     "DIALECTS",
     "Behaviour",

@@ -7,7 +7,7 @@ from ._ollama import OllamaDialect
 from ._openai import Host, OpenAIDialect
 from ._openai_variants import ExoDialect, LlamaCppDialect, VLLMDialect
 
-__all__ = ["DEFAULT_PORTS", "DIALECTS", "make_dialect"]
+__all__ = ["CLIENT_TYPES", "DEFAULT_PORTS", "DIALECTS", "make_dialect"]
 
 _CLASSES: dict[str, type[OpenAIDialect]] = {
     "openai": OpenAIDialect,
@@ -30,6 +30,17 @@ DEFAULT_PORTS: dict[str, int] = {
     "ollama": 11434,
 }
 """The port each real server listens on by default (fakes use a free port unless told)."""
+
+CLIENT_TYPES: dict[str, str] = {
+    "openai": "openai",
+    "llamacpp": "openai",
+    "vllm": "openai",
+    "exo": "exo",
+    "lm_studio": "lm_studio",
+    "ollama": "ollama",
+}
+"""The worker ``type`` a workers.json gives a server of each dialect (llama.cpp and vLLM
+speak the OpenAI API)."""
 
 
 def check_dialect(name: str) -> str:
