@@ -43,7 +43,8 @@ def lab_process(spec: dict[str, Any]) -> Iterator[dict[str, int]]:
         )
         try:
             assert lab.stdout is not None
-            lines = [json.loads(lab.stdout.readline()) for _ in spec["servers"]]
+            count = sum(int(entry.get("count", 1)) for entry in spec["servers"])
+            lines = [json.loads(lab.stdout.readline()) for _ in range(count)]
             yield {line["id"]: line["port"] for line in lines}
         finally:
             lab.terminate()

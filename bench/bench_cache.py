@@ -39,6 +39,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from _cpu import lab_process
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCHES = ("cached", "memory", "interrupt")
 PROMPTS = {f"q{j}": f"Question {j} about {{title}}: {{content}}" for j in range(5)}
@@ -65,30 +67,17 @@ def fake_lab(servers: int, slots: int = 16) -> Iterator[list[dict[str, Any]]]:
             }
         ]
     }
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "lab.json"
-        path.write_text(json.dumps(spec))
-        lab = subprocess.Popen(
-            [sys.executable, "-m", "dllm_notebook.testing", "lab", "--spec", str(path)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert lab.stdout is not None
-            lines = [json.loads(lab.stdout.readline()) for _ in range(servers)]
-            yield [
-                {
-                    "id": f"w{i}",
-                    "host": "127.0.0.1",
-                    "port": line["port"],
-                    "type": "openai",
-                    "max_concurrent_requests": slots,
-                }
-                for i, line in enumerate(lines)
-            ]
-        finally:
-            lab.terminate()
-            lab.wait(10)
+    with lab_process(spec) as ports:
+        yield [
+            {
+                "id": f"w{i}",
+                "host": "127.0.0.1",
+                "port": port,
+                "type": "openai",
+                "max_concurrent_requests": slots,
+            }
+            for i, port in enumerate(ports.values())
+        ]
 
 
 def papers_for(tasks: int) -> list[Any]:
@@ -117,7 +106,7 @@ def bench_cached(tasks: int, repeat: int, servers: int) -> None:
                 again = cluster.analyze(papers, prompts=PROMPTS, long=True, progress=False)
                 times.append(time.perf_counter() - started)
                 assert set(again["status"]) == {"cached"}, set(again["status"])
-            sent = int(cluster.metrics(totals=True).loc["total", "requests"])
+            sent = int(cluster.metrics()["requests"].sum())
     print(f"cached re-run: {len(first)} tasks, {servers} fake servers")
     print(f"  first run (all sent):      {first_s:8.3f} s  ({len(first) / first_s:,.0f} tasks/s)")
     print(f"  re-run, all cached:        {statistics.median(times):8.3f} s  (median of {repeat})")
