@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from dllm_notebook import Answer, Cluster, SyncCallInLoop, TaskFailed
-from dllm_notebook.testing import FakeLab, expected_echo
+from dllm_notebook.testing import Behaviour, FakeLab, expected_echo
 
 from .conftest import FAST
 
@@ -209,3 +209,16 @@ def test_cluster_works_from_a_thread_while_another_runs(lab: FakeLab) -> None:
         assert [a.text.split()[1] for a in results[name]] == [
             expected_echo(f"{name}-{i}").split()[1] for i in range(10)
         ]
+
+
+def test_ollama_num_ctx_never_shrinks_so_the_model_is_not_reloaded_back_and_forth(
+    lab: FakeLab,
+) -> None:
+    server = lab.add("ollama", behaviour=Behaviour(context_length=32768))
+    prompts = ["short question [[a]]", "x " * 6000 + "[[b]]", "short again [[c]]"]
+    with Cluster([server.url.replace("http", "ollama", 1)], **FAST) as cluster:
+        for prompt in prompts:  # one at a time, in this order
+            assert cluster.ask(prompt).ok
+    sizes = [r.num_ctx for r in server.log.generations()]
+    assert sizes[0] == 4096 and sizes[1] is not None and sizes[1] > 4096
+    assert sizes[2] == sizes[1]  # the short one after the long one keeps the larger window

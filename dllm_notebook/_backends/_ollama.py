@@ -7,6 +7,9 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
+
+from .._config import WorkerConfig
 from .._types import ChatRequest, Completion, ModelInfo, ServerInfo
 from ._base import Backend
 from ._openai import _positive_int, chat_messages
@@ -14,7 +17,9 @@ from ._openai import _positive_int, chat_messages
 __all__ = ["OllamaBackend", "num_ctx_for"]
 
 MIN_NUM_CTX = 4096
-"""Ollama reloads a model whenever ``num_ctx`` changes, so windows come in a few sizes only."""
+"""Ollama reloads a model whenever ``num_ctx`` changes, so windows come in a few sizes only,
+and a worker's never shrinks: a run of papers of mixed lengths reloads the model at most
+once per doubling, not at every switch between a short and a long one."""
 _OPTION_NAMES = {
     "max_tokens": "num_predict",
     "temperature": "temperature",
@@ -40,6 +45,10 @@ class OllamaBackend(Backend):
     """Always sends ``stream: false`` (Ollama streams by default) and ``options.num_ctx``."""
 
     type = "ollama"
+
+    def __init__(self, config: WorkerConfig, client: httpx.AsyncClient) -> None:
+        super().__init__(config, client)
+        self._num_ctx = 0
 
     async def probe(self, *, detailed: bool = False) -> ServerInfo:
         data = await self.request_json("GET", "/api/tags")
@@ -84,7 +93,8 @@ class OllamaBackend(Backend):
                 options[_OPTION_NAMES[key]] = value
         out_tokens = int(options.get("num_predict") or DEFAULT_MAX_TOKENS)
         needed = (request.prompt_tokens_estimate or len(request.prompt) // 2) + out_tokens
-        options["num_ctx"] = num_ctx_for(needed, context_length)
+        self._num_ctx = max(self._num_ctx, num_ctx_for(needed, context_length))
+        options["num_ctx"] = min(self._num_ctx, context_length) if context_length else self._num_ctx
         return {
             "model": model,
             "messages": chat_messages(request),
