@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import JobCancelled
 from ._loop import get_loop, in_loop_thread, submit
-from ._progress import Progress, in_notebook
+from ._progress import Progress, execution_count, in_notebook
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -327,21 +327,25 @@ class Job:
         status = self._status
         colour = _COLOURS.get(status, "#1565c0")
         progress = self.progress
-        bar = ""
+        shown = ""
         if progress.total:
-            bar = f'<progress value="{progress.done}" max="{progress.total}"></progress> '
+            shown = f'<progress value="{progress.done}" max="{progress.total}"></progress> '
         text = html.escape(self._line().removeprefix(f"job {self.id} {status}").lstrip(": "))
         return (
             f'<div class="dllm-job"><b>Job {self.id}</b> '
             f'<span style="color:{colour};font-weight:bold">{status}</span><br>'
-            f"{bar}{text}</div>"
+            f"{shown}{text}</div>"
         )
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        """The live bar's widget, where Jupyter can show widgets (else the HTML above)."""
+        """The live bar's widget, where Jupyter can show widgets (else the HTML above); in
+        the cell that submitted the job, which shows the bar already, only its status."""
         widget = self.progress.widget()
         if widget is None:
             return {}
+        if self.progress.cell is not None and self.progress.cell == execution_count():
+            note = f"job {self.id} submitted: its bar above follows it; job.result() waits"
+            return {"text/plain": note, "text/html": f'<div class="dllm-job">{note}</div>'}
         bundle: dict[str, Any] = widget._repr_mimebundle_()
         key = "application/vnd.jupyter.widget-view+json"
         return {key: bundle[key]} if key in bundle else {}

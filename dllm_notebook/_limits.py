@@ -26,6 +26,10 @@ QUEUEING = 1.2
 """Recent latency this many times the floor, with requests in parallel: the server queues."""
 QUEUED = 1.3
 """One answer this many times the best, by the server's own clock: it waited in a queue."""
+MIN_WAIT = 0.25
+"""Seconds over the best-case time an answer must take before it counts as queued: with
+short answers from a fast server, fixed costs (HTTP, JSON) would otherwise look like a
+queue."""
 HOLD_ROUNDS = 20
 """After a queue was seen, rounds of answers before the limit is probed above it again."""
 CLEAR = 1.1
@@ -78,7 +82,8 @@ class AdaptiveLimit:
         )
         if self._hold > 0:
             self._hold -= 1
-        if exact and concurrency > 1 and per_unit > QUEUED * self.floor:
+        waited = latency - self.floor * work > MIN_WAIT
+        if exact and waited and concurrency > 1 and per_unit > QUEUED * self.floor:
             if concurrency - 1 < self.limit:
                 self._decrease(self.limit - (concurrency - 1))
             self._ceiling, self._hold = self.limit, HOLD_ROUNDS * self.limit
@@ -86,7 +91,7 @@ class AdaptiveLimit:
         if self._cooldown > 0:
             self._cooldown -= 1
             return self.limit
-        if concurrency > 1 and self.recent > QUEUEING * self.floor:
+        if waited and concurrency > 1 and self.recent > QUEUEING * self.floor:
             slots = math.ceil(self._in_flight * self.floor / self.recent)
             self._decrease(max(1, min(self.limit - slots, self.limit // 2)))
             self.recent = self.floor * (QUEUEING + CLEAR) / 2  # judge the new limit afresh

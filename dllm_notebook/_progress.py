@@ -43,6 +43,18 @@ def in_notebook() -> bool:
         return False
 
 
+def execution_count() -> int | None:
+    """The number of the notebook cell running now (``None`` outside IPython)."""
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
+        return None
+    try:
+        shell = ipython.get_ipython()
+        return None if shell is None else int(shell.execution_count)
+    except Exception:
+        return None
+
+
 class Progress:
     """Counts finished, failed and cached tasks and shows them in a ``tqdm.auto`` bar.
 
@@ -59,6 +71,7 @@ class Progress:
         self._lock = threading.Lock()
         self._bar: Any = None
         self._widget: Any = None
+        self.cell: int | None = None
         self._shown = 0
         self._last: tuple[int, int, int, str] = (0, 0, 0, "")
         self._unsubscribe: Callable[[], None] | None = None
@@ -76,6 +89,8 @@ class Progress:
                 miniters=1,
             )
             self._widget = getattr(self._bar, "container", None)  # the notebook's widget
+            self.cell = execution_count() if self._widget is not None else None
+            """The cell whose output shows the bar (tqdm displayed it on creation)."""
 
     @property
     def done(self) -> int:

@@ -1,8 +1,11 @@
-"""The worker panel as a person sees it: a real JupyterLab, opened in headless Chromium.
+"""The notebook experience as a person sees it: a real JupyterLab, in headless Chromium.
 
-A notebook connects to three fake workers, one of them killed, and shows ``cluster``. The
-test runs it in the browser, waits for the live panel to show one row per worker with
-their health, and saves a screenshot of the panel to docs/img/worker-panel.png.
+A notebook connects to three fake workers, one of them killed, and shows ``cluster``; then
+it submits a background job and runs ``analyze()`` while the job goes on. The test runs it
+in the browser and checks what the page shows: the live panel with one row per worker and
+their health, its counts moving as the work is done, the job's and analyze()'s progress
+bars, and the job's result. It saves a screenshot of the panel to
+docs/img/worker-panel.png.
 
 Needs JupyterLab, Python Playwright and Debian's Chromium (``/usr/bin/chromium``; never a
 browser download). Without them the test is skipped, except in CI (``CI`` set), where it
@@ -15,6 +18,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -49,13 +53,29 @@ CHROMIUM_ARGS = [
 SCREENSHOT = ROOT / "docs" / "img" / "worker-panel.png"
 EXPECTED_HEALTH = {"imac-office": "healthy", "mac-studio": "healthy", "mac-mini": "down"}
 STARTUP_TIMEOUT = 90.0
+PACE = {"prefill_tps": 800.0, "decode_tps": 60.0, "answer_tokens": 12}
+"""Realistic speeds, so that the panel's latency and tokens/s look like a Mac's."""
 PANEL_TIMEOUT_MS = 90_000
 
-NOTEBOOK_CELL = """\
+NOTEBOOK_CELLS = [
+    """\
 from dllm_notebook import Cluster
 
 cluster = Cluster.from_config("workers.json")
-cluster"""
+cluster""",
+    """\
+from pathlib import Path
+
+Path("papers").mkdir(exist_ok=True)
+for i in range(5):
+    Path(f"papers/p{i}.txt").write_text(f"Paper {i}\\n\\nOn rivers and their floods [[p{i}]].")
+PROMPTS = {"topic": "What is the topic? {content}", "method": "Which method? {content}"}
+job = cluster.submit("papers", prompts=PROMPTS, cache=False)
+job""",
+    """\
+df = cluster.analyze("papers", prompts=PROMPTS, cache=False)
+print("analyze rows:", len(df), "job result:", job.result().shape)""",
+]
 
 
 def missing_tools() -> list[str]:
@@ -93,11 +113,12 @@ def write_notebook(folder: Path, workers: list[dict[str, Any]]) -> Path:
             {
                 "cell_type": "code",
                 "execution_count": None,
-                "id": "panel",
+                "id": f"cell-{i}",
                 "metadata": {},
                 "outputs": [],
-                "source": NOTEBOOK_CELL,
+                "source": source,
             }
+            for i, source in enumerate(NOTEBOOK_CELLS)
         ],
         "metadata": {
             "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}
@@ -115,8 +136,8 @@ def workers() -> Iterator[list[dict[str, Any]]]:
     """Two healthy fake workers and one whose server was killed."""
     with FakeLab() as lab:
         servers = [
-            lab.add("lm_studio", id="imac-office", behaviour=Behaviour(slots=2)),
-            lab.add("ollama", id="mac-studio", models=["llama3.1:8b"]),
+            lab.add("lm_studio", id="imac-office", behaviour=Behaviour(slots=2, **PACE)),
+            lab.add("ollama", id="mac-studio", models=["llama3.1:8b"], behaviour=Behaviour(**PACE)),
             lab.add("openai", id="mac-mini"),
         ]
         lab.server("mac-mini").kill()
@@ -231,12 +252,19 @@ RUN_ALL = """async () => {
     await app.commands.execute("notebook:run-all-cells");
 }"""
 
+DONE_TOTAL = """() => {
+    const table = document.querySelector("table.dllm-panel");
+    const heads = [...table.querySelectorAll("thead th")].map(th => th.innerText.trim());
+    const cell = table.querySelector("tr.dllm-totals").children[heads.indexOf("done")];
+    return parseInt(cell.innerText, 10);
+}"""
+
 PANEL_STATE = """() => Object.fromEntries(
     [...document.querySelectorAll("table.dllm-panel tr.dllm-worker")]
         .map(row => [row.dataset.worker, row.dataset.health]))"""
 
 
-def test_worker_panel_in_jupyterlab(jupyterlab: JupyterLab, tmp_path: Path) -> None:
+def test_panel_job_and_progress_in_jupyterlab(jupyterlab: JupyterLab, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -272,6 +300,17 @@ def test_worker_panel_in_jupyterlab(jupyterlab: JupyterLab, tmp_path: Path) -> N
             assert page.locator("table.dllm-panel tr.dllm-totals").count() == 1
             reason = panel.locator('tr[data-worker="mac-mini"] td.dllm-reason').inner_text()
             assert reason.strip(), "a worker that is down must say why"
+
+            # The job and analyze() ran while the panel was on screen: the result line
+            # shows, both progress bars reached 10 of 10, and the panel counted the work.
+            result = page.get_by_text("analyze rows: 5 job result: (5, 2)")
+            result.wait_for(timeout=PANEL_TIMEOUT_MS)
+            outputs = page.locator(".jp-OutputArea-output")
+            texts = outputs.all_inner_texts()
+            job_bars = outputs.filter(has_text=re.compile(r"^job\s\w+:\s*100%[\s\S]*10/10"))
+            analyze_bars = outputs.filter(has_text=re.compile(r"^analyze:\s*100%[\s\S]*10/10"))
+            assert (job_bars.count(), analyze_bars.count()) == (1, 1), texts  # one bar each
+            page.wait_for_function(f"() => ({DONE_TOTAL})() >= 20", timeout=10_000)
             shot = tmp_path / "worker-panel.png"
             panel.screenshot(path=shot)
         finally:

@@ -59,3 +59,13 @@ def test_one_answer_that_waited_in_the_servers_queue_lowers_the_limit_at_once() 
     for _ in range(60):
         limit.on_success(1.0, 1.0, concurrency=5, exact=True)
     assert limit.limit == 5
+
+
+def test_fixed_costs_of_short_answers_are_not_taken_for_a_queue() -> None:
+    # A fast server: 5 ms for a big answer, 4 ms for a tiny one (HTTP and JSON).
+    limit = AdaptiveLimit(5)
+    for _ in range(30):
+        limit.on_success(0.005, work=500.0, concurrency=5)
+        limit.on_success(0.004, work=5.0, concurrency=5, exact=False)
+        limit.on_success(0.004, work=0.0001, concurrency=5, exact=True)
+    assert limit.limit == 5
