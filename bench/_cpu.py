@@ -22,33 +22,56 @@ from dllm_notebook import ChatRequest, Cluster, Paper
 from dllm_notebook._backends import Backend
 from dllm_notebook._scheduler import Scheduler
 from dllm_notebook._types import Completion, ServerInfo
-from dllm_notebook.testing import expected_echo
+from dllm_notebook.testing import RequestRecord, expected_echo
 
-__all__ = ["InstantBackend", "bench_cpu", "bench_import", "lab_process"]
+__all__ = ["InstantBackend", "LabProcess", "bench_cpu", "bench_import", "lab_process"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 # -- dispatcher CPU ------------------------------------------------------------------------
+class LabProcess:
+    """Fake servers in their own process (their CPU is not ours), driven over its stdin."""
+
+    def __init__(self, process: subprocess.Popen[str], ports: dict[str, int]) -> None:
+        self.process = process
+        self.ports = ports
+
+    def _ask(self, command: str) -> dict[str, Any]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        answer: dict[str, Any] = json.loads(self.process.stdout.readline())
+        if "error" in answer:
+            raise RuntimeError(f"the lab refused {command!r}: {answer['error']}")
+        return answer
+
+    def kill(self, server_id: str) -> None:
+        self._ask(f"kill {server_id}")
+
+    def log(self) -> list[RequestRecord]:
+        """Every server's request log, killed ones included."""
+        return [RequestRecord(**r) for r in self._ask("log")["records"]]
+
+
 @contextmanager
-def lab_process(spec: dict[str, Any]) -> Iterator[dict[str, int]]:
-    """Fake servers in their own process (their CPU is not ours); yields id -> port."""
+def lab_process(spec: dict[str, Any]) -> Iterator[LabProcess]:
+    """Start a lab of fake servers in another process; yields it once every server is up."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "lab.json"
         path.write_text(json.dumps(spec))
-        lab = subprocess.Popen(
-            [sys.executable, "-m", "dllm_notebook.testing", "lab", "--spec", str(path)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert lab.stdout is not None
-            count = sum(int(entry.get("count", 1)) for entry in spec["servers"])
-            lines = [json.loads(lab.stdout.readline()) for _ in range(count)]
-            yield {line["id"]: line["port"] for line in lines}
-        finally:
-            lab.terminate()
-            lab.wait(10)
+        command = [sys.executable, "-m", "dllm_notebook.testing", "lab", "--spec", str(path)]
+        with subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        ) as lab:
+            try:
+                assert lab.stdout is not None
+                count = sum(int(entry.get("count", 1)) for entry in spec["servers"])
+                lines = [json.loads(lab.stdout.readline()) for _ in range(count)]
+                yield LabProcess(lab, {line["id"]: line["port"] for line in lines})
+            finally:
+                lab.terminate()
+                lab.wait(10)
 
 
 class InstantBackend(Backend):
@@ -120,7 +143,8 @@ def bench_cpu(tasks: int, schedulers: Mapping[str, Callable[[], Scheduler | None
 
     print(f"dispatcher CPU, {len(papers) * len(prompts)} tasks, {servers} instant fake servers")
     rows = []
-    with lab_process(spec) as ports:
+    with lab_process(spec) as lab:
+        ports = lab.ports
         workers = [
             {
                 "id": sid,

@@ -67,7 +67,7 @@ def fake_lab(servers: int, slots: int = 16) -> Iterator[list[dict[str, Any]]]:
             }
         ]
     }
-    with lab_process(spec) as ports:
+    with lab_process(spec) as lab:
         yield [
             {
                 "id": f"w{i}",
@@ -76,7 +76,7 @@ def fake_lab(servers: int, slots: int = 16) -> Iterator[list[dict[str, Any]]]:
                 "type": "openai",
                 "max_concurrent_requests": slots,
             }
-            for i, port in enumerate(ports.values())
+            for i, port in enumerate(lab.ports.values())
         ]
 
 

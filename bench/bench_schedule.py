@@ -45,7 +45,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 from _cpu import bench_cpu, bench_import, lab_process
 from _lab import (
     PROMPTS,
@@ -124,8 +123,8 @@ def run_lab(
     """One analyze() on a fresh lab; kills ``kill`` at KILL_AT of the predicted ideal."""
     predicted = ideal_makespan(expected_work(expected), machines) * time_scale
     deaths: dict[str, float] = {}
-    logs: list[RequestRecord] = []
-    with lab_process(lab_spec(machines, time_scale=time_scale)) as ports:
+    with lab_process(lab_spec(machines, time_scale=time_scale)) as lab:
+        ports = lab.ports
         workers = worker_configs(machines, ports)
         with Cluster(
             workers, scheduler=SCHEDULERS[scheduler](), store=None, **settings_for(machines)
@@ -140,9 +139,8 @@ def run_lab(
                 if done.wait(max(0.0, started + KILL_AT * predicted - time.monotonic())):
                     return
                 for server_id in kill:
-                    logs.extend(server_log(ports[server_id]))  # gone with the server
                     deaths[server_id] = (time.monotonic() - started) / time_scale
-                    httpx.post(f"http://127.0.0.1:{ports[server_id]}/_fake/kill")
+                    lab.kill(server_id)
 
             thread = threading.Thread(target=killer, daemon=True)
             if kill:
@@ -154,10 +152,7 @@ def run_lab(
             finally:
                 makespan = time.monotonic() - started
                 done.set()
-        for server_id, port in ports.items():
-            if server_id not in deaths:
-                logs.extend(server_log(port))
-    records = logs
+        records = lab.log()
     if kill:
         thread.join()
     generated = Counter(r.digest for r in records if r.digest and r.generated)
@@ -204,13 +199,6 @@ def print_workers(
             f"slots busy {busy / (m.tier.slots * span):4.0%}, last end "
             f"{max(ends, default=0.0):6.2f} s"
         )
-
-
-def server_log(port: int) -> list[RequestRecord]:
-    """A fake server's request log, read over its control route."""
-    answer = httpx.get(f"http://127.0.0.1:{port}/_fake/log", timeout=30)
-    answer.raise_for_status()
-    return [RequestRecord(**record) for record in answer.json()["records"]]
 
 
 def bench_labs(scenarios: Sequence[str], papers: int, target: float, repeat: int) -> list[Run]:

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -576,3 +577,36 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
 def _swallow(call: Callable[[], object]) -> None:
     with contextlib.suppress(httpx.HTTPError):
         call()
+
+
+def test_a_lab_process_kills_on_command_and_still_gives_the_dead_servers_log(
+    tmp_path: Path,
+) -> None:
+    spec = tmp_path / "lab.json"
+    spec.write_text(json.dumps({"servers": [{"dialect": "openai", "id": s} for s in "ab"]}))
+    command = [sys.executable, "-m", "dllm_notebook.testing", "lab", "--spec", str(spec)]
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE}
+    with subprocess.Popen(command, text=True, **pipes) as lab:  # type: ignore[call-overload]
+        try:
+            lines = [json.loads(lab.stdout.readline()) for _ in "ab"]
+            ports = {line["id"]: line["port"] for line in lines}
+
+            def ask(line: str) -> dict[str, Any]:
+                lab.stdin.write(line + "\n")
+                lab.stdin.flush()
+                answer: dict[str, Any] = json.loads(lab.stdout.readline())
+                return answer
+
+            body = {"model": "fake-model", "messages": [{"role": "user", "content": "hi [[k]]"}]}
+            url = f"http://127.0.0.1:{ports['a']}/v1/chat/completions"
+            assert httpx.post(url, json=body).status_code == 200
+            assert ask("kill a") == {"killed": "a"}
+            with pytest.raises(httpx.ConnectError):
+                httpx.post(url, json=body)
+            records = ask("log")["records"]
+            assert [(r["server"], r["outcome"]) for r in records if r["digest"]] == [("a", "ok")]
+            assert "unknown command" in ask("explode")["error"]
+            assert "No fake server 'zz'" in ask("kill zz")["error"]
+        finally:
+            lab.terminate()
+            lab.wait(10)

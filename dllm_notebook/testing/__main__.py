@@ -8,6 +8,11 @@ Prints one JSON line per server on stdout, then serves:
 ``{"id": "...", "dialect": "...", "url": "http://127.0.0.1:PORT", "port": PORT,
 "models": [...], "pid": PID}``. Each server also answers ``GET /_fake/log``,
 ``GET``/``POST /_fake/behaviour`` and ``POST /_fake/kill``.
+
+A lab also reads commands on stdin, one a line, and answers each with one JSON line:
+``kill ID`` kills that server (``{"killed": ID}``); ``log`` prints every server's request
+log, killed ones included (``{"records": [...]}``), which ``GET /_fake/log`` cannot give
+once the server is dead.
 """
 
 from __future__ import annotations
@@ -93,11 +98,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "pid": os.getpid(),
             }
             print(json.dumps(line), flush=True)
+        threading.Thread(target=_commands, args=(lab,), daemon=True).start()
         while not stop.wait(0.2):
             pass
     finally:
         lab.close()
     return 0
+
+
+def _commands(lab: FakeLab) -> None:
+    """Answer ``kill ID`` and ``log`` lines from stdin until it closes."""
+    for line in sys.stdin:
+        words = line.split()
+        try:
+            if words[:1] == ["kill"] and len(words) == 2:
+                lab.server(words[1]).kill()
+                answer: dict[str, Any] = {"killed": words[1]}
+            elif words == ["log"]:
+                answer = {"records": [r.to_dict() for r in lab.log.records()]}
+            else:
+                answer = {"error": f"unknown command {line.strip()!r}; use: kill ID, log"}
+        except (KeyError, ValueError) as exc:
+            answer = {"error": str(exc)}
+        print(json.dumps(answer), flush=True)
 
 
 if __name__ == "__main__":
