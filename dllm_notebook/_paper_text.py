@@ -69,13 +69,15 @@ _LINE_END_HYPHEN_RE = re.compile(
 
 def clean_chars(text: str) -> str:
     """Expand ligatures, compose stray accents, drop control and invisible characters."""
-    if _LIGATURE_RE.search(text):
-        text = text.translate(_LIGATURES)
-    if _SPACING_ACCENT_RE.search(text):
-        text = _SPACING_ACCENT_RE.sub(_compose_accent, text)
-    text = _SOFT_HYPHEN_BREAK_RE.sub("", text)
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return unicodedata.normalize("NFC", _DROP_RE.sub("", text))
+    ascii_only = text.isascii()  # then no ligature, accent or soft hyphen: skip the searches
+    if not ascii_only:
+        if _LIGATURE_RE.search(text):
+            text = text.translate(_LIGATURES)
+        if _SPACING_ACCENT_RE.search(text):
+            text = _SPACING_ACCENT_RE.sub(_compose_accent, text)
+        text = _SOFT_HYPHEN_BREAK_RE.sub("", text)
+    text = _DROP_RE.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+    return text if ascii_only else unicodedata.normalize("NFC", text)
 
 
 def _compose_accent(match: re.Match[str]) -> str:
@@ -116,7 +118,7 @@ def dehyphenate(text: str, document: str = "") -> str:
 
 def normalize_whitespace(text: str) -> str:
     """One space between words, no trailing spaces, at most one blank line in a row."""
-    lines = (_SPACES_RE.sub(" ", line).strip() for line in text.split("\n"))
+    lines = (line.strip() for line in _SPACES_RE.sub(" ", text).split("\n"))
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
