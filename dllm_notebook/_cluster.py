@@ -97,6 +97,14 @@ class Cluster(AnalyzeMethods, ClusterDisplay, StoreAccess):
                 raise ConfigError([ConfigProblem(f"worker #{i + 1}", f"duplicate id {cfg.id!r}")])
             seen.add(cfg.id)
         self.settings = make_settings(options, settings)
+        slots = sum(c.max_concurrent_requests for c in configs)
+        if slots > self.settings.max_concurrent_batch:
+            log.warning(
+                "the workers take %d requests at once, but max_concurrent_batch caps the "
+                "cluster at %d; raise it (a top-level setting or keyword) to use every slot",
+                slots,
+                self.settings.max_concurrent_batch,
+            )
         self.events = EventHub()
         self._pool = WorkerPool(configs, self.settings, self.events)
         self._dispatcher = Dispatcher(

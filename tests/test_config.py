@@ -233,3 +233,14 @@ def test_bad_urls(spec: str, fragment: str) -> None:
 def test_a_path_string_is_not_a_worker_list() -> None:
     with pytest.raises(ConfigError, match=r"Cluster\.from_config"):
         Cluster("config/workers.json")
+
+
+def test_a_cap_below_the_workers_slots_is_pointed_out(caplog: pytest.LogCaptureFixture) -> None:
+    workers = [f"ollama://127.0.0.1:{port}" for port in (9, 10, 11)]  # 5 slots each
+    with caplog.at_level(logging.WARNING, logger="dllm_notebook"):
+        Cluster(workers, store=None, max_concurrent_batch=8).close()
+    assert any("caps the cluster at 8" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="dllm_notebook"):
+        Cluster(workers, store=None, max_concurrent_batch=15).close()
+    assert not any("caps the cluster" in r.getMessage() for r in caplog.records)
