@@ -141,10 +141,10 @@ class Dispatcher:
                     item = await wait_within(batch.inbox.get(), None if idle else 0.5)
                 except asyncio.TimeoutError:
                     item = None
-                items = [item]
-                while not batch.inbox.empty():
-                    items.append(batch.inbox.get_nowait())
-                for outcome in items:
+                # One at a time, so that what an interrupt leaves in the inbox is kept.
+                while item is not None or not batch.inbox.empty():
+                    outcome = item if item is not None else batch.inbox.get_nowait()
+                    item = None
                     if outcome is not None:
                         settled = self._settle(batch, *outcome)
                         if settled is not None:
@@ -157,6 +157,27 @@ class Dispatcher:
                 job.cancel()
             if jobs:
                 await asyncio.gather(*jobs, return_exceptions=True)
+            self._keep_arrived(batch, on_result)
+
+    def _keep_arrived(self, batch: _Batch, on_result: ResultCallback) -> None:
+        """On the way out (an interrupt, a cancel): answers that arrived but were not yet
+        handled still go to ``on_result``, so no answer a worker sent is lost."""
+        while not batch.inbox.empty():
+            outcome = batch.inbox.get_nowait()
+            if outcome is None or not isinstance(outcome[1], Completion):
+                continue
+            attempt, completion, latency = outcome
+            if attempt.task.settled:
+                continue
+            settled = self._settle(batch, attempt, completion, latency)
+            if settled is None:
+                continue
+            task, answer = settled
+            task.settled = True
+            try:
+                on_result(task.index, answer)  # follow-up tasks are not started now
+            except Exception:
+                log.exception("could not keep the answer to task %d", task.index)
 
     # -- queueing -------------------------------------------------------------------
     def _enqueue(self, batch: _Batch, tasks: Sequence[Task]) -> list[tuple[Task, Answer]]:

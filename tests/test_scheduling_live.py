@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 
-from dllm_notebook import Cluster
-from dllm_notebook.testing import Behaviour, FakeLab
+import pytest
+
+from dllm_notebook import Answer, ChatRequest, Cluster
+from dllm_notebook._backends import Backend
+from dllm_notebook._loop import submit
+from dllm_notebook._types import Completion, ServerInfo
+from dllm_notebook.testing import Behaviour, FakeLab, expected_echo
 from dllm_notebook.testing._text import prompt_digest
 
 from .conftest import FAST
@@ -81,3 +87,48 @@ def test_concurrent_batches_share_the_workers(lab: FakeLab) -> None:
     assert sorted(order) == ["first"] * 40 + ["second"] * 40
     after = order[order.index("second") :]
     assert "first" in after[: len(after) // 2], order
+
+
+def test_answers_that_arrived_when_a_batch_is_interrupted_are_kept(lab: FakeLab) -> None:
+    server = lab.add("openai", behaviour=Behaviour(slots=4))
+    release = asyncio.Event()
+
+    class Together(Backend):
+        """Holds each answer until the second request starts, so both arrive at once."""
+
+        type = "together"
+
+        def __init__(self, inner: Backend) -> None:
+            super().__init__(inner.config, inner.client)
+            self.inner, self.started = inner, 0
+
+        async def probe(self, *, detailed: bool = False) -> ServerInfo:
+            return await self.inner.probe(detailed=detailed)
+
+        async def chat(
+            self, request: ChatRequest, *, model: str, context_length: int | None
+        ) -> Completion:
+            self.started += 1
+            if self.started == 2:
+                release.set()
+            await release.wait()
+            return Completion(expected_echo(request.prompt), model, 1, 1)
+
+    kept: dict[int, str] = {}
+
+    def on_result(index: int, answer: Answer) -> None:
+        kept[index] = answer.text
+        if len(kept) == 1:
+            raise asyncio.CancelledError  # the interrupt lands while the first is handled
+
+    with Cluster([spec(server, "openai", "w", max_concurrent_requests=4)], **FAST) as cluster:
+        cluster.check()
+        worker = cluster._pool.workers[0]
+        assert worker.backend is not None
+        worker.backend = Together(worker.backend)
+        prompts = prompts_for(2)
+        tasks = [cluster._task(i, p, None, {}) for i, p in enumerate(prompts)]
+        future = submit(cluster._dispatcher.run(tasks, on_result))
+        with pytest.raises((asyncio.CancelledError, concurrent.futures.CancelledError)):
+            future.result(timeout=10)
+    assert kept == {i: expected_echo(p) for i, p in enumerate(prompts)}
