@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,20 @@ from dllm_notebook.testing import FakeLab
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpus"
 SAMPLE_PAPERS = ROOT / "sample_papers"
+
+# The top-level fields of the original tool's JSON report (process_directory.py).
+ORIGINAL_REPORT_FIELDS = {
+    "timestamp",
+    "files_processed",
+    "total_tasks",
+    "successful",
+    "failed",
+    "success_rate",
+    "prompts_used",
+    "total_time_seconds",
+    "tasks_per_second",
+    "results",
+}
 
 # Short waits so fault tests finish quickly; behaviour is the same as with the defaults.
 FAST = {
@@ -86,3 +101,17 @@ def _isolated_result_store(
 ) -> None:
     """Each test starts with an empty result store: no answer is reused across tests."""
     monkeypatch.setenv("DLLM_STORE", str(tmp_path_factory.mktemp("store") / "results.sqlite"))
+
+
+def stored_digests(path: Path) -> set[str]:
+    """Prompt hashes of the answers committed to the store (read as another process would)."""
+    if not path.exists():
+        return set()
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        rows = conn.execute("SELECT prompt_sha256 FROM calls WHERE error IS NULL").fetchall()
+    except sqlite3.OperationalError:  # not created yet
+        return set()
+    finally:
+        conn.close()
+    return {row[0] for row in rows}

@@ -13,7 +13,7 @@ from dllm_notebook._papers import Paper, load_papers
 from dllm_notebook._presets import load_preset
 from dllm_notebook.testing import Behaviour, FakeLab, expected_echo
 
-from .conftest import FAST, SAMPLE_PAPERS
+from .conftest import FAST, ORIGINAL_REPORT_FIELDS, SAMPLE_PAPERS
 
 RESEARCH = ["research_question", "methodology", "key_findings", "limitations", "future_directions"]
 
@@ -203,17 +203,7 @@ def test_exports_round_trip(lab: FakeLab, tmp_path: Path) -> None:
         frame.to_csv(tmp_path / f"{name}.csv")
         assert (tmp_path / f"{name}.csv").read_text().count("\n") >= len(frame) + 1
     report = long.dllm.to_json_report(tmp_path / "report.json")
-    assert set(report) >= {
-        "timestamp",
-        "files_processed",
-        "total_tasks",
-        "successful",
-        "failed",
-        "success_rate",
-        "total_time_seconds",
-        "tasks_per_second",
-        "results",
-    }
+    assert set(report) >= ORIGINAL_REPORT_FIELDS
     assert report["files_processed"] == 2 and report["total_tasks"] == 4
     assert report["successful"] == 4 and report["success_rate"] == 100.0
     assert report["prompts_used"] == 2

@@ -14,20 +14,7 @@ from dllm_notebook.cli._docs import REGENERATE, render_docs
 from dllm_notebook.testing import Behaviour, FakeLab, expected_echo
 
 from .cli_helpers import dllm, free_port, worker, write_config
-from .conftest import ROOT, SAMPLE_PAPERS
-
-ORIGINAL_REPORT_FIELDS = {
-    "timestamp",
-    "files_processed",
-    "total_tasks",
-    "successful",
-    "failed",
-    "success_rate",
-    "prompts_used",
-    "total_time_seconds",
-    "tasks_per_second",
-    "results",
-}
+from .conftest import ORIGINAL_REPORT_FIELDS, ROOT, SAMPLE_PAPERS
 
 
 # -- analyze ------------------------------------------------------------------------------

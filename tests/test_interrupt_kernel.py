@@ -4,7 +4,6 @@ finished answer is in the store, the partial table is reachable, and a re-run re
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +12,8 @@ from typing import Any
 import pytest
 
 from dllm_notebook.testing import Behaviour, FakeLab
+
+from .conftest import stored_digests
 
 pytestmark = pytest.mark.notebook
 
@@ -53,20 +54,6 @@ def run_cell(client: Any, code: str) -> str:
     output, reply = collect(client, client.execute(code))
     assert reply["status"] == "ok", reply
     return output
-
-
-def stored_digests(path: Path) -> set[str]:
-    """Prompt hashes of the answers in the store, read as another process would."""
-    if not path.exists():
-        return set()
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-    try:
-        rows = conn.execute("SELECT prompt_sha256 FROM calls WHERE error IS NULL").fetchall()
-    except sqlite3.OperationalError:  # the tables are being created
-        return set()
-    finally:
-        conn.close()
-    return {row[0] for row in rows}
 
 
 def stored_answers(path: Path) -> int:

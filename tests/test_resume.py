@@ -23,7 +23,7 @@ import pytest
 from dllm_notebook import Cluster, Paper, ResultStore
 from dllm_notebook.testing import Behaviour, FakeLab
 
-from .conftest import FAST
+from .conftest import FAST, stored_digests
 
 PROMPTS = {f"q{j}": f"Question {j} [[q{j}]] about {{title}}:\n{{content}}" for j in range(5)}
 CHILD = textwrap.dedent(
@@ -38,20 +38,6 @@ CHILD = textwrap.dedent(
     print(json.dumps(long["status"].value_counts().to_dict()))
     """
 )
-
-
-def stored_digests(path: Path) -> set[str]:
-    """Prompt hashes of the answers committed to the store (read as another process would)."""
-    if not path.exists():
-        return set()
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-    try:
-        rows = conn.execute("SELECT prompt_sha256 FROM calls WHERE error IS NULL").fetchall()
-    except sqlite3.OperationalError:  # not created yet
-        return set()
-    finally:
-        conn.close()
-    return {row[0] for row in rows}
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
