@@ -8,7 +8,6 @@ nbconvert, GitHub) the same object prints a text table and a static HTML table.
 
 from __future__ import annotations
 
-import sys
 import threading
 import weakref
 from collections.abc import Callable, Collection
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import PanelUnavailable
 from ._events import Event
+from ._kernel import in_kernel as _in_kernel
 from ._pool import WorkerPool
 from ._reports import any_resting, html_table, panel_rows, rows_html, text_table
 
@@ -33,15 +33,6 @@ def _widgets_installed() -> bool:
     except ImportError:
         return False
     return True
-
-
-def _in_kernel() -> bool:
-    """Whether we run in an IPython kernel that can talk to widgets (not a terminal)."""
-    ipython = sys.modules.get("IPython")
-    if ipython is None:  # never imported: certainly no kernel, and no cost to find out
-        return False
-    shell = ipython.get_ipython()
-    return shell is not None and getattr(shell, "kernel", None) is not None
 
 
 def _caption(name: str, workers: int, closed: bool) -> str:

@@ -43,8 +43,9 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ._errors import JobCancelled
+from ._kernel import execution_count, tqdm_draws_widgets
 from ._loop import get_loop, in_loop_thread, submit
-from ._progress import Progress, execution_count, in_notebook
+from ._progress import Progress
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -83,7 +84,7 @@ class Job:
         self.id = uuid.uuid4().hex[:12]
         self._call = call
         self.progress = Progress(
-            None, desc=f"job {self.id}", enabled=call.progress and in_notebook()
+            None, desc=f"job {self.id}", enabled=call.progress and tqdm_draws_widgets()
         )
         self._prepare = prepare
         self._execute = execute

@@ -17,42 +17,19 @@ worker (the dispatcher's ``waiting`` event), until tasks start or finish again.
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ._kernel import execution_count
+
 if TYPE_CHECKING:
     from ._events import Event, EventHub
 
-__all__ = ["WAITING", "Progress", "in_notebook"]
+__all__ = ["WAITING", "Progress"]
 
 WAITING = "waiting for a worker"
 """The bar's status while no worker is healthy."""
-
-
-def in_notebook() -> bool:
-    """True in a Jupyter kernel (where tqdm.auto draws a widget), as tqdm.auto decides."""
-    ipython = sys.modules.get("IPython")
-    if ipython is None:
-        return False
-    try:
-        shell = ipython.get_ipython()
-        return shell is not None and "IPKernelApp" in shell.config
-    except Exception:  # an unusual IPython: take it for a terminal
-        return False
-
-
-def execution_count() -> int | None:
-    """The number of the notebook cell running now (``None`` outside IPython)."""
-    ipython = sys.modules.get("IPython")
-    if ipython is None:
-        return None
-    try:
-        shell = ipython.get_ipython()
-        return None if shell is None else int(shell.execution_count)
-    except Exception:
-        return None
 
 
 class Progress:
