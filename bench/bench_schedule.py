@@ -1,7 +1,7 @@
 """Scheduling on a mixed lab: the default scheduler against naive least-loaded and the ideal.
 
     uv run --no-sync python bench/bench_schedule.py [--quick] [--verbose]
-        [--only mixed10,mixed35,queue10,die,cpu,import] [--papers 100] [--target 20]
+        [--only mixed10,mixed35,queue10,queue35,die,cpu,import] [--papers 100] [--target 20]
         [--repeat 1] [--cpu-tasks 2000]
 
 ``mixed10``, ``mixed35``: ``cluster.analyze(folder, prompts=5 prompts, cache=False)`` over
@@ -14,9 +14,9 @@ makespan, the ideal (total work / total capacity, from the tokens the servers co
 efficiency = ideal / makespan, and checks by the markers the servers echo that no answer
 is lost, doubled or misplaced.
 
-``queue10``: the 10-Mac lab, but two of the ten are configured for 2 requests more than
-they run at once, so the extra ones wait in the server's queue until the adaptive limit
-finds out.
+``queue10``, ``queue35``: the 10- or 35-Mac lab, but two of every ten are configured for 2
+requests more than they run at once, so the extra ones wait in the server's queue until the
+adaptive limit finds out.
 
 ``die``: the 10-Mac lab, two Macs killed at 40% of the ideal makespan; the ideal counts
 their capacity only until they died.
@@ -67,7 +67,7 @@ from dllm_notebook import Cluster
 from dllm_notebook._scheduler import LeastLoaded, Scheduler
 from dllm_notebook.testing._log import RequestRecord
 
-SCENARIOS = ("mixed10", "mixed35", "queue10", "die", "cpu", "import")
+SCENARIOS = ("mixed10", "mixed35", "queue10", "queue35", "die", "cpu", "import")
 SCHEDULERS: dict[str, Callable[[], Scheduler | None]] = {
     "least-loaded": LeastLoaded,
     "default": lambda: None,
@@ -210,8 +210,8 @@ def bench_labs(scenarios: Sequence[str], papers: int, target: float, repeat: int
         work = expected_work(expected)
         for scenario in scenarios:
             machines = mixed_lab(
-                35 if scenario == "mixed35" else 10,
-                extra=QUEUE_EXTRA if scenario == "queue10" else 0,
+                35 if scenario.endswith("35") else 10,
+                extra=QUEUE_EXTRA if scenario.startswith("queue") else 0,
             )
             time_scale = target / ideal_makespan(work, machines)
             kill = KILLED if scenario == "die" else ()
@@ -291,7 +291,7 @@ def main() -> None:
         parser.error(f"unknown scenario(s) {', '.join(sorted(unknown))}; choose from {SCENARIOS}")
     papers = args.papers or (30 if args.quick else 100)
     target = args.target or (3.0 if args.quick else 20.0)
-    labs = [s for s in only if s in ("mixed10", "mixed35", "queue10", "die")]
+    labs = [s for s in only if s not in ("cpu", "import")]
     if labs:
         print(f"scheduling: {papers} papers x {len(PROMPTS)} prompts, ideal scaled to {target:g} s")
         runs = bench_labs(labs, papers, target, args.repeat)

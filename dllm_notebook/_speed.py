@@ -6,7 +6,7 @@ measured (else a typical laptop), and follow each answer with a decaying average
 that has not answered yet but has been busy longer than its prior allows is slower than
 that: its prior is stretched to what it has shown, before its first answer arrives.
 (Scaling the prior by each worker's configured slots, since bigger Macs get more, was
-tried: in the simulated Mac lab it made cold starts worse, 0.93 -> 0.90 of the ideal.) When the
+tried: in the fake-clock Mac lab of tests/test_scheduler.py it made cold starts worse.) When the
 server reports its own split (llama.cpp's ``timings``, LM Studio's ``stats``, Ollama's
 durations), the wall-clock latency is shared out in that proportion; otherwise both rates
 are scaled together so the prediction matches what was seen.
