@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from dllm_notebook import ChatRequest, Cluster, Paper
-from dllm_notebook._backends import Backend
-from dllm_notebook._scheduler import Scheduler
+from dllm_notebook._running.backends import Backend
+from dllm_notebook._running.scheduler import Scheduler
 from dllm_notebook._types import Completion, ServerInfo
 from dllm_notebook.testing import RequestRecord, expected_echo
 

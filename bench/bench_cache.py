@@ -116,7 +116,7 @@ def bench_cached(tasks: int, repeat: int, servers: int) -> None:
 # -- memory ---------------------------------------------------------------------------------
 def memory_child(tasks: int, workers: list[dict[str, Any]], store_path: str | None) -> None:
     """Runs in a fresh process: one analyze() with RSS sampling; prints one JSON line."""
-    import dllm_notebook._analyze as analyze_module
+    import dllm_notebook._analysis.analysis as analyze_module
     from dllm_notebook import Cluster
 
     papers = papers_for(tasks)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pymupdf
 
-from dllm_notebook._papers import PARALLEL_MIN_PDFS, _warm_up, load_papers
+from dllm_notebook._reading.papers import PARALLEL_MIN_PDFS, _warm_up, load_papers
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus"

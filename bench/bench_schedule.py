@@ -64,7 +64,7 @@ from _lab import (
 )
 
 from dllm_notebook import Cluster
-from dllm_notebook._scheduler import LeastLoaded, Scheduler
+from dllm_notebook._running.scheduler import LeastLoaded, Scheduler
 from dllm_notebook.testing._log import RequestRecord
 
 SCENARIOS = ("mixed10", "mixed35", "queue10", "queue35", "die", "cpu", "import")

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any as _Any
 
+from ._analysis.jobs import Job
 from ._cluster import Cluster
 from ._config import ClusterSettings, Secret, WorkerConfig
-from ._earliest import EarliestFinish
 from ._errors import (
     BadResponse,
     ConfigError,
@@ -33,22 +33,22 @@ from ._errors import (
     WorkerUnreachable,
 )
 from ._events import Event
-from ._jobs import Job
 from ._lazy import when_imported as _when_imported
-from ._local import LocalServer
-from ._model_files import default_model_path
-from ._papers import Paper, load_papers
-from ._presets import Preset, list_presets, load_preset
-from ._scheduler import LeastLoaded, Scheduler
-from ._store import ResultStore
-from ._templates import Prompt
+from ._local.model_files import default_model_path
+from ._local.server import LocalServer
+from ._prompts.presets import Preset, list_presets, load_preset
+from ._prompts.templates import Prompt
+from ._reading.papers import Paper, load_papers
+from ._results.store import ResultStore
+from ._running.earliest_finish import EarliestFinish
+from ._running.scheduler import LeastLoaded, Scheduler
 from ._types import Answer, ChatRequest
 
 __version__ = "0.1.0"
 
 
 def _register_accessor() -> None:
-    from . import _results  # noqa: F401  (registers DataFrame.dllm)
+    from ._results import frames  # noqa: F401  (registers DataFrame.dllm)
 
 
 # pandas is imported only when a table is built, so `import dllm_notebook` stays quick; the
@@ -58,7 +58,7 @@ _when_imported("pandas", _register_accessor)
 
 def __getattr__(name: str) -> _Any:
     if name == "DllmAccessor":
-        from ._results import DllmAccessor
+        from ._results.frames import DllmAccessor
 
         return DllmAccessor
     raise AttributeError(f"module 'dllm_notebook' has no attribute {name!r}")

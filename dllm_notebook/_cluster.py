@@ -12,20 +12,20 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._analysis_api import AnalyzeMethods
-from ._analyze import Analysis
+from ._analysis.analysis import Analysis
+from ._analysis.methods import AnalyzeMethods
 from ._config import ClusterSettings, WorkerConfig, load_config, make_settings, parse_worker_spec
-from ._dispatch import Dispatcher, Task
-from ._display import ClusterDisplay
-from ._earliest import EarliestFinish
+from ._display.cluster import ClusterDisplay
+from ._display.reports import check_frame, metrics_frame
 from ._errors import ConfigError, ConfigProblem, TaskFailed
 from ._events import Event, EventHub
-from ._history import StoreAccess
 from ._loop import bridge, run_sync, submit
-from ._pool import WorkerPool
-from ._reports import check_frame, metrics_frame
-from ._scheduler import Scheduler
-from ._store import DEFAULT, resolve_store
+from ._results.history import StoreAccess
+from ._results.store import DEFAULT, resolve_store
+from ._running.dispatch import Dispatcher, Task
+from ._running.earliest_finish import EarliestFinish
+from ._running.pool import WorkerPool
+from ._running.scheduler import Scheduler
 from ._types import Answer, ChatRequest
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ PromptLike = str | ChatRequest
 
 def estimate_tokens(text: str) -> int:
     """Conservative token estimate; see docs/prompts.md."""
-    from ._chunking import estimate_tokens as estimate
+    from ._reading.chunking import estimate_tokens as estimate
 
     return estimate(text)
 
@@ -152,7 +152,7 @@ class Cluster(AnalyzeMethods, ClusterDisplay, StoreAccess):
         >>> with Cluster.local() as cluster:
         ...     print(cluster.ask("What is photosynthesis?").text)
         """
-        from ._embedded import local_worker_configs, start_local_servers
+        from ._local.embedded import local_worker_configs, start_local_servers
 
         servers = start_local_servers(workers, model=model, n_ctx=n_ctx, n_threads=n_threads)
         try:

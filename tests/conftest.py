@@ -67,7 +67,7 @@ def llama_server_pids(parent: int | None = None) -> set[int]:
         except (OSError, IndexError):
             continue
         text = [a.decode(errors="replace") for a in args]
-        if state in ("Z", "X") or not any(a.endswith("_local_launch.py") for a in text):
+        if state in ("Z", "X") or not any(a.endswith("_local/launch.py") for a in text):
             continue
         if "--parent-pid" in text and text[text.index("--parent-pid") + 1] == owner:
             found.add(int(proc.name))

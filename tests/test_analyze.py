@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from dllm_notebook import Cluster, TemplateError
-from dllm_notebook._papers import Paper, load_papers
-from dllm_notebook._presets import load_preset
+from dllm_notebook._prompts.presets import load_preset
+from dllm_notebook._reading.papers import Paper, load_papers
 from dllm_notebook.testing import Behaviour, FakeLab, expected_echo
 
 from .conftest import FAST, ORIGINAL_REPORT_FIELDS, SAMPLE_PAPERS

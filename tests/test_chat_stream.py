@@ -17,9 +17,9 @@ from dllm_notebook import (
     WorkerOverloaded,
     WorkerUnreachable,
 )
-from dllm_notebook._backends import make_backend
-from dllm_notebook._chat import ChatStream, chat_request
 from dllm_notebook._config import WorkerConfig
+from dllm_notebook._running.backends import make_backend
+from dllm_notebook._running.chat import ChatStream, chat_request
 from dllm_notebook.testing import CLIENT_TYPES, Behaviour, FakeLab, expected_echo
 
 from .conftest import FAST

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from dllm_notebook._chunking import (
+from dllm_notebook._errors import ContextLengthExceeded
+from dllm_notebook._prompts.presets import load_preset
+from dllm_notebook._prompts.templates import Prompt
+from dllm_notebook._reading.chunking import (
     CHAT_RESERVE_TOKENS,
     Budget,
     chunk_prompts,
@@ -23,9 +26,6 @@ from dllm_notebook._chunking import (
     truncate_to_fit,
     truncated_prompt,
 )
-from dllm_notebook._errors import ContextLengthExceeded
-from dllm_notebook._presets import load_preset
-from dllm_notebook._templates import Prompt
 
 CORPUS = Path(__file__).parents[2] / "shared" / "corpus"
 
@@ -353,7 +353,7 @@ def test_built_in_prompts_chunk_a_real_paper(corpus_texts: dict[str, str]) -> No
 
 
 def test_estimate_counts_by_class_exactly_as_walking_the_text_piece_by_piece() -> None:
-    from dllm_notebook._chunking import _UNITS_RE, _half_units, _to_tokens
+    from dllm_notebook._reading.chunking import _UNITS_RE, _half_units, _to_tokens
 
     def walked(text: str) -> int:
         return _to_tokens(sum(_half_units(m) for m in _UNITS_RE.finditer(text)))

@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 
 from dllm_notebook import Cluster, DllmError, Paper, TemplateError
-from dllm_notebook._jobs import Job, JobCancelled
-from dllm_notebook._progress import WAITING
+from dllm_notebook._analysis.jobs import Job, JobCancelled
+from dllm_notebook._display.progress import WAITING
 from dllm_notebook.testing import Behaviour, FakeLab, FakeServer, expected_echo, prompt_digest
 
 from .conftest import FAST

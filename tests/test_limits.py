@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dllm_notebook._limits import AdaptiveLimit
+from dllm_notebook._running.limits import AdaptiveLimit
 
 
 def feed(limit: AdaptiveLimit, latency: float, times: int, concurrency: int | None = None) -> int:

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from dllm_notebook._errors import LocalWorkerError
-from dllm_notebook._local import LocalServer
+from dllm_notebook._local.server import LocalServer
 
 needs_llama = pytest.mark.skipif(
     importlib.util.find_spec("llama_cpp") is None
@@ -160,7 +160,7 @@ def test_no_server_outlives_the_python_process_that_started_it(parent_ends_by: s
     script = textwrap.dedent(
         """
         import sys
-        from dllm_notebook._local import LocalServer
+        from dllm_notebook._local.server import LocalServer
         server = LocalServer(n_ctx=256, n_threads=1).start()
         print(server.pid, flush=True)
         sys.stdin.readline()  # wait for the test to say how to end

@@ -242,7 +242,7 @@ def local_servers() -> set[int]:
             args = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if proc.name.isdigit() and any(a.endswith(b"_local_launch.py") for a in args):
+        if proc.name.isdigit() and any(a.endswith(b"_local/launch.py") for a in args):
             found.add(int(proc.name))
     return found
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-import dllm_notebook._display
-import dllm_notebook._panel
+import dllm_notebook._display.cluster
+import dllm_notebook._display.panel
 from dllm_notebook import Cluster, DllmError, Event
 from dllm_notebook._loop import run_sync
 from dllm_notebook.testing import FakeLab, FakeServer
@@ -266,7 +266,7 @@ def test_redraws_are_throttled_while_work_runs(
     cluster, _, _ = two_workers
     # A redraw, then a long rest: whatever the machine's speed, a 200-task map fits in
     # one rest, so every event after the first redraw only marks the panel dirty.
-    monkeypatch.setattr(dllm_notebook._panel, "REDRAW_INTERVAL", 600.0)
+    monkeypatch.setattr(dllm_notebook._display.panel, "REDRAW_INTERVAL", 600.0)
     widget = cluster.panel()
     events: list[Event] = []
     cluster.subscribe(events.append)
@@ -291,7 +291,7 @@ def test_one_panel_per_cluster_and_its_thread_ends_on_close(
     two_workers: tuple[Cluster, FakeServer, FakeServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cluster, _, _ = two_workers
-    monkeypatch.setattr(dllm_notebook._display, "_in_kernel", lambda: True)
+    monkeypatch.setattr(dllm_notebook._display.cluster, "_in_kernel", lambda: True)
     first, second = cluster._repr_mimebundle_(), cluster._repr_mimebundle_()
     assert first[WIDGET_VIEW]["model_id"] == cluster.panel().model_id
     assert second[WIDGET_VIEW] == first[WIDGET_VIEW]  # a new view of the same widget
@@ -330,5 +330,5 @@ def test_without_ipywidgets_panel_says_what_to_install(
         with pytest.raises(ImportError, match=r"pip install 'dllm-notebook\[notebook\]'") as err:
             cluster.panel()
         assert isinstance(err.value, DllmError)
-        monkeypatch.setattr(dllm_notebook._display, "_in_kernel", lambda: True)
+        monkeypatch.setattr(dllm_notebook._display.cluster, "_in_kernel", lambda: True)
         assert set(cluster._repr_mimebundle_()) == {"text/plain", "text/html"}

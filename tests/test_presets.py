@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dllm_notebook._errors import PresetError, TemplateError
-from dllm_notebook._presets import (
+from dllm_notebook._prompts.presets import (
     ENV_VAR,
     Preset,
     Prompt,

@@ -15,16 +15,16 @@ from dataclasses import dataclass, field
 import pytest
 
 from dllm_notebook._config import WorkerConfig
-from dllm_notebook._dispatch import Task
-from dllm_notebook._earliest import EarliestFinish
-from dllm_notebook._pool import Health, Worker
-from dllm_notebook._scheduler import (
+from dllm_notebook._running.dispatch import Task
+from dllm_notebook._running.earliest_finish import EarliestFinish
+from dllm_notebook._running.pool import Health, Worker
+from dllm_notebook._running.scheduler import (
     Attempt,
     LabView,
     LeastLoaded,
     Scheduler,
 )
-from dllm_notebook._speed import Size, SpeedModel
+from dllm_notebook._running.speed import Size, SpeedModel
 from dllm_notebook._types import ChatRequest, Completion
 
 ANSWER = 300

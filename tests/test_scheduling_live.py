@@ -8,8 +8,8 @@ import concurrent.futures
 import pytest
 
 from dllm_notebook import Answer, ChatRequest, Cluster
-from dllm_notebook._backends import Backend
 from dllm_notebook._loop import submit
+from dllm_notebook._running.backends import Backend
 from dllm_notebook._types import Completion, ServerInfo
 from dllm_notebook.testing import Behaviour, FakeLab, expected_echo
 from dllm_notebook.testing._text import prompt_digest

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from dllm_notebook import Cluster, DllmError, Paper, ResultStore
-from dllm_notebook._store import (
+from dllm_notebook._results.store import (
     DEFAULT,
     MIGRATIONS,
     migrate,
@@ -319,7 +319,7 @@ def test_unusable_files_say_what_to_do(tmp_path: Path) -> None:
 WRITER = textwrap.dedent(
     """
     import sys, time
-    from dllm_notebook._store import CallRecord, ResultStore
+    from dllm_notebook._results.store import CallRecord, ResultStore
     store = ResultStore(sys.argv[1])
     store.connection()
     start = float(sys.argv[3])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dllm_notebook._errors import TemplateError
-from dllm_notebook._templates import (
+from dllm_notebook._prompts.templates import (
     QUESTION_TEMPLATE,
     Prompt,
     Template,

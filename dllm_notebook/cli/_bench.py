@@ -24,17 +24,17 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .._chunking import estimate_tokens
 from .._errors import WorkerError
 from .._loop import run_sync
+from .._reading.chunking import estimate_tokens
 from .._types import ChatRequest
 from ._app import EXIT_NONE, EXIT_PARTIAL, config_option, open_cluster
 from ._table import cell, table
 from ._workers import healthy_workers
 
 if TYPE_CHECKING:
-    from .._backends import Backend
-    from .._pool import Worker
+    from .._running.backends import Backend
+    from .._running.pool import Worker
 
 __all__ = ["BenchResult", "bench", "bench_worker", "suggest_concurrency"]
 

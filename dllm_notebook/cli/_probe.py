@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from .._backends import Backend, detect_type, make_backend
 from .._config import DEFAULT_PORTS, WorkerConfig
 from .._errors import WorkerError
 from .._loop import wait_within
+from .._running.backends import Backend, detect_type, make_backend
 from .._types import ChatRequest, ModelInfo
 
 __all__ = [

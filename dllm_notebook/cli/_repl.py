@@ -36,7 +36,7 @@ def _read_question() -> str | None:
 
 def _answer(cluster: Cluster, question: str, system: str | None, options: Any) -> None:
     """Stream one answer to stdout; errors and Ctrl-C end only this answer."""
-    from .._chat import ChatStream
+    from .._running.chat import ChatStream
 
     try:
         stream = ChatStream.start(cluster, question, system=system, **options)

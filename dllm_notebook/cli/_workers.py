@@ -9,14 +9,14 @@ import click
 
 from .._errors import WorkerError
 from .._loop import run_sync, wait_within
-from .._pool import Health
+from .._running.pool import Health
 from ._app import EXIT_NONE, EXIT_PARTIAL, config_option, open_cluster
 from ._probe import say_hello
 from ._table import cell, table
 
 if TYPE_CHECKING:
     from .._cluster import Cluster
-    from .._pool import Worker
+    from .._running.pool import Worker
 
 __all__ = ["check", "healthy_workers", "hello_all"]
 

@@ -1,0 +1,64 @@
+"""``Cluster.local()``: real llama.cpp servers on this machine, registered as workers.
+
+The servers are ordinary ``openai``-type workers: the panel, ``check()`` and ``metrics()``
+show them like any other. llama-cpp-python's server answers one request at a time (it holds
+a global lock), so each local worker takes one request at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from .._config import WorkerConfig
+from .server import LocalServer
+
+__all__ = ["local_worker_configs", "start_local_servers"]
+
+log = logging.getLogger("dllm_notebook")
+
+
+def start_local_servers(
+    count: int = 1,
+    *,
+    model: str | os.PathLike[str] | None = None,
+    n_ctx: int = 4096,
+    n_threads: int | None = None,
+) -> list[LocalServer]:
+    """Start ``count`` servers in parallel; if one fails, stop the others and raise."""
+    if count < 1:
+        raise ValueError(f"workers={count}: start at least one local worker")
+    if n_threads is None:
+        n_threads = max(1, (os.cpu_count() or 2) // (2 * count)) if count > 1 else None
+    servers = [
+        LocalServer(Path(model) if model is not None else None, n_ctx=n_ctx, n_threads=n_threads)
+        for _ in range(count)
+    ]
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        futures = [pool.submit(server.start) for server in servers]
+        errors = [f.exception() for f in futures]
+    failed = [e for e in errors if e is not None]
+    if failed:
+        for server in servers:
+            server.stop()
+        raise failed[0]
+    for server in servers:
+        log.info("local worker %s ready in %.1f s", server.url, server.startup_seconds or 0.0)
+    return servers
+
+
+def local_worker_configs(servers: list[LocalServer]) -> list[WorkerConfig]:
+    return [
+        WorkerConfig(
+            id=f"local-{i + 1}",
+            host="127.0.0.1",
+            port=server.port,
+            type="openai",
+            model=server.model_id,
+            max_concurrent_requests=1,
+            context_length=server.n_ctx,
+        )
+        for i, server in enumerate(servers)
+    ]

@@ -1,0 +1,412 @@
+"""Papers: the record each file becomes, and :func:`load_papers` that reads a folder or a list.
+
+>>> papers = load_papers("papers/")                  # every .pdf, .txt and .md in the folder
+>>> [(p.name, p.status, p.message) for p in papers if not p.ok]    # what needs attention
+>>> papers[0].title, papers[0].page_count, papers[0].text[:200]
+
+A bad file never raises: it comes back as a :class:`Paper` whose ``status`` says what is
+wrong and whose ``message`` says what to do. Only a missing path, a folder with nothing to
+read, or a missing PyMuPDF (the ``[pdf]`` extra) raise a :class:`~dllm_notebook.DllmError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal, TypeAlias, get_args
+
+from .._errors import DllmError
+from .text import (
+    classify_text,
+    clean_chars,
+    first_line_title,
+    join_pages,
+    markdown_title,
+    normalize_whitespace,
+)
+
+__all__ = [
+    "PAPER_STATUSES",
+    "READ_EXTENSIONS",
+    "Paper",
+    "PaperSource",
+    "PaperStatus",
+    "load_papers",
+]
+
+PaperStatus = Literal["ok", "no_text", "encrypted", "corrupt", "empty", "unsupported", "garbled"]
+"""``ok``; ``no_text`` (a scan without a text layer); ``encrypted`` (needs a password);
+``corrupt`` (damaged, truncated or not a PDF); ``empty`` (0 bytes, 0 pages or only
+whitespace); ``unsupported`` (not .pdf/.txt/.md); ``garbled`` (text that does not map to
+Unicode)."""
+PAPER_STATUSES: tuple[PaperStatus, ...] = get_args(PaperStatus)
+
+READ_EXTENSIONS = (".pdf", ".txt", ".md")
+PARALLEL_MIN_PDFS = 100
+"""From this many PDFs on, ``workers=None`` also reads in worker processes (one per core).
+A worker needs about 2 s to start (spawn, then import dllm_notebook and PyMuPDF) and reading
+runs at about 300 pages/s per core, so fewer PDFs are read before the workers could help.
+Measured with bench/bench_ingest.py; see docs/performance.md."""
+
+UNSUPPORTED_MESSAGE = (
+    "unsupported file type {suffix!r}: dllm_notebook reads .pdf, .txt and .md files; "
+    "export it to PDF or plain text first"
+)
+EMPTY_FILE_MESSAGE = "the file is empty (0 bytes); re-download or re-export it"
+BINARY_TEXT_MESSAGE = (
+    "this does not look like a text file (it contains binary data); "
+    "save it as UTF-8 plain text, or as PDF with a .pdf extension"
+)
+
+
+@dataclass(frozen=True, repr=False)
+class Paper:
+    """One paper: its text (page by page), title, authors, and whether it could be read.
+
+    ``name`` is the file name (unique within one :func:`load_papers` call) and becomes the
+    DataFrame index. When ``ok`` is false, ``message`` says what went wrong and what to do.
+
+    >>> paper = Paper.from_text("notes.txt", "Soil microbes and drought ...")
+    >>> paper.ok, paper.page_count
+    (True, 1)
+    """
+
+    name: str
+    path: Path | None
+    title: str
+    authors: str | None
+    text: str
+    """The cleaned full text: pages joined by a blank line."""
+    pages: tuple[str, ...]
+    """The cleaned text of each page; ``len(pages) == page_count``."""
+    page_count: int
+    sha256: str
+    """SHA-256 of the file's bytes (of the UTF-8 text for in-memory papers)."""
+    status: PaperStatus = "ok"
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True when the text could be read and can be sent to a model."""
+        return self.status == "ok"
+
+    @classmethod
+    def from_text(cls, name: str, text: str, title: str | None = None) -> Paper:
+        """A paper held in memory. Form feeds (``\\f``) in ``text`` separate pages.
+
+        >>> Paper.from_text("abstract-1", "We measured ...", title="Tree cover and heat")
+        """
+        pages = tuple(normalize_whitespace(clean_chars(page)) for page in text.split("\f"))
+        cleaned = join_pages(pages)
+        status, message = classify_text(cleaned)
+        return cls(
+            name=name,
+            path=None,
+            title=title if title is not None else first_line_title(cleaned, default=name),
+            authors=None,
+            text=cleaned,
+            pages=pages,
+            page_count=len(pages),
+            sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+            status=status,
+            message=message,
+        )
+
+    def __repr__(self) -> str:
+        title = self.title if len(self.title) <= 60 else self.title[:59] + "…"
+        detail = f"{self.page_count} pages, {len(self.text)} chars" if self.ok else self.message
+        return f"Paper({self.name!r}, status={self.status!r}, title={title!r}: {detail})"
+
+
+PaperSource: TypeAlias = "str | os.PathLike[str] | Paper | Iterable[str | os.PathLike[str] | Paper]"
+"""A folder or file path, a Paper, or a list mixing any of those."""
+
+
+def load_papers(
+    source: PaperSource,
+    *,
+    recursive: bool = False,
+    password: str | None = None,
+    workers: int | None = None,
+) -> list[Paper]:
+    """Read papers from a folder, a file, a list of paths, or already-loaded Papers.
+
+    A folder gives its ``.pdf``, ``.txt`` and ``.md`` files in sorted order (hidden files
+    skipped, subfolders only with ``recursive=True``); a file given explicitly is always
+    read, and a type other than those three comes back as status ``unsupported``.
+    ``password`` is tried on encrypted PDFs. ``workers`` is how many processes read PDFs,
+    this one included: ``1`` reads here only; ``None`` uses one per core when there are
+    at least ``PARALLEL_MIN_PDFS`` PDFs. Results keep the input order. Workers are spawned
+    processes: in a script, make the call under ``if __name__ == "__main__":``.
+
+    >>> papers = load_papers("papers/", recursive=True)
+    >>> papers = load_papers(["a.pdf", "notes/b.md"], password="s3cret")
+    """
+    if workers is not None and workers < 1:
+        raise DllmError(
+            f"workers must be 1 or more, not {workers}; use workers=1 to read sequentially"
+        )
+    items = _collect(source, recursive)
+    pdfs = [item for item in items if isinstance(item, Path) and item.suffix.lower() == ".pdf"]
+    if pdfs:
+        from .pdf import require_pymupdf
+
+        require_pymupdf()
+    processes = _process_count(workers, len(pdfs))
+    read = dict(zip(pdfs, _read_pdfs(pdfs, password, processes), strict=True))
+    papers = [
+        item if isinstance(item, Paper) else read.get(item) or read_path(item, password=password)
+        for item in items
+    ]
+    return _unique_names(papers)
+
+
+def read_path(path: Path, *, password: str | None = None) -> Paper:
+    """Read one file of any supported type. Never raises for a bad file."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".pdf":
+            from .pdf import read_pdf
+
+            return read_pdf(path, password=password)
+        if suffix in (".txt", ".md"):
+            return read_text_file(path)
+        return failed_paper(
+            path, "unsupported", UNSUPPORTED_MESSAGE.format(suffix=suffix or path.name)
+        )
+    except DllmError:
+        raise
+    except Exception as exc:  # a reader bug must not lose the whole folder
+        return failed_paper(
+            path,
+            "corrupt",
+            f"reading it failed unexpectedly ({exc!r}); check the file, or report this",
+        )
+
+
+def read_text_file(path: Path) -> Paper:
+    """Read a .txt or .md file (UTF-8, UTF-16 with a BOM, or else Windows-1252)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return failed_paper(path, "corrupt", unreadable_message(exc))
+    digest = hashlib.sha256(data).hexdigest()
+    if not data:
+        return failed_paper(path, "empty", EMPTY_FILE_MESSAGE, sha256=digest)
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raw = data.decode("utf-16", errors="replace")
+    elif b"\x00" in data[:8192]:
+        return failed_paper(path, "corrupt", BINARY_TEXT_MESSAGE, sha256=digest)
+    else:
+        try:
+            raw = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raw = data.decode("cp1252", errors="replace")
+    pages = tuple(normalize_whitespace(clean_chars(page)) for page in raw.split("\f"))
+    text = join_pages(pages)
+    status, message = classify_text(text)
+    return Paper(
+        name=path.name,
+        path=path,
+        title=markdown_title(text) or first_line_title(text, default=path.stem),
+        authors=None,
+        text=text,
+        pages=pages,
+        page_count=len(pages),
+        sha256=digest,
+        status=status,
+        message=message,
+    )
+
+
+def failed_paper(
+    path: Path, status: PaperStatus, message: str, *, sha256: str = "", page_count: int = 0
+) -> Paper:
+    """The record of a file that could not be read: no text, a status and what to do."""
+    return Paper(
+        name=path.name,
+        path=path,
+        title=path.stem,
+        authors=None,
+        text="",
+        pages=("",) * page_count,
+        page_count=page_count,
+        sha256=sha256,
+        status=status,
+        message=message,
+    )
+
+
+def unreadable_message(exc: OSError) -> str:
+    reason = exc.strerror or exc
+    return f"cannot read the file ({reason}); check that it exists and that you may read it"
+
+
+# ---------------------------------------------------------------- sources and processes
+
+
+def _collect(source: PaperSource, recursive: bool) -> list[Path | Paper]:
+    entries: Iterable[str | os.PathLike[str] | Paper]
+    entries = [source] if isinstance(source, (str, os.PathLike, Paper)) else source
+    items: list[Path | Paper] = []
+    seen: set[Path] = set()
+    for entry in entries:
+        if isinstance(entry, Paper):
+            items.append(entry)
+            continue
+        path = Path(entry).expanduser()
+        if not path.exists():
+            raise DllmError(
+                f"no such file or folder: {str(path)!r} (relative paths start at {os.getcwd()}); "
+                "check the path"
+            )
+        for file in _scan(path, recursive) if path.is_dir() else [path]:
+            key = file.resolve()
+            if key not in seen:
+                seen.add(key)
+                items.append(file)
+    return items
+
+
+def _scan(folder: Path, recursive: bool) -> list[Path]:
+    found: list[tuple[str, Path]] = []
+    has_subfolders = False
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        has_subfolders = has_subfolders or bool(dirs)
+        for name in files:
+            if not name.startswith(".") and Path(name).suffix.lower() in READ_EXTENSIONS:
+                path = Path(root, name)
+                found.append((path.relative_to(folder).as_posix(), path))
+        if not recursive:
+            break
+    if not found:
+        hint = (
+            "; pass recursive=True to read its subfolders"
+            if has_subfolders and not recursive
+            else ""
+        )
+        raise DllmError(
+            f"no papers to read in {str(folder)!r}: dllm_notebook reads .pdf, .txt and .md files "
+            f"(hidden files are skipped){hint}"
+        )
+    return [path for _, path in sorted(found)]
+
+
+def _process_count(workers: int | None, pdf_count: int) -> int:
+    if workers is not None:
+        return max(1, min(workers, pdf_count))
+    if pdf_count < PARALLEL_MIN_PDFS:
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, pdf_count))
+
+
+def _read_pdfs(paths: list[Path], password: str | None, processes: int) -> list[Paper]:
+    """Read PDFs here and, once they have started, in ``processes - 1`` worker processes.
+
+    This process reads from the front of the list while the workers take files from the
+    back, so nothing waits for a worker to start (each imports PyMuPDF, 1-2 s): a folder
+    that is read before they are ready takes no longer than reading it here alone.
+    """
+    if processes <= 1:
+        return [read_path(path, password=password) for path in paths]
+    results: list[Paper | None] = [None] * len(paths)
+    helpers = processes - 1
+    # spawn, not fork: forking a Jupyter kernel that runs threads (ours included) can deadlock.
+    executor = ProcessPoolExecutor(helpers, mp_context=multiprocessing.get_context("spawn"))
+    ready: Future[int] | None = executor.submit(_warm_up)
+    pending: dict[Future[Paper], int] = {}
+    front, back = 0, len(paths)
+    try:
+        while front < back:
+            if ready is not None and ready.done():
+                try:
+                    if ready.exception() is not None:
+                        raise BrokenProcessPool(ready.exception())
+                    _collect_done(pending, results, paths, password)
+                    while len(pending) <= helpers and front < back:
+                        future = executor.submit(_read_in_worker, paths[back - 1], password)
+                        back -= 1
+                        pending[future] = back
+                except BrokenProcessPool:  # e.g. a script without `if __name__ == "__main__":`
+                    ready = None  # read the rest here
+            if front < back:
+                results[front] = read_path(paths[front], password=password)
+                front += 1
+        for future in pending:
+            future.cancel()  # those not started yet are read here, below
+        _collect_done(pending, results, paths, password, wait=True)
+    finally:
+        started = ready is not None and ready.done()
+        terminate = getattr(executor, "terminate_workers", None)  # Python 3.14+
+        if not started and terminate is not None:
+            terminate()  # still importing: no use finishing that
+        executor.shutdown(wait=started, cancel_futures=True)
+    return [paper for paper in results if paper is not None]
+
+
+def _collect_done(
+    pending: dict[Future[Paper], int],
+    results: list[Paper | None],
+    paths: list[Path],
+    password: str | None,
+    *,
+    wait: bool = False,
+) -> None:
+    for future in [f for f in pending if wait or f.done()]:
+        index = pending.pop(future)
+        try:
+            results[index] = future.result()
+        except (CancelledError, BrokenProcessPool):
+            results[index] = read_path(paths[index], password=password)
+
+
+def _warm_up() -> int:
+    from .pdf import require_pymupdf
+
+    require_pymupdf()
+    return os.getpid()
+
+
+def _read_in_worker(path: Path, password: str | None) -> Paper:
+    return read_path(path, password=password)
+
+
+def _unique_names(papers: list[Paper]) -> list[Paper]:
+    """Give papers that share a file name longer names: their paths' last parts, then a number."""
+    names = [paper.name for paper in papers]
+    counts = Counter(names)
+    for name in [n for n, count in counts.items() if count > 1]:
+        group = [i for i, n in enumerate(names) if n == name]
+        for depth in range(2, 64):
+            candidates = {i: _path_suffix(papers[i], depth) for i in group}
+            if len(set(candidates.values())) == len(group):
+                break
+        for i in group:
+            names[i] = candidates[i]
+    taken: set[str] = set()
+    for i, name in enumerate(names):
+        unique, n = name, 1
+        while unique in taken:
+            n += 1
+            unique = f"{name} ({n})"
+        taken.add(unique)
+        names[i] = unique
+    return [p if p.name == n else replace(p, name=n) for p, n in zip(papers, names, strict=True)]
+
+
+def _path_suffix(paper: Paper, depth: int) -> str:
+    if paper.path is None:
+        return paper.name
+    return "/".join(paper.path.absolute().parts[-depth:])

@@ -1,0 +1,185 @@
+"""The store's log as DataFrames: one row per request sent, and one per ``analyze()`` run.
+
+>>> cluster.history()                            # every call, oldest first
+>>> cluster.history(run="last", worker="imac-office")
+>>> cluster.history().to_parquet("history.parquet")    # export
+>>> cluster.runs()                               # one row per analyze(): counts and status
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from .._errors import DllmError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .store import ResultStore
+
+__all__ = ["HISTORY_COLUMNS", "RUN_COLUMNS", "StoreAccess", "history_frame", "runs_frame"]
+
+HISTORY_COLUMNS = {
+    "run_id": "string",
+    "at": "datetime64[ns, UTC]",
+    "paper": "string",
+    "prompt": "string",
+    "step": "string",
+    "worker": "string",
+    "model": "string",
+    "served_model": "string",
+    "answer": "string",
+    "error": "string",
+    "error_type": "string",
+    "prompt_tokens": "Int64",
+    "completion_tokens": "Int64",
+    "latency_s": "Float64",
+    "tokens_per_second": "Float64",
+    "finish_reason": "string",
+    "attempts": "Int64",
+    "cached": "boolean",
+    "paper_sha256": "string",
+    "prompt_sha256": "string",
+    "prompt_text": "string",
+    "options": "string",
+    "key": "string",
+}
+"""The history's columns. ``model`` is the model the worker was asked for (part of the
+cache key), ``served_model`` the name the server answered with; ``cached`` is True for the
+call whose answer the cache reuses now; ``prompt_text`` is only kept with
+``ResultStore(keep_prompts=True)``."""
+
+RUN_COLUMNS = {
+    "run_id": "string",
+    "started_at": "datetime64[ns, UTC]",
+    "finished_at": "datetime64[ns, UTC]",
+    "status": "string",
+    "papers": "Int64",
+    "prompts": "Int64",
+    "tasks": "Int64",
+    "ok": "Int64",
+    "cached": "Int64",
+    "failed": "Int64",
+    "options": "string",
+    "host": "string",
+    "pid": "Int64",
+}
+"""A run's ``status`` is ``running`` (or its process died), ``finished``, ``interrupted``,
+``failed`` (an error ended it) or ``cancelled`` (a background job's ``cancel()``)."""
+
+Filter = str | Sequence[str] | None
+
+
+def _select(column: str, value: Filter, params: list[Any]) -> str | None:
+    if value is None:
+        return None
+    values = [value] if isinstance(value, str) else list(value)
+    params.extend(values)
+    return f"c.{column} IN ({', '.join('?' * len(values))})"
+
+
+def _last_run(conn: sqlite3.Connection) -> str | None:
+    row = conn.execute("SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1").fetchone()
+    return None if row is None else str(row[0])
+
+
+def history_frame(
+    conn: sqlite3.Connection,
+    *,
+    run: Filter = None,
+    paper: Filter = None,
+    worker: Filter = None,
+) -> pd.DataFrame:
+    """The ``calls`` table as a DataFrame, filtered by run, paper and worker."""
+    import pandas as pd
+
+    if run == "last":
+        run = _last_run(conn) or ""
+    params: list[Any] = []
+    wheres = [
+        w
+        for w in (
+            _select("run_id", run, params),
+            _select("paper", paper, params),
+            _select("worker", worker, params),
+        )
+        if w
+    ]
+    where = f"WHERE {' AND '.join(wheres)}" if wheres else ""
+    names = [n for n in HISTORY_COLUMNS if n != "cached"]
+    query = (
+        f"SELECT {', '.join('c.' + n for n in names)}, c.id IN (SELECT call_id FROM cache) "
+        f"FROM calls AS c {where} ORDER BY c.id"
+    )
+    rows = conn.execute(query, params).fetchall()
+    columns = [*names, "cached"]
+    frame = pd.DataFrame.from_records(rows, columns=columns)
+    frame["at"] = pd.to_datetime(frame["at"], unit="s", utc=True)
+    typed: pd.DataFrame = frame[list(HISTORY_COLUMNS)].astype(
+        {k: v for k, v in HISTORY_COLUMNS.items() if k != "at"}
+    )
+    return typed
+
+
+def runs_frame(conn: sqlite3.Connection) -> pd.DataFrame:
+    """The ``runs`` table as a DataFrame, oldest first."""
+    import pandas as pd
+
+    names = list(RUN_COLUMNS)
+    rows = conn.execute(f"SELECT {', '.join(names)} FROM runs ORDER BY started_at").fetchall()
+    frame = pd.DataFrame.from_records(rows, columns=names)
+    for column in ("started_at", "finished_at"):
+        frame[column] = pd.to_datetime(frame[column], unit="s", utc=True)
+    typed: pd.DataFrame = frame.astype(
+        {k: v for k, v in RUN_COLUMNS.items() if not k.endswith("_at")}
+    )
+    return typed
+
+
+class StoreAccess:
+    """The result-store side of :class:`~dllm_notebook.Cluster`: ``store``, ``history()``
+    and ``runs()``."""
+
+    _store: ResultStore | None
+
+    @property
+    def store(self) -> ResultStore | None:
+        """Where ``analyze()`` keeps answers (``None``: off). Assign a path to move it:
+        ``cluster.store = "review.sqlite"`` (or ``"user"``, or ``None``)."""
+        return self._store
+
+    @store.setter
+    def store(self, value: Any) -> None:
+        from .store import resolve_store
+
+        if self._store is not None:
+            self._store.close()
+        self._store = resolve_store(value)
+
+    def _require_store(self) -> ResultStore:
+        if self._store is None:
+            raise DllmError(
+                "this cluster has no result store (store=None or DLLM_STORE=off); set one "
+                "with `cluster.store = '.dllm/results.sqlite'` to keep answers and history"
+            )
+        return self._store
+
+    def history(
+        self, run: Filter = None, paper: Filter = None, worker: Filter = None
+    ) -> pd.DataFrame:
+        """Every request ``analyze()`` sent, one row each: answer, worker, model, tokens,
+        latency and error. Filter by run id (or ``"last"``), paper file name or worker id.
+
+        >>> cluster.history(run="last", worker="imac-office")
+        >>> cluster.history().to_parquet("history.parquet")      # export
+        >>> cluster.store.clear_history()                        # clear (keeps the cache)
+        """
+        return history_frame(
+            self._require_store().connection(), run=run, paper=paper, worker=worker
+        )
+
+    def runs(self) -> pd.DataFrame:
+        """One row per ``analyze()`` recorded in the store: counts, status and times."""
+        return runs_frame(self._require_store().connection())

@@ -1,0 +1,237 @@
+"""The one small interface every backend implements, and the shared HTTP error mapping.
+
+A backend speaks one wire format. It does two things: ``probe()`` (cheap: which models are
+there, what context window) and ``chat()`` (one generation). Everything else (retries,
+health, scheduling) lives in the cluster, so adding a dialect means writing these two.
+``stream()`` (the answer piece by piece, for ``dllm chat``) is optional: by default it
+yields ``chat()``'s whole answer at once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from abc import ABC, abstractmethod
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any, ClassVar
+
+import httpx
+
+from ..._config import WorkerConfig
+from ..._errors import (
+    BadResponse,
+    ContextLengthExceeded,
+    ModelNotAvailable,
+    RequestRejected,
+    WorkerError,
+    WorkerOverloaded,
+    WorkerUnreachable,
+)
+from ..._types import ChatRequest, Completion, ServerInfo
+
+__all__ = ["Backend", "classify_error"]
+
+_CONTEXT_PATTERNS = re.compile(
+    r"context (length|window|size|overflow)|exceed_context_size|maximum context length"
+    r"|context_length_exceeded|n_ctx|tokens to keep|prompt is too long"
+    r"|exceeds? the available context"
+    r"|requested tokens .* exceed",
+    re.IGNORECASE,
+)
+_MODEL_PATTERNS = re.compile(
+    r"model .*not (found|loaded)|not found.*model|no models? (is )?loaded|model_not_found"
+    r"|try pulling it|model .* does not exist|unknown model|failed to load model",
+    re.IGNORECASE,
+)
+_NUMBERS = re.compile(r"\d[\d,]*")
+# Generation options each dialect understands; others are passed through untouched.
+OPENAI_OPTIONS = (
+    "temperature",
+    "max_tokens",
+    "top_p",
+    "seed",
+    "stop",
+    "presence_penalty",
+    "frequency_penalty",
+)
+
+
+def _body_message(body: str) -> str:
+    """The human message inside an error body, whatever shape the server used."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body.strip()[:500]
+    if isinstance(data, dict):
+        err = data.get("error", data.get("detail", data.get("message")))
+        if isinstance(err, dict):
+            return str(err.get("message") or err)
+        if err is not None:
+            return str(err)
+    return body.strip()[:500]
+
+
+def classify_error(
+    status: int, body: str, *, worker: str, model: str | None, retry_after: str | None = None
+) -> WorkerError:
+    """Turn a non-2xx answer into the error class the cluster acts on."""
+    message = _body_message(body) or f"HTTP {status}"
+    kw: dict[str, Any] = {"worker": worker, "model": model, "status_code": status}
+    if status in (429, 503):
+        wait = None
+        if retry_after:
+            try:
+                wait = float(retry_after)
+            except ValueError:
+                wait = None
+        return WorkerOverloaded(f"overloaded (HTTP {status}): {message}", retry_after=wait, **kw)
+    if (_CONTEXT_PATTERNS.search(message) and status < 500) or status == 413:
+        numbers = [int(n.replace(",", "")) for n in _NUMBERS.findall(message)]
+        limit = min((n for n in numbers if n >= 256), default=None)
+        return ContextLengthExceeded(
+            f"the prompt does not fit the model's context window (HTTP {status}): {message}",
+            context_length=limit,
+            **kw,
+        )
+    if status == 404 or _MODEL_PATTERNS.search(message):
+        return ModelNotAvailable(
+            f"model {model!r} is not available (HTTP {status}): {message}. Load or pull it on "
+            'that machine, or set the worker\'s "model" to one it has',
+            **kw,
+        )
+    if status in (401, 403):
+        return RequestRejected(
+            f"not authorised (HTTP {status}): {message}. Check the worker's api_key or api_key_env",
+            **kw,
+        )
+    if status >= 500:
+        return BadResponse(f"server error (HTTP {status}): {message}", **kw)
+    return RequestRejected(f"request rejected (HTTP {status}): {message}", **kw)
+
+
+class Backend(ABC):
+    """One wire format. Subclasses implement :meth:`probe` and :meth:`chat`."""
+
+    type: ClassVar[str]
+
+    def __init__(self, config: WorkerConfig, client: httpx.AsyncClient) -> None:
+        self.config = config
+        self.client = client
+
+    @abstractmethod
+    async def probe(self, *, detailed: bool = False) -> ServerInfo:
+        """List the models (cheap). With ``detailed``, also learn context windows."""
+
+    @abstractmethod
+    async def chat(
+        self, request: ChatRequest, *, model: str, context_length: int | None
+    ) -> Completion:
+        """Generate one answer."""
+
+    async def stream(
+        self, request: ChatRequest, *, model: str, context_length: int | None
+    ) -> AsyncIterator[str]:
+        """Generate one answer piece by piece, as the server writes it.
+
+        Failures raise the same :class:`WorkerError` classes as :meth:`chat`, before the
+        first piece or in the middle. This default yields :meth:`chat`'s whole answer at
+        once, so a dialect without streaming still works.
+        """
+        completion = await self.chat(request, model=model, context_length=context_length)
+        yield completion.text
+
+    async def stream_lines(
+        self, path: str, *, json_body: Any, model: str | None, timeout: float | None = None
+    ) -> AsyncGenerator[str, None]:
+        """POST ``json_body`` and yield the answer's lines as they arrive (SSE or NDJSON).
+
+        An error status is read whole and translated by :func:`classify_error`; a broken
+        connection, before or during the answer, becomes :class:`WorkerUnreachable`.
+        """
+        extra: dict[str, Any] = {}
+        if timeout is not None:
+            extra["timeout"] = httpx.Timeout(timeout, connect=min(timeout, 10.0))
+        try:
+            async with self.client.stream("POST", path, json=json_body, **extra) as response:
+                if response.status_code >= 400:
+                    body = (await response.aread()).decode("utf-8", errors="replace")
+                    raise classify_error(
+                        response.status_code,
+                        body,
+                        worker=self.config.id,
+                        model=model,
+                        retry_after=response.headers.get("retry-after"),
+                    )
+                async for line in response.aiter_lines():
+                    yield line
+        except (httpx.TransportError, OSError) as exc:
+            raise self.unreachable(exc, model, "lost the connection to") from exc
+
+    def stream_error(self, data: Any, model: str | None) -> WorkerError | None:
+        """The error a server wrote into its stream (``{"error": ...}``), if any."""
+        if not isinstance(data, dict) or data.get("error") is None:
+            return None
+        error = data["error"]
+        code = error.get("code") if isinstance(error, dict) else None
+        status = code if isinstance(code, int) and 400 <= code < 600 else 500
+        return classify_error(status, json.dumps(data), worker=self.config.id, model=model)
+
+    async def request_json(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        timeout: float | None = None,
+        model: str | None = None,
+    ) -> Any:
+        """Send one request and decode its JSON, translating every failure to a WorkerError."""
+        wid = self.config.id
+        extra: dict[str, Any] = {}
+        if timeout is not None:
+            extra["timeout"] = httpx.Timeout(timeout, connect=min(timeout, 10.0))
+        try:
+            response = await self.client.request(method, path, json=json_body, **extra)
+        except (httpx.TransportError, OSError) as exc:
+            raise self.unreachable(exc, model, "cannot reach") from exc
+        if response.status_code >= 400:
+            raise classify_error(
+                response.status_code,
+                response.text,
+                worker=wid,
+                model=model,
+                retry_after=response.headers.get("retry-after"),
+            )
+        try:
+            return response.json()
+        except ValueError as exc:
+            snippet = response.text[:80].replace("\n", " ")
+            raise BadResponse(
+                f"malformed JSON from {path} (HTTP {response.status_code}): {snippet!r}",
+                worker=wid,
+                model=model,
+                status_code=response.status_code,
+            ) from exc
+
+    def unreachable(self, exc: BaseException, model: str | None, failure: str) -> WorkerUnreachable:
+        """The one translation of a transport failure (``failure``: what went wrong)."""
+        url = self.config.base_url
+        if isinstance(exc, httpx.TimeoutException):
+            message = f"no answer from {url} in time ({type(exc).__name__}); is it asleep or busy?"
+        else:
+            message = (
+                f"{failure} {url} ({type(exc).__name__}: {exc or 'no detail'}); "
+                "is the server running and the machine awake?"
+            )
+        return WorkerUnreachable(message, worker=self.config.id, model=model)
+
+    def malformed(self, what: str, model: str | None = None) -> BadResponse:
+        return BadResponse(f"unexpected answer shape: {what}", worker=self.config.id, model=model)
+
+    def empty_answer(self, model: str) -> BadResponse:
+        return BadResponse(
+            "the server answered 200 with an empty message (a known LM Studio quirk when a "
+            "model stops at once or is unloading)",
+            worker=self.config.id,
+            model=model,
+        )

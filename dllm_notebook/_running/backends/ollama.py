@@ -1,0 +1,168 @@
+"""Ollama's native API: ``/api/tags``, ``/api/ps``, ``/api/show`` and ``/api/chat``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from ..._config import WorkerConfig
+from ..._types import ChatRequest, Completion, ModelInfo, ServerInfo
+from .base import Backend
+from .openai import _positive_int, chat_messages
+
+__all__ = ["OllamaBackend", "num_ctx_for"]
+
+MIN_NUM_CTX = 4096
+"""Ollama reloads a model whenever ``num_ctx`` changes, so windows come in a few sizes only,
+and a worker's never shrinks: a run of papers of mixed lengths reloads the model at most
+once per doubling, not at every switch between a short and a long one."""
+_OPTION_NAMES = {
+    "max_tokens": "num_predict",
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "seed": "seed",
+    "stop": "stop",
+    "top_k": "top_k",
+    "num_predict": "num_predict",
+}
+DEFAULT_MAX_TOKENS = 512
+
+
+def num_ctx_for(needed_tokens: int, context_length: int | None) -> int:
+    """The ``num_ctx`` to send: a power of two that covers the prompt, at least 4096, and at
+    most the model's window. Without it Ollama silently cuts long prompts to its default."""
+    size = MIN_NUM_CTX
+    while size < needed_tokens:
+        size *= 2
+    return min(size, context_length) if context_length else size
+
+
+class OllamaBackend(Backend):
+    """Always sends ``stream: false`` (Ollama streams by default) and ``options.num_ctx``."""
+
+    type = "ollama"
+
+    def __init__(self, config: WorkerConfig, client: httpx.AsyncClient) -> None:
+        super().__init__(config, client)
+        self._num_ctx = 0
+
+    async def probe(self, *, detailed: bool = False) -> ServerInfo:
+        data = await self.request_json("GET", "/api/tags")
+        entries = data.get("models") if isinstance(data, dict) else None
+        if not isinstance(entries, list):
+            raise self.malformed("/api/tags has no 'models' list")
+        names = [str(e.get("name") or e.get("model")) for e in entries if isinstance(e, dict)]
+        if not detailed:
+            return ServerInfo(models=tuple(ModelInfo(id=n) for n in names))
+        loaded: set[str] = set()
+        with contextlib.suppress(Exception):
+            ps = await self.request_json("GET", "/api/ps", timeout=5.0)
+            loaded = {str(m.get("name")) for m in ps.get("models", []) if isinstance(m, dict)}
+        wanted = self.config.model
+        models = []
+        for name in names:
+            ctx = (
+                await self._show_context(name)
+                if wanted in (None, name) or (wanted and name == f"{wanted}:latest")
+                else None
+            )
+            models.append(ModelInfo(id=name, loaded=name in loaded, context_length=ctx))
+        return ServerInfo(models=tuple(models))
+
+    async def _show_context(self, model: str) -> int | None:
+        with contextlib.suppress(Exception):
+            info = await self.request_json(
+                "POST", "/api/show", json_body={"model": model}, timeout=5.0, model=model
+            )
+            details = info.get("model_info", {}) if isinstance(info, dict) else {}
+            for key, value in details.items():
+                if key.endswith(".context_length"):
+                    return _positive_int(value)
+        return None
+
+    def payload(
+        self, request: ChatRequest, model: str, context_length: int | None
+    ) -> dict[str, Any]:
+        options: dict[str, Any] = {}
+        for key, value in request.options.items():
+            if key in _OPTION_NAMES and value is not None:
+                options[_OPTION_NAMES[key]] = value
+        out_tokens = int(options.get("num_predict") or DEFAULT_MAX_TOKENS)
+        needed = (request.prompt_tokens_estimate or len(request.prompt) // 2) + out_tokens
+        self._num_ctx = max(self._num_ctx, num_ctx_for(needed, context_length))
+        options["num_ctx"] = min(self._num_ctx, context_length) if context_length else self._num_ctx
+        return {
+            "model": model,
+            "messages": chat_messages(request),
+            "stream": False,
+            "options": options,
+        }
+
+    async def chat(
+        self, request: ChatRequest, *, model: str, context_length: int | None
+    ) -> Completion:
+        data = await self.request_json(
+            "POST",
+            "/api/chat",
+            json_body=self.payload(request, model, context_length),
+            model=model,
+            timeout=self.config.timeout,
+        )
+        if not isinstance(data, dict):
+            raise self.malformed("/api/chat did not return an object", model)
+        message = data.get("message")
+        text = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(text, str):
+            raise self.malformed("no message.content", model)
+        if not text.strip():
+            raise self.empty_answer(model)
+        eval_count = _positive_int(data.get("eval_count"))
+        eval_ns = _positive_int(data.get("eval_duration"))
+        seconds = eval_ns / 1e9 if eval_ns else None
+        prompt_ns = _positive_int(data.get("prompt_eval_duration"))
+        return Completion(
+            text=text,
+            model=str(data.get("model") or model),
+            prompt_tokens=_positive_int(data.get("prompt_eval_count")),
+            completion_tokens=eval_count,
+            finish_reason=data.get("done_reason"),
+            generation_seconds=seconds,
+            tokens_per_second=eval_count / seconds if eval_count and seconds else None,
+            prefill_seconds=prompt_ns / 1e9 if prompt_ns else None,
+        )
+
+    async def stream(
+        self, request: ChatRequest, *, model: str, context_length: int | None
+    ) -> AsyncIterator[str]:
+        """NDJSON: one object per line with ``message.content``; the last has ``done``."""
+        body = self.payload(request, model, context_length) | {"stream": True}
+        wrote = False
+        lines = self.stream_lines(
+            "/api/chat", json_body=body, model=model, timeout=self.config.timeout
+        )
+        async with contextlib.aclosing(lines):
+            async for line in lines:
+                if not line.strip():
+                    continue
+                try:
+                    data = json.loads(line)
+                except ValueError as exc:
+                    raise self.malformed(
+                        f"a streamed line is not JSON: {line[:80]!r}", model
+                    ) from exc
+                error = self.stream_error(data, model)
+                if error is not None:
+                    raise error
+                message = data.get("message") if isinstance(data, dict) else None
+                piece = message.get("content") if isinstance(message, dict) else None
+                if isinstance(piece, str) and piece:
+                    wrote = True
+                    yield piece
+                if isinstance(data, dict) and data.get("done"):
+                    break
+        if not wrote:
+            raise self.empty_answer(model)

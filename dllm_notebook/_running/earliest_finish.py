@@ -1,0 +1,316 @@
+"""The default scheduler: learn speeds, largest work first where it finishes first, hedge.
+
+See ``_scheduler`` for the interface. Everything here is a decision on numbers passed in:
+the time, the workers' slots and the attempts running on them.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import itertools
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+from .scheduler import Attempt, LabView, Placement, TaskQueue, can_take
+from .speed import Size, SpeedModel
+
+if TYPE_CHECKING:
+    from .._types import Completion
+    from .dispatch import Task
+    from .pool import Worker
+
+__all__ = ["EarliestFinish", "SizedQueue", "task_size"]
+
+HEDGE_GAIN = 0.75
+"""Hedge only when the copy is expected to finish in under this share of the time the
+running attempt still needs."""
+HEDGE_MIN_SECONDS = 0.05
+LOOKAHEAD = 256
+"""Tasks examined per planning pass before free slots settle for what finishes in time."""
+
+
+class SizedQueue:
+    """Tasks largest first, by expected duration on a typical worker."""
+
+    def __init__(self, model: SpeedModel) -> None:
+        self._model = model
+        self._entries: list[tuple[float, int, Task, Size]] = []
+        self._sorted = True
+        self._seq = itertools.count()
+        self.total_seconds = 0.0
+        """Sum of the tasks' reference seconds (their duration on the prior worker)."""
+        self._prompt = self._answer = 0.0
+
+    def add(self, tasks: Iterable[Task]) -> None:
+        for task in tasks:
+            size = task_size(self._model, task)
+            self._entries.append((-size.reference_seconds, next(self._seq), task, size))
+            self._count(size, 1)
+            self._sorted = False
+
+    def _count(self, size: Size, sign: int) -> None:
+        self.total_seconds += sign * size.reference_seconds
+        self._prompt += sign * size.prompt
+        self._answer += sign * size.answer
+
+    def mean_size(self) -> Size:
+        n = max(1, len(self._entries))
+        return Size(self._prompt / n, self._answer / n)
+
+    def at_most(self, reference_seconds: float) -> Iterator[Task]:
+        """Tasks no longer than ``reference_seconds``, largest first."""
+        entries = self._sort()
+        start = bisect.bisect_left(entries, -reference_seconds, key=lambda e: e[0])
+        return (e[2] for e in itertools.islice(entries, start, None))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _sort(self) -> list[tuple[float, int, Task, Size]]:
+        if not self._sorted:
+            self._entries.sort(key=lambda e: (e[0], e[1]))
+            self._sorted = True
+        return self._entries
+
+    def __iter__(self) -> Iterator[Task]:
+        return (e[2] for e in self._sort())
+
+    def remove(self, tasks: Iterable[Task]) -> None:
+        gone = {id(t) for t in tasks}
+        if gone:
+            kept = []
+            for entry in self._entries:
+                if id(entry[2]) in gone:
+                    self._count(entry[3], -1)
+                else:
+                    kept.append(entry)
+            self._entries = kept
+
+
+def task_size(model: SpeedModel, task: Task) -> Size:
+    request = task.request
+    estimated = request.prompt_tokens_estimate or 0
+    return model.size(estimated, task.kind, request.max_tokens)
+
+
+class _Candidate:
+    """A worker during one planning pass: when each of its slots frees up."""
+
+    __slots__ = ("decode", "free", "id", "prefill", "slots", "window", "worker")
+
+    def __init__(self, worker: Worker, slots: list[float], free: int, model: SpeedModel):
+        speed = model.speed(worker.id)
+        self.worker = worker
+        self.id = worker.id
+        self.window = worker.context_length
+        self.slots = slots
+        self.free = free
+        self.prefill = speed.prefill
+        self.decode = speed.decode
+
+
+class EarliestFinish:
+    """Largest work first, each task where it is expected to finish first; hedges at the end.
+
+    ``speeds`` is shared by the cluster's batches, so what one batch learns the next uses.
+    """
+
+    def __init__(self, speeds: SpeedModel | None = None, *, hedge: bool = True) -> None:
+        self.speeds = speeds or SpeedModel()
+        self.hedging = hedge
+        self._planned_end = 0.0
+
+    def queue(self) -> SizedQueue:
+        return SizedQueue(self.speeds)
+
+    def expected(self, task: Task, worker: Worker) -> float:
+        return self.speeds.speed(worker.id).seconds(task_size(self.speeds, task))
+
+    # -- placing --------------------------------------------------------------------
+    def _candidates(self, view: LabView) -> list[_Candidate]:
+        now = view.now
+        candidates = []
+        for worker in view.workers:
+            if worker.limit <= 0:
+                continue
+            running = view.running.get(worker.id, ())
+            ends = sorted(now + self._remaining(a, now) + 1e-6 for a in running)
+            free = max(0, worker.free_slots)
+            busy = ends[: max(0, worker.limit - free)]
+            if len(busy) < worker.limit - free:  # slots held by requests we do not track
+                busy += [now + 1e-6] * (worker.limit - free - len(busy))
+            slots = [now] * free + busy
+            heapq.heapify(slots)
+            candidates.append(_Candidate(worker, slots, free, self.speeds))
+        return candidates
+
+    def assign(self, queue: TaskQueue, view: LabView, budget: int) -> list[Placement]:
+        candidates = self._candidates(view)
+        free = sum(c.free for c in candidates)
+        if not free or budget <= 0 or not len(queue):
+            return []
+        now = view.now
+        placements: list[Placement] = []
+        seen: set[int] = set()
+        self._planned_end = now
+        for task in queue:
+            seen.add(id(task))
+            if self._place(task, candidates, now, placements):
+                free -= 1
+            if not free or len(placements) >= budget or len(seen) >= LOOKAHEAD:
+                break
+        if free and len(placements) < budget and isinstance(queue, SizedQueue):
+            # Slots still free: every task looked at finishes sooner on a faster worker.
+            # A slower worker may still take one that it finishes before the batch as a
+            # whole does: later than on the fast worker, but that one has other work until
+            # the end anyway. The end: the plan's, if it placed every task; else the fluid
+            # estimate (remaining work over the cluster's speed).
+            everything = len(seen) == len(queue)
+            end = self._planned_end if everything else self._fluid_end(queue, candidates, now)
+            self._backfill(queue, candidates, now, placements, budget, end)
+        return placements
+
+    def _fluid_end(self, queue: SizedQueue, candidates: list[_Candidate], now: float) -> float:
+        typical = queue.mean_size()
+        reference = typical.reference_seconds
+        work = queue.total_seconds
+        rate = 0.0
+        for c in candidates:
+            seconds = c.prefill * typical.prompt + c.decode * typical.answer
+            speed = reference / seconds if seconds > 0 else 0.0  # reference seconds per second
+            rate += len(c.slots) * speed
+            work += speed * sum(t - now for t in c.slots if t > now)
+        return now + work / rate if rate > 0 else now
+
+    def _backfill(
+        self,
+        queue: SizedQueue,
+        candidates: list[_Candidate],
+        now: float,
+        placements: list[Placement],
+        budget: int,
+        horizon: float,
+    ) -> None:
+        """Free slots take the largest task each finishes by ``horizon``."""
+        placed = {id(p.task) for p in placements}
+        typical = queue.mean_size()
+        for c in candidates:
+            if c.free <= 0:
+                continue
+            # Where to start looking: tasks about as long as the time left, on this worker.
+            seconds = c.prefill * typical.prompt + c.decode * typical.answer
+            slower = seconds / typical.reference_seconds if typical.reference_seconds else 1.0
+            longest = 1.5 * (horizon - now) / slower if slower > 0 else float("inf")
+            for task in itertools.islice(queue.at_most(longest), LOOKAHEAD):
+                if len(placements) >= budget:
+                    return
+                if id(task) in placed or not can_take(c.worker, task):
+                    continue
+                size = task_size(self.speeds, task)
+                seconds = c.prefill * size.prompt + c.decode * size.answer
+                if now + seconds <= horizon:
+                    placements.append(Placement(task, c.worker, seconds))
+                    placed.add(id(task))
+                    c.free -= 1
+                    if c.free <= 0:
+                        break
+
+    def _place(
+        self, task: Task, candidates: list[_Candidate], now: float, placements: list[Placement]
+    ) -> bool:
+        """Reserve the slot where ``task`` finishes first; True if that slot is free now."""
+        size = task_size(self.speeds, task)
+        prompt, answer = size.prompt, size.answer
+        needed, excluded, tried = task.needed_tokens, task.excluded, task.tried
+        best: _Candidate | None = None
+        best_key = (True, float("inf"))
+        for c in candidates:  # the hot loop of planning: kept to plain arithmetic
+            if not c.slots or (excluded and c.id in excluded):
+                continue
+            if needed is not None and c.window is not None and needed > c.window:
+                continue
+            finish = c.slots[0] + c.prefill * prompt + c.decode * answer
+            key = (bool(tried) and c.id in tried, finish)
+            if key < best_key:
+                best, best_key = c, key
+        if best is None:
+            return False
+        self._planned_end = max(self._planned_end, best_key[1])
+        start = heapq.heapreplace(best.slots, best_key[1])
+        if start > now or best.free <= 0:
+            return False  # reserved: it waits for that worker
+        best.free -= 1
+        placements.append(Placement(task, best.worker, best_key[1] - now))
+        return True
+
+    # -- hedging --------------------------------------------------------------------
+    def hedges(self, view: LabView, budget: int) -> list[Placement]:
+        if not self.hedging or budget <= 0:
+            return []
+        free = {w.id: w.free_slots for w in view.workers if w.free_slots > 0}
+        if not free:
+            return []
+        now = view.now
+        copies: dict[int, int] = {}
+        for attempts in view.running.values():
+            for a in attempts:
+                copies[id(a.task)] = copies.get(id(a.task), 0) + 1
+        stragglers = sorted(
+            (a for attempts in view.running.values() for a in attempts if copies[id(a.task)] == 1),
+            key=lambda a: self._remaining(a, now),
+            reverse=True,
+        )
+        placements: list[Placement] = []
+        for attempt in stragglers:
+            if len(placements) >= budget or not free:
+                break
+            remaining = self._remaining(attempt, now)
+            if remaining < HEDGE_MIN_SECONDS:
+                break
+            task = attempt.task
+            options = [
+                (self.expected(task, w), w.id)
+                for w in view.workers
+                if free.get(w.id, 0) > 0 and w is not attempt.worker and can_take(w, task)
+            ]
+            if not options:
+                continue
+            seconds, worker_id = min(options)
+            if seconds >= HEDGE_GAIN * remaining:
+                continue
+            worker = next(w for w in view.workers if w.id == worker_id)
+            placements.append(Placement(task, worker, seconds, hedge=True))
+            free[worker_id] -= 1
+            if not free[worker_id]:
+                del free[worker_id]
+        return placements
+
+    def _remaining(self, attempt: Attempt, now: float) -> float:
+        """Seconds an attempt still needs, by what is known of its worker now; once overdue,
+        half as long again as it has run (a late worker is slower than we thought)."""
+        if attempt.size is None:
+            attempt.size = task_size(self.speeds, attempt.task)
+        elapsed = now - attempt.started
+        self.speeds.running_for(attempt.worker.id, attempt.size, elapsed)
+        expected = self.speeds.speed(attempt.worker.id).seconds(attempt.size)
+        return max(expected - elapsed, 0.5 * elapsed)
+
+    def observe(self, attempt: Attempt, completion: Completion, latency: float) -> None:
+        task = attempt.task
+        estimated = task.request.prompt_tokens_estimate or 0
+        size = task_size(self.speeds, task)
+        self.speeds.observe_tokens(
+            estimated, task.kind, completion.prompt_tokens, completion.completion_tokens
+        )
+        actual = Size(
+            prompt=completion.prompt_tokens or size.prompt,
+            answer=completion.completion_tokens or size.answer,
+        )
+        self.speeds.observe(
+            attempt.worker.id,
+            actual,
+            latency,
+            prefill_seconds=completion.prefill_seconds,
+            decode_seconds=completion.generation_seconds,
+        )

@@ -1,0 +1,383 @@
+"""The workers: their live state, their health checks, and their slots.
+
+A worker is in rotation only while ``healthy``. Connection failures or repeated bad answers
+make it ``suspect`` (out of rotation, checked again at once); a failed check makes it
+``down``, re-checked with exponential back-off up to ``health_check_interval``. It comes
+back by itself when a check passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from .._config import ClusterSettings, WorkerConfig
+from .._errors import WorkerError, WorkerOverloaded, WorkerUnreachable
+from .._events import EventHub
+from .._loop import wait_within
+from .._types import Completion, ModelInfo, ServerInfo
+from .backends import Backend, detect_type, make_backend
+from .limits import AdaptiveLimit
+
+if TYPE_CHECKING:
+    from .scheduler import Attempt
+
+__all__ = ["Health", "Worker", "WorkerPool"]
+
+log = logging.getLogger("dllm_notebook")
+
+FAILURES_BEFORE_SUSPECT = 3
+MAX_BACKOFF_TRIPS = 6
+
+
+class Health(str, Enum):
+    UNKNOWN = "unknown"
+    HEALTHY = "healthy"
+    SUSPECT = "suspect"
+    DOWN = "down"
+
+
+@dataclass
+class WorkerStats:
+    requests: int = 0
+    successes: int = 0
+    failures: int = 0
+    latency_total: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    generation_seconds: float = 0.0
+
+    @property
+    def avg_latency(self) -> float | None:
+        return self.latency_total / self.successes if self.successes else None
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        seconds = self.generation_seconds or self.latency_total
+        return self.completion_tokens / seconds if seconds and self.completion_tokens else None
+
+
+class Worker:
+    """One server's live state. Mutated only on the library's event-loop thread."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.id = config.id
+        self.backend: Backend | None = None
+        self.health = Health.UNKNOWN
+        self.reason = "not checked yet"
+        self.models: tuple[ModelInfo, ...] = ()
+        self.model: str | None = config.model
+        self.model_loaded: bool | None = None
+        self.context_length: int | None = config.context_length
+        self.concurrency = AdaptiveLimit(config.max_concurrent_requests)
+        self.limit = self.concurrency.limit
+        self.in_flight = 0
+        self.paused_until = 0.0
+        self.consecutive_failures = 0
+        self.trips = 0
+        self.last_error: str | None = None
+        self.model_error: str | None = None
+        self.probe_latency: float | None = None
+        self.checked_at: float | None = None
+        self.stats = WorkerStats()
+        self.wake = asyncio.Event()
+
+    @property
+    def free_slots(self) -> int:
+        return self.limit - self.in_flight
+
+    def dispatchable(self, now: float) -> bool:
+        return self.health is Health.HEALTHY and self.free_slots > 0 and now >= self.paused_until
+
+    def fits(self, needed_tokens: int | None) -> bool:
+        return (
+            needed_tokens is None
+            or self.context_length is None
+            or (needed_tokens <= self.context_length)
+        )
+
+    def status_reason(self) -> str:
+        """Why the worker is not taking work, or an empty string when it is."""
+        if self.health is not Health.HEALTHY:
+            return self.reason
+        rest = self.paused_until - time.monotonic()
+        if rest > 0:
+            return f"resting {rest:.0f} s after: {self.last_error or 'overload'}"
+        return ""
+
+    def snapshot(self) -> dict[str, Any]:
+        """A plain dict of what a panel or a DataFrame shows."""
+        return {
+            "worker": self.id,
+            "url": self.config.base_url,
+            "type": self.config.type,
+            "model": self.model,
+            "health": self.health.value,
+            "reason": self.status_reason(),
+            "in_flight": self.in_flight,
+            "max_concurrent": self.config.max_concurrent_requests,
+            "requests": self.stats.requests,
+            "successes": self.stats.successes,
+            "failures": self.stats.failures,
+            "avg_latency_s": self.stats.avg_latency,
+            "tokens_per_s": self.stats.tokens_per_second,
+            "context_length": self.context_length,
+        }
+
+    def __repr__(self) -> str:
+        return f"<Worker {self.id} {self.health.value} {self.in_flight}/{self.limit}>"
+
+
+class WorkerPool:
+    """Owns the workers, their HTTP clients and the background health checks."""
+
+    def __init__(self, configs: Sequence[WorkerConfig], settings: ClusterSettings, hub: EventHub):
+        self.settings = settings
+        self.hub = hub
+        self.workers = [Worker(c) for c in configs]
+        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._watchers: list[asyncio.Task[None]] = []
+        self._listeners: list[Callable[[], None]] = []
+        self._closed = False
+        self.in_flight = 0
+
+    # -- lifecycle ------------------------------------------------------------------
+    async def start(self) -> None:
+        await asyncio.gather(*(self.check(w, detailed=True) for w in self.workers))
+        if not self._closed:
+            self._watchers = [asyncio.create_task(self._watch(w)) for w in self.workers]
+
+    async def aclose(self) -> None:
+        self._closed = True
+        for task in self._watchers:
+            task.cancel()
+        for task in self._watchers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await asyncio.gather(*(c.aclose() for c in self._clients.values()))
+        self._clients.clear()
+
+    def add_listener(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Called whenever a slot frees up or a worker's health changes."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def notify(self) -> None:
+        for listener in list(self._listeners):
+            listener()
+
+    # -- slots ----------------------------------------------------------------------
+    def capacity_left(self) -> int:
+        return self.settings.max_concurrent_batch - self.in_flight
+
+    def acquire(self, worker: Worker) -> None:
+        worker.in_flight += 1
+        worker.stats.requests += 1
+        self.in_flight += 1
+
+    def release(self, worker: Worker) -> None:
+        worker.in_flight -= 1
+        self.in_flight -= 1
+        self.notify()
+
+    # -- outcomes reported by the dispatcher ----------------------------------------
+    def record_success(
+        self, worker: Worker, attempt: Attempt, completion: Completion, latency: float
+    ) -> None:
+        s = worker.stats
+        s.successes += 1
+        s.latency_total += latency
+        s.prompt_tokens += completion.prompt_tokens or 0
+        s.completion_tokens += completion.completion_tokens or 0
+        s.generation_seconds += completion.generation_seconds or 0.0
+        worker.consecutive_failures = 0
+        if s.successes % 10 == 0:
+            worker.trips = 0
+        exact = bool(completion.prefill_seconds and completion.generation_seconds)
+        if exact:
+            # The server's own time for this request, without its queue: the exact measure.
+            work = (completion.prefill_seconds or 0.0) + (completion.generation_seconds or 0.0)
+        else:
+            request = attempt.task.request
+            prompt = completion.prompt_tokens or request.prompt_tokens_estimate or 0
+            answer = completion.completion_tokens or len(completion.text) // 4
+            work = AdaptiveLimit.work(prompt, answer)
+        worker.limit = worker.concurrency.on_success(
+            latency, work, attempt.concurrency, exact=exact
+        )
+
+    def record_failure(self, worker: Worker, error: WorkerError) -> None:
+        worker.stats.failures += 1
+        if isinstance(error, WorkerUnreachable):
+            self.set_suspect(worker, error.detail)
+        elif error.worker_fault:
+            worker.consecutive_failures += 1
+            if worker.consecutive_failures >= FAILURES_BEFORE_SUSPECT:
+                self.set_suspect(
+                    worker, f"{worker.consecutive_failures} failures in a row: {error.detail}"
+                )
+
+    def record_overload(self, worker: Worker, error: WorkerOverloaded) -> None:
+        worker.stats.failures += 1
+        worker.last_error = error.detail
+        worker.limit = worker.concurrency.on_overload()
+        worker.trips = min(worker.trips + 1, MAX_BACKOFF_TRIPS)
+        worker.paused_until = time.monotonic() + (error.retry_after or 0.5 * 2**worker.trips)
+
+    def set_suspect(self, worker: Worker, reason: str) -> None:
+        worker.trips = min(worker.trips + 1, MAX_BACKOFF_TRIPS)
+        self._set_health(worker, Health.SUSPECT, reason)
+        worker.wake.set()
+
+    def set_model_missing(self, worker: Worker, reason: str) -> None:
+        """The server refused the model: out of rotation until a check shows it loaded."""
+        worker.model_error = reason
+        worker.trips = min(worker.trips + 1, MAX_BACKOFF_TRIPS)
+        self.set_down(worker, reason)
+
+    def set_down(self, worker: Worker, reason: str) -> None:
+        self._set_health(worker, Health.DOWN, reason)
+
+    def _set_health(self, worker: Worker, health: Health, reason: str) -> None:
+        changed = worker.health is not health
+        worker.health, worker.reason = health, reason
+        if health is not Health.HEALTHY:
+            worker.last_error = reason
+        if changed:
+            level = logging.INFO if health is Health.HEALTHY else logging.WARNING
+            log.log(
+                level,
+                "worker %s is %s%s",
+                worker.id,
+                health.value,
+                f": {reason}" if health is not Health.HEALTHY else "",
+            )
+            self.hub.emit("worker", worker=worker.id, health=health.value, reason=reason)
+            self.notify()
+
+    # -- health checks --------------------------------------------------------------
+    def _client(self, worker: Worker) -> httpx.AsyncClient:
+        client = self._clients.get(worker.id)
+        if client is None:
+            cfg = worker.config
+            timeout = cfg.timeout or self.settings.request_timeout
+            headers = {"Authorization": f"Bearer {cfg.api_key.reveal()}"} if cfg.api_key else {}
+            client = httpx.AsyncClient(
+                base_url=cfg.base_url,
+                headers=headers,
+                timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+                limits=httpx.Limits(max_connections=cfg.max_concurrent_requests + 4),
+            )
+            self._clients[worker.id] = client
+        return client
+
+    async def check(self, worker: Worker, *, detailed: bool = False) -> None:
+        """Probe one worker now and update its health."""
+        started = time.monotonic()
+        try:
+            info = await wait_within(
+                self._probe(worker, detailed or worker.health is not Health.HEALTHY),
+                self.settings.probe_timeout,
+            )
+        except (asyncio.TimeoutError, WorkerError, httpx.HTTPError, OSError) as exc:
+            if isinstance(exc, asyncio.TimeoutError) and worker.in_flight:
+                # Busy with our own requests (llama.cpp's server answers /v1/models only
+                # between generations): inconclusive; the requests' own timeouts judge it.
+                log.debug("health check of busy worker %s timed out", worker.id)
+                return
+            if isinstance(exc, asyncio.TimeoutError):
+                reason = f"no answer to a health check within {self.settings.probe_timeout:g} s"
+            elif isinstance(exc, WorkerError):
+                reason = exc.detail
+            else:
+                reason = f"cannot reach {worker.config.base_url} ({type(exc).__name__})"
+            worker.checked_at = time.time()
+            self.set_down(worker, reason)
+            return
+        worker.checked_at = time.time()
+        worker.probe_latency = time.monotonic() - started
+        self._apply(worker, info)
+
+    async def _probe(self, worker: Worker, detailed: bool) -> ServerInfo:
+        client = self._client(worker)
+        if worker.backend is None:
+            kind = worker.config.type
+            if kind == "auto":
+                detected = await detect_type(
+                    client, worker.config.port, self.settings.probe_timeout
+                )
+                if detected is None:
+                    raise WorkerError(
+                        f"{worker.config.base_url} answers, but not as LM Studio, Ollama or an "
+                        "OpenAI-compatible server; give its type explicitly",
+                        worker=worker.id,
+                    )
+                worker.config = replace(worker.config, type=detected)
+            worker.backend = make_backend(worker.config, client)
+        return await worker.backend.probe(detailed=detailed)
+
+    def _apply(self, worker: Worker, info: ServerInfo) -> None:
+        worker.models = info.models
+        names = ", ".join(m.id for m in info.models[:8]) or "none"
+        wanted = worker.config.model
+        chosen = (
+            info.find(wanted)
+            if wanted
+            else (
+                next((m for m in info.models if m.loaded), None)
+                or (info.models[0] if info.models else None)
+            )
+        )
+        if chosen is None:
+            what = f"model {wanted!r} is not on this server" if wanted else "no model is available"
+            self.set_down(
+                worker,
+                f'{what} (it has: {names}); load or pull it there, or set the worker\'s "model"',
+            )
+            return
+        if worker.model_error and chosen.loaded is False:
+            # It refused to load the model on demand before; a listing alone is no proof.
+            self.set_down(worker, worker.model_error)
+            return
+        worker.model_error = None
+        worker.model = wanted or chosen.id
+        worker.model_loaded = chosen.loaded
+        windows = [
+            w
+            for w in (chosen.context_length, info.context_length, worker.config.context_length)
+            if w
+        ]
+        if windows:
+            worker.context_length = min(windows)
+        if worker.health is not Health.HEALTHY and worker.trips:
+            # A worker that failed requests sits out a while even when its checks pass.
+            worker.paused_until = time.monotonic() + min(
+                2.0**worker.trips, self.settings.health_check_interval
+            )
+        worker.consecutive_failures = 0
+        self._set_health(worker, Health.HEALTHY, "")
+
+    async def _watch(self, worker: Worker) -> None:
+        backoff = 1.0
+        while not self._closed:
+            if worker.health is Health.HEALTHY:
+                delay, backoff = self.settings.health_check_interval, 1.0
+            elif worker.health is Health.SUSPECT:
+                delay = 0.0
+            else:
+                delay = backoff
+                backoff = min(backoff * 2, self.settings.health_check_interval)
+            if delay:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await wait_within(worker.wake.wait(), delay)
+            worker.wake.clear()
+            await self.check(worker)
