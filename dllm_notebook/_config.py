@@ -19,7 +19,27 @@ from urllib.parse import urlsplit
 
 from ._errors import ConfigError, ConfigProblem
 
-__all__ = ["DEFAULT_PORTS", "WORKER_TYPES", "ClusterSettings", "Secret", "WorkerConfig"]
+__all__ = [
+    "CACHE_ENV",
+    "DEFAULT_PORTS",
+    "WORKER_TYPES",
+    "ClusterSettings",
+    "Secret",
+    "WorkerConfig",
+    "cache_dir",
+]
+
+CACHE_ENV = "DLLM_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """The user cache folder (models, the user result store, shared files): ``$DLLM_CACHE_DIR``
+    if set, else the platform's user cache."""
+    from platformdirs import user_cache_dir
+
+    override = os.environ.get(CACHE_ENV)
+    return Path(override).expanduser() if override else Path(user_cache_dir("dllm_notebook"))
+
 
 log = logging.getLogger("dllm_notebook")
 

@@ -29,7 +29,7 @@ from types import ModuleType
 from typing import Any
 
 from .._errors import DllmError
-from .papers import (
+from .paper import (
     EMPTY_FILE_MESSAGE,
     Paper,
     PaperStatus,
