@@ -61,9 +61,10 @@ class Cluster:
 
     Settings (keyword arguments, or top-level keys of the config file):
     ``health_check_interval`` (30 s), ``request_timeout`` (300 s), ``max_retries`` (3),
-    ``max_concurrent_batch`` (50), ``no_worker_timeout`` (120 s), ``probe_timeout`` (10 s),
-    ``hedge`` (True: a straggler at the end of a batch gets a second copy on an idle faster
-    worker; the first answer wins).
+    ``max_concurrent_batch`` (``"auto"``: every slot of every healthy worker; a number caps
+    it), ``no_worker_timeout`` (120 s), ``probe_timeout`` (10 s), ``hedge`` (True: a
+    straggler at the end of a batch gets a second copy on an idle faster worker; the first
+    answer wins).
 
     ``scheduler`` decides where each task goes; the default, ``EarliestFinish``, learns each
     worker's speed and puts the largest work first where it finishes soonest (see
@@ -103,7 +104,8 @@ class Cluster:
             seen.add(cfg.id)
         self.settings = make_settings(options, settings)
         slots = sum(c.max_concurrent_requests for c in configs)
-        if slots > self.settings.max_concurrent_batch:
+        cap = self.settings.max_concurrent_batch
+        if cap != "auto" and slots > cap:
             log.warning(
                 "the workers take %d requests at once, but max_concurrent_batch caps the "
                 "cluster at %d; raise it (a top-level setting or keyword) to use every slot",

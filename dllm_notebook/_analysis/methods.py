@@ -193,7 +193,9 @@ class Analyses:
         store = self.store() if call.cache else None
         # Enough queued tasks for the scheduler to put the largest first across a whole
         # typical batch (100 papers x 5 prompts), still a bounded number for huge ones.
-        window = max(1024, 4 * self.settings.max_concurrent_batch)
+        cap = self.settings.max_concurrent_batch
+        slots = sum(w.config.max_concurrent_requests for w in self.pool.workers)
+        window = max(1024, 4 * (slots if cap == "auto" else cap))
         run = Runner(analysis, store, reuse=not call.refresh, window=window)
         try:
             run.start()

@@ -176,7 +176,12 @@ class WorkerPool:
 
     # -- slots ----------------------------------------------------------------------
     def capacity_left(self) -> int:
-        return self.settings.max_concurrent_batch - self.in_flight
+        """Requests the cluster may still start: up to ``max_concurrent_batch``, or with
+        ``"auto"`` up to every slot of every healthy worker."""
+        cap = self.settings.max_concurrent_batch
+        if cap == "auto":
+            cap = sum(w.limit for w in self.workers if w.health is Health.HEALTHY)
+        return cap - self.in_flight
 
     def acquire(self, worker: Worker) -> None:
         worker.in_flight += 1
