@@ -52,7 +52,7 @@ __version__ = "0.1.0"
 
 
 def _register_accessor() -> None:
-    from ._results import frames  # noqa: F401  (registers DataFrame.dllm)
+    from ._results import accessor  # noqa: F401  (registers DataFrame.dllm)
 
 
 # pandas is imported only when a table is built, so `import dllm_notebook` stays quick; the
@@ -62,7 +62,7 @@ _when_imported("pandas", _register_accessor)
 
 def __getattr__(name: str) -> _Any:
     if name == "DllmAccessor":
-        from ._results.frames import DllmAccessor
+        from ._results.accessor import DllmAccessor
 
         return DllmAccessor
     raise AttributeError(f"module 'dllm_notebook' has no attribute {name!r}")

@@ -41,7 +41,8 @@ def test_sample_papers_research_preset_every_cell_is_its_own(lab: FakeLab) -> No
     with Cluster(urls, **FAST) as cluster:
         df = cluster.analyze(SAMPLE_PAPERS, preset="research", progress=False)
     papers = load_papers(SAMPLE_PAPERS)
-    assert list(df.columns) == RESEARCH
+    assert list(df.columns) == [*RESEARCH, "title", "authors", "year", "doi", "venue", "source"]
+    assert list(df.dllm.answers().columns) == RESEARCH  # the answers come first
     assert list(df.index) == [p.name for p in papers]
     assert len(df) == 5
     preset = load_preset("research")
@@ -64,6 +65,7 @@ def test_long_form_columns_and_provenance(lab: FakeLab) -> None:
         "title",
         "prompt",
         "answer",
+        "value",
         "status",
         "error",
         "worker",
@@ -72,12 +74,19 @@ def test_long_form_columns_and_provenance(lab: FakeLab) -> None:
         "completion_tokens",
         "latency_s",
         "fit",
+        "evidence",
+        "quotes",
+        "authors",
+        "year",
+        "doi",
+        "venue",
+        "source",
     ]
     assert set(long["status"]) == {"ok"} and set(long["fit"]) == {"whole"}
     assert long["worker"].notna().all() and (long["completion_tokens"] > 0).all()
     assert long["title"].str.len().min() > 5
     wide = long.dllm.wide()
-    assert list(wide.columns) == ["gist"] and len(wide) == 5
+    assert list(wide.dllm.answers().columns) == ["gist"] and len(wide) == 5
     pd.testing.assert_frame_equal(wide.dllm.long(), long)  # one call away, provenance kept
 
 
@@ -248,6 +257,7 @@ def test_exports_round_trip(lab: FakeLab, tmp_path: Path) -> None:
         frame.to_parquet(tmp_path / f"{name}.parquet")
         back = pd.read_parquet(tmp_path / f"{name}.parquet")
         pd.testing.assert_frame_equal(back, frame, check_like=False)
+        assert back.attrs["dllm_run"] == long.attrs["dllm_run"]  # Parquet keeps the run
         frame.to_csv(tmp_path / f"{name}.csv")
         assert (tmp_path / f"{name}.csv").read_text().count("\n") >= len(frame) + 1
     report = long.dllm.to_json_report(tmp_path / "report.json")

@@ -48,7 +48,7 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30.0) 
 
 def answered(frame: pd.DataFrame) -> int:
     """Answers in a wide table."""
-    return int(frame.notna().sum().sum())
+    return int(frame.dllm.answers().notna().sum().sum())
 
 
 def test_submit_returns_at_once_and_the_notebook_stays_free(lab: FakeLab) -> None:
@@ -73,7 +73,7 @@ def test_submit_returns_at_once_and_the_notebook_stays_free(lab: FakeLab) -> Non
         df = job.result()
 
     assert job.status == "finished" and job.done()
-    assert answered(df) == 12 and list(df.columns) == ["topic"]
+    assert answered(df) == 12 and list(df.dllm.answers().columns) == ["topic"]
     assert job.progress.done == job.progress.total == 12
     order = [r.digest for r in sorted(lab.log.generations(), key=lambda r: r.received_at)]
     ask = order.index(prompt_digest("A question of its own"))

@@ -142,10 +142,11 @@ def check_review(notebook: Any, out: Path) -> None:
     assert html_rows(cell(notebook, "long")) == 25
 
     assert "read back from Parquet unchanged: True" in printed(cell(notebook, "export"))
+    assert "same dtypes: True" in printed(cell(notebook, "export"))
     table = pd.read_parquet(out / "review.parquet")
     assert sorted(table.index) == PAPER_NAMES
     assert list(table.columns)[:2] == ["research_question", "methodology"]
-    assert table.notna().all().all()
+    assert table.dllm.answers().notna().all().all()
     assert len(pd.read_csv(out / "review.csv")) == 5
     assert len(pd.read_parquet(out / "review_long.parquet")) == 25
     assert json.loads((out / "report.json").read_text())["successful"] == 25

@@ -113,7 +113,7 @@ def test_rerun_is_answered_from_the_store(lab: FakeLab, tmp_path: Path) -> None:
     assert job is not None and (job.progress.cached, job.progress.ok) == (6, 0)
     assert "6 from the result store" in again.attrs["dllm_summary"]
     wide = again.dllm.wide()
-    assert wide.notna().all().all() and again.dllm.failures().empty
+    assert wide.dllm.answers().notna().all().all() and again.dllm.failures().empty
 
 
 def test_refresh_and_cache_off(lab: FakeLab, tmp_path: Path) -> None:
@@ -276,7 +276,7 @@ def test_api_keys_never_reach_the_store(lab: FakeLab, tmp_path: Path) -> None:
 
 
 # -- the file ---------------------------------------------------------------------------------
-def test_store_from_migration_1_opens_after_migration_2(tmp_path: Path) -> None:
+def test_a_store_from_migration_1_opens_after_the_later_ones(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite"
     conn = sqlite3.connect(path, isolation_level=None)
     assert migrate(conn, upto=1) == 1
@@ -291,9 +291,11 @@ def test_store_from_migration_1_opens_after_migration_2(tmp_path: Path) -> None:
     conn.execute("INSERT INTO cache (key, call_id) VALUES ('k1', 1)")
     conn.close()
     store = ResultStore(path)
-    assert store.schema_version() == len(MIGRATIONS) == 2
+    assert store.schema_version() == len(MIGRATIONS) == 3
     indexes = {row[0] for row in store.connection().execute("SELECT name FROM sqlite_master")}
     assert {"calls_by_paper", "calls_by_worker"} <= indexes
+    cells = {row[1] for row in store.connection().execute("PRAGMA table_info(cells)")}
+    assert {"value", "evidence", "quotes", "authors", "year", "doi", "venue", "source"} <= cells
     history = store.history(paper="old.txt", worker="mac")
     assert history["answer"].tolist() == ["An old answer"] and history["cached"].all()
     assert store.lookup(["k1"])["k1"][1].text == "An old answer"
@@ -319,6 +321,7 @@ def test_unusable_files_say_what_to_do(tmp_path: Path) -> None:
 WRITER = textwrap.dedent(
     """
     import sys, time
+    from dllm_notebook._results.cells import ROW_FIELDS
     from dllm_notebook._results.store import CallRecord, ResultStore
     store = ResultStore(sys.argv[1])
     store.connection()
@@ -330,7 +333,7 @@ WRITER = textwrap.dedent(
         key = f"{sys.argv[2]}-{i}"
         call = CallRecord(**{**empty, "run_id": "r", "at": time.time(), "key": key,
                              "request_key": key, "prompt_sha256": key, "answer": "yes"})
-        store.record(call, [("r-" + sys.argv[2], i) + (None,) * 13])
+        store.record(call, [("r-" + sys.argv[2], i) + (None,) * len(ROW_FIELDS)])
     """
 )
 

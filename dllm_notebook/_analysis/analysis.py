@@ -360,13 +360,14 @@ class Analysis:
 
         Works during or after an interrupted run too: unfinished cells are ``pending``.
         """
-        from .._results.frames import SUMMARY_ATTR, long_frame, wide_frame
+        from .._results.frames import PROMPTS_ATTR, SUMMARY_ATTR, long_frame, wide_frame
 
         elapsed = 0.0 if elapsed is None else elapsed
         summary = self.summary(elapsed)
         columns = build_columns(self.sink, self.total, self._pending, LONG_COLUMNS)
         table = long_frame(columns, run_id=self.run_id, elapsed_s=elapsed, store=self.store_path)
         table.attrs[SUMMARY_ATTR] = summary
+        table.attrs[PROMPTS_ATTR] = {p.name: {"type": "text"} for p in self.prompts}
         return table if long else wide_frame(table)
 
     def summary(self, elapsed: float) -> str:

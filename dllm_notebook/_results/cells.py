@@ -10,6 +10,7 @@ never finished (an interrupted run) appear as ``pending``.
 from __future__ import annotations
 
 import heapq
+import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
@@ -18,10 +19,18 @@ from typing import Any, Protocol, cast
 from .._prompts.templates import Prompt
 from .._reading.paper import Paper
 from .._types import Answer
-from .columns import LONG_COLUMNS
+from .columns import JSON_COLUMNS, LONG_COLUMNS
 from .statuses import PENDING
 
-__all__ = ["ROW_FIELDS", "Cell", "CellSink", "MemoryCells", "build_columns", "merge_rows"]
+__all__ = [
+    "ROW_FIELDS",
+    "Cell",
+    "CellSink",
+    "MemoryCells",
+    "build_columns",
+    "decode_json",
+    "merge_rows",
+]
 
 ROW_FIELDS = (*LONG_COLUMNS, "error_type")
 """A finished cell's values, in this order: the long form's columns, then ``error_type``."""
@@ -54,6 +63,12 @@ class Cell:
     latency_s: float = 0.0
     error_type: str | None = None
     fresh: bool = False
+    value: Any = None
+    """The typed value (``None`` for a text prompt: the answer is its value)."""
+    quotes: list[dict[str, Any]] | None = None
+    """Supporting quotes, checked against the paper: ``{text, page, match}`` each."""
+    evidence: str | None = None
+    """``verified``, ``unverified`` or ``none`` when the prompt asks for evidence."""
     parts: dict[tuple[int, ...], Answer | None] = field(default_factory=dict)
     """The answers of its parts while it is chunked, by part (see ``_analysis``)."""
 
@@ -68,11 +83,14 @@ class Cell:
     def values(self) -> Row:
         """This cell's row, in :data:`ROW_FIELDS` order."""
         latency = self.latency_s if self.answer is not None or self.latency_s else None
+        paper = self.paper
+        authors = [paper.authors] if paper.authors else None
         return (
-            self.paper.name,
-            self.paper.title,
+            paper.name,
+            paper.title,
             self.prompt.name,
             self.answer,
+            _json(self.value),
             self.status,
             self.error,
             self.worker,
@@ -81,8 +99,25 @@ class Cell:
             self.completion_tokens,
             latency,
             self.fit,
+            self.evidence,
+            _json(self.quotes),
+            _json(authors),
+            None,
+            None,
+            None,
+            None,
             self.error_type,
         )
+
+
+def _json(value: Any) -> str | None:
+    """A Python value as the store keeps it (see ``columns.JSON_COLUMNS``)."""
+    return None if value is None else json.dumps(value, ensure_ascii=False)
+
+
+def decode_json(text: Any) -> Any:
+    """The Python value of a JSON column's stored text."""
+    return json.loads(text) if isinstance(text, str) else None
 
 
 class CellSink(Protocol):
@@ -164,6 +199,9 @@ def build_columns(
             ]
             text = pa.chunked_array(chunks, type=pa.large_string())
             arrays[name] = pd.arrays.ArrowStringArray(text)
+        elif name in JSON_COLUMNS:
+            decoded = [decode_json(v) for v in values]
+            arrays[name] = pd.array(decoded, dtype=object)
         else:
             arrays[name] = pd.array(list(values), dtype=cast(Any, dtype))
     return arrays

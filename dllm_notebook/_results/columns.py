@@ -1,17 +1,18 @@
 """The long result table's columns and their dtypes: shared by the store and the tables.
 
-Kept apart from ``_results`` so that modules which only need the names do not import pandas.
+Kept apart from ``frames`` so that modules which only need the names do not import pandas.
 """
 
 from __future__ import annotations
 
-__all__ = ["LONG_COLUMNS"]
+__all__ = ["JSON_COLUMNS", "LONG_COLUMNS", "META_COLUMNS"]
 
 LONG_COLUMNS = {
     "paper": "string",
     "title": "string",
     "prompt": "string",
     "answer": "string",
+    "value": "string",
     "status": "string",
     "error": "string",
     "worker": "string",
@@ -20,5 +21,26 @@ LONG_COLUMNS = {
     "completion_tokens": "Int64",
     "latency_s": "Float64",
     "fit": "string",
+    "evidence": "string",
+    "quotes": "string",
+    "authors": "object",
+    "year": "Int64",
+    "doi": "string",
+    "venue": "string",
+    "source": "string",
 }
-"""The long form's columns and their dtypes (nullable, so Parquet round-trips exactly)."""
+"""The long form's columns and their dtypes (nullable, so Parquet round-trips exactly).
+
+``answer`` is the model's text. ``value`` is a typed prompt's value as JSON text (an int,
+a float, a bool, one of the choices or a list: ``json.loads`` it, or use the wide table,
+whose columns have real dtypes; missing for a text prompt and for an answer that did not
+match its type). ``evidence`` is ``verified``, ``unverified`` or ``none``, and ``quotes``
+the checked quotes as JSON text, a list of ``{text, page, match}`` (``df.dllm.evidence()``
+gives them as a table). JSON text keeps a long table with several types in one column
+writable to Parquet. The paper's reference metadata follows."""
+
+META_COLUMNS = ("title", "authors", "year", "doi", "venue", "source")
+"""The paper's reference metadata, in the order the wide table shows it after the prompts."""
+
+JSON_COLUMNS = frozenset({"authors"})
+"""Columns that hold Python values (lists): the store keeps them as JSON text."""

@@ -112,6 +112,19 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         CREATE INDEX calls_by_worker ON calls(worker);
         """,
     ),
+    (
+        "typed values, evidence and reference metadata in cells",
+        """
+        ALTER TABLE cells ADD COLUMN value TEXT;
+        ALTER TABLE cells ADD COLUMN evidence TEXT;
+        ALTER TABLE cells ADD COLUMN quotes TEXT;
+        ALTER TABLE cells ADD COLUMN authors TEXT;
+        ALTER TABLE cells ADD COLUMN year INTEGER;
+        ALTER TABLE cells ADD COLUMN doi TEXT;
+        ALTER TABLE cells ADD COLUMN venue TEXT;
+        ALTER TABLE cells ADD COLUMN source TEXT;
+        """,
+    ),
 )
 """Migration ``n`` (1-based) is ``MIGRATIONS[n - 1]``: a description and its SQL. Only ever
 append: a store records the number it has reached, and opening it runs the rest."""

@@ -1,0 +1,66 @@
+"""``df.dllm``: the accessor on every result table.
+
+Registered on pandas as soon as pandas is imported (see ``dllm_notebook/__init__``). That
+hook can run while ``frames`` is still importing pandas, so ``frames`` is used as a module
+(its functions are looked up when called).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import pandas as pd
+
+from . import frames
+from .columns import META_COLUMNS
+from .statuses import ANSWERED
+
+__all__ = ["DllmAccessor"]
+
+
+@pd.api.extensions.register_dataframe_accessor("dllm")
+class DllmAccessor:
+    """``df.dllm``: switch between the long and wide forms and export reports."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self._frame = frame
+
+    @property
+    def is_long(self) -> bool:
+        return {"paper", "prompt", "answer"} <= set(self._frame.columns)
+
+    def wide(self) -> pd.DataFrame:
+        """The paper x prompt table."""
+        return frames.wide_frame(self._frame) if self.is_long else self._frame
+
+    def long(self) -> pd.DataFrame:
+        """One row per paper x prompt with provenance (worker, model, tokens, status...)."""
+        return self._frame if self.is_long else frames.long_from_wide(self._frame)
+
+    def to_json_report(self, path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+        """Write (when ``path`` is given) and return the original tool's JSON report."""
+        report = frames.json_report(self.long())
+        if path is not None:
+            with open(path, "w", encoding="utf-8") as fh:
+                json.dump(report, fh, indent=2, ensure_ascii=False)
+        return report
+
+    def answers(self) -> pd.DataFrame:
+        """The wide table's answer columns alone (one per prompt)."""
+        wide = self.wide()
+        answers: pd.DataFrame = wide[frames.prompt_columns(wide)]
+        return answers
+
+    def meta(self) -> pd.DataFrame:
+        """The papers' reference metadata alone: title, authors, year, doi, venue, source."""
+        wide = self.wide()
+        meta: pd.DataFrame = wide[[c for c in META_COLUMNS if c in wide.columns]]
+        return meta
+
+    def failures(self) -> pd.DataFrame:
+        """The tasks that did not produce an answer, with their errors."""
+        long = self.long()
+        failed: pd.DataFrame = long[~long["status"].isin(ANSWERED)]
+        return failed
