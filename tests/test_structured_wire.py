@@ -13,6 +13,8 @@ import pytest
 from dllm_notebook import Cluster
 from dllm_notebook._prompts.presets import Prompt, load_preset
 from dllm_notebook._reading.pdf import read_pdf
+from dllm_notebook._running.backends import classify_error
+from dllm_notebook._running.backends.structured import rejects_schema
 from dllm_notebook._types import ChatRequest
 from dllm_notebook.testing import Behaviour, FakeLab, FakeServer, RequestRecord
 from dllm_notebook.testing._structured import INVENTED_QUOTES
@@ -162,3 +164,42 @@ def test_an_invalid_answer_is_asked_again_on_another_worker(lab: FakeLab, paper:
     retried = [a for a in answers if a.attempts == 2]
     assert len(retried) == len(bad.log.generations())  # each bad answer asked again once
     assert len(good.log.generations()) == len(papers)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "rejected"),
+    [
+        (
+            400,
+            '{"error": {"code": 400, "message": "Unrecognized request argument supplied: '
+            'response_format"}}',
+            True,
+        ),
+        (
+            500,
+            '{"error": {"code": 500, "message": "response_format type must be one of \\"text\\" '
+            'or \\"json_object\\", but got: json_schema", "type": "server_error"}}',
+            True,
+        ),
+        (
+            400,
+            '{"error": "json: cannot unmarshal object into Go struct field ChatRequest.format '
+            'of type string"}',
+            True,
+        ),
+        (
+            400,
+            '{"error": {"message": "This model\'s maximum context length is 4096 tokens. '
+            'However, you requested 5000 tokens (json_schema)."}}',
+            False,
+        ),
+        (401, '{"error": "invalid api key for response_format"}', False),
+        (400, '{"error": "messages must be a list"}', False),
+        (503, '{"error": "response_format: server busy"}', False),
+    ],
+)
+def test_which_refusals_mean_the_server_cannot_take_a_schema(
+    status: int, body: str, rejected: bool
+) -> None:
+    error = classify_error(status, body, worker="w", model="m")
+    assert rejects_schema(error) is rejected
