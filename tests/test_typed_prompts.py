@@ -24,7 +24,7 @@ name = "design"
 type = "category"
 choices = ["randomized trial", "cohort", "case-control", "other"]
 evidence = true
-template = "{content}\\nWhich design?"
+template = "{content}\\nWhich study design was used?"
 
 [[prompts]]
 name = "summary"
@@ -63,6 +63,16 @@ def test_a_preset_declares_types_choices_and_evidence(tmp_path: Path) -> None:
         "quotes": {"type": "array", "items": {"type": "string"}, "maxItems": 3},
     }
     assert design.schema["required"] == ["answer", "quotes"]
+
+
+def test_str_of_a_typed_preset_shows_what_each_prompt_returns(tmp_path: Path) -> None:
+    lines = str(load_preset(write(tmp_path, TYPED_PRESET))).splitlines()
+    assert lines[1] == "  sample_size (integer): How many participants?"
+    assert lines[2] == (
+        "  design (category: randomized trial | cohort | case-control | other, evidence): "
+        "Which study design was used?"
+    )
+    assert lines[3] == "  summary: summary"  # no line of three words: the name stands in
 
 
 def test_preset_evidence_applies_to_every_prompt_that_does_not_say_otherwise(

@@ -122,8 +122,18 @@ class Preset:
 
     def __str__(self) -> str:
         lines = [f"{self.name}: {self.description}".rstrip(": ")]
-        lines += [f"  {p.name}: {p.instruction()}" for p in self.prompts]
+        lines += [f"  {p.name}{_declared(p)}: {p.instruction()}" for p in self.prompts]
         return "\n".join(lines)
+
+
+def _declared(prompt: Prompt) -> str:
+    """`` (integer, evidence)``: what a prompt declares beyond free text, for ``str()``."""
+    parts = [] if prompt.type == "text" else [prompt.type]
+    if prompt.choices:
+        parts[-1] += ": " + " | ".join(prompt.choices)
+    if prompt.evidence:
+        parts.append("evidence")
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def preset_dirs(search_path: SearchPath = None) -> list[tuple[str, Path]]:
