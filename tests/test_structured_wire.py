@@ -16,8 +16,13 @@ from dllm_notebook._reading.pdf import read_pdf
 from dllm_notebook._running.backends import classify_error
 from dllm_notebook._running.backends.structured import rejects_schema
 from dllm_notebook._types import ChatRequest
-from dllm_notebook.testing import Behaviour, FakeLab, FakeServer, RequestRecord
-from dllm_notebook.testing._structured import INVENTED_QUOTES
+from dllm_notebook.testing import (
+    INVENTED_QUOTES,
+    Behaviour,
+    FakeLab,
+    FakeServer,
+    RequestRecord,
+)
 
 from .conftest import FAST
 from .test_cluster import DIALECTS, url_for
@@ -32,6 +37,9 @@ DESIGN = Prompt(
 )
 CONSTRAINED = [d for d in DIALECTS if d != "exo"]
 WINDOW = {"context_length": 32768}
+# FAST, with room for a loaded machine: these tests count requests, so a timeout's retry
+# would read as a wrong answer's.
+SETTINGS = {**FAST, "request_timeout": 30.0, "probe_timeout": 5.0, "no_worker_timeout": 20.0}
 
 
 @pytest.fixture
@@ -55,7 +63,7 @@ def test_each_dialect_gets_the_schema_in_its_form_and_answers_an_instance(
     lab: FakeLab, paper: str, dialect: str
 ) -> None:
     server = lab.add(dialect, models=["m-1"], **WINDOW)
-    with Cluster([url_for(server.url, dialect)], **FAST) as cluster:
+    with Cluster([url_for(server.url, dialect)], **SETTINGS) as cluster:
         answer = cluster.ask(request(DESIGN, paper))
     parsed = DESIGN.parse_answer(answer.text)
     assert parsed.ok, parsed.error
@@ -87,7 +95,7 @@ def test_every_type_comes_back_as_its_python_value(lab: FakeLab, paper: str, dia
         Prompt("t", "{content}\nWhat is the aim?", evidence=True),
     ]
     server = lab.add(dialect, models=["m-1"], **WINDOW)
-    with Cluster([url_for(server.url, dialect)], **FAST) as cluster:
+    with Cluster([url_for(server.url, dialect)], **SETTINGS) as cluster:
         answers = cluster.map([request(p, paper) for p in prompts])
     values = [p.parse_answer(a.text).value for p, a in zip(prompts, answers, strict=True)]
     assert [type(v) for v in values] == [int, float, bool, list, str]
@@ -99,7 +107,7 @@ def test_a_server_that_refuses_the_schema_gets_it_in_the_prompt_from_then_on(
     lab: FakeLab, paper: str, dialect: str
 ) -> None:
     server = lab.add(dialect, models=["m-1"], behaviour=Behaviour(reject_schema=True), **WINDOW)
-    with Cluster([url_for(server.url, dialect)], **FAST) as cluster:
+    with Cluster([url_for(server.url, dialect)], **SETTINGS) as cluster:
         first = cluster.ask(request(DESIGN, paper))
         assert [(r.status, r.outcome) for r in chat_records(server)] == [
             (400, "bad_request"),  # the schema field, refused
@@ -121,7 +129,7 @@ def test_an_invalid_answer_is_asked_again_once_then_kept_as_it_came(
     lab: FakeLab, paper: str, dialect: str, mode: str
 ) -> None:
     server = lab.add(dialect, models=["m-1"], behaviour=Behaviour(schema_answers=mode), **WINDOW)
-    with Cluster([url_for(server.url, dialect)], **FAST) as cluster:
+    with Cluster([url_for(server.url, dialect)], **SETTINGS) as cluster:
         answer = cluster.ask(request(DESIGN, paper))
     assert answer.ok and answer.attempts == 2
     assert len(server.log.generations()) == 2  # asked once more, then kept
@@ -138,7 +146,7 @@ def test_invented_quotes_are_well_formed_but_not_in_the_paper(
     server = lab.add(
         dialect, models=["m-1"], behaviour=Behaviour(schema_answers="invented_quotes"), **WINDOW
     )
-    with Cluster([url_for(server.url, dialect)], **FAST) as cluster:
+    with Cluster([url_for(server.url, dialect)], **SETTINGS) as cluster:
         answer = cluster.ask(request(DESIGN, paper))
     parsed = DESIGN.parse_answer(answer.text)
     assert parsed.ok and answer.attempts == 1  # the schema cannot tell: verification will
@@ -153,7 +161,7 @@ def test_an_invalid_answer_is_asked_again_on_another_worker(lab: FakeLab, paper:
     prompt = load_preset("research").prompts[0]  # text with evidence
     papers = [paper[i * 500 : i * 500 + 3000] for i in range(6)]
     workers = [url_for(bad.url, "ollama"), url_for(good.url, "llamacpp")]
-    with Cluster(workers, **FAST) as cluster:
+    with Cluster(workers, **SETTINGS) as cluster:
         answers = cluster.map([request(prompt, p) for p in papers])
         good_id = cluster.workers[1].id
     assert bad.log.generations(), "the bad worker took some of the work"
