@@ -7,6 +7,7 @@ Each method has a blocking form for notebook cells and scripts (``ask``) and an 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
@@ -22,6 +23,7 @@ from ._display.reports import check_frame, metrics_frame
 from ._errors import ConfigError, ConfigProblem, DllmError, TaskFailed
 from ._events import Event, EventHub
 from ._loop import bridge, run_sync, submit
+from ._prompts.schemas import answer_validator
 from ._results.history import Filter
 from ._results.store import DEFAULT, ResultStore, resolve_store
 from ._running.chat import ChatStream, StreamStart, astream, chat_request
@@ -256,8 +258,13 @@ class Cluster:
         tokens = request.prompt_tokens_estimate
         if tokens is None:
             tokens = estimate_tokens(request.prompt) + estimate_tokens(request.system or "")
-            request = ChatRequest(request.prompt, request.system, request.options, tokens)
-        return Task(index, request, needed_tokens=tokens + (request.max_tokens or 0))
+            request = dataclasses.replace(request, prompt_tokens_estimate=tokens)
+        return Task(
+            index,
+            request,
+            needed_tokens=tokens + (request.max_tokens or 0),
+            validate=answer_validator(request.schema) if request.schema is not None else None,
+        )
 
     async def _run(
         self, tasks: Sequence[Task], on_result: Callable[[int, Answer], Any] | None = None
@@ -310,7 +317,10 @@ class Cluster:
     def ask(self, prompt: PromptLike, *, system: str | None = None, **options: Any) -> Answer:
         """One answer from the best available worker. Raises TaskFailed if every try failed.
 
-        Options: ``max_tokens``, ``temperature``, ``top_p``, ``seed``, ``stop``.
+        Options: ``max_tokens``, ``temperature``, ``top_p``, ``seed``, ``stop``. A
+        :class:`ChatRequest` with a ``schema`` is sent in each server's structured-output
+        form; an answer that does not follow the schema is asked again once, preferably on
+        another worker, and the second answer is returned as it came.
         """
         return run_sync(self._ask(prompt, system, options), what="ask()")
 

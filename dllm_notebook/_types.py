@@ -16,13 +16,17 @@ class ChatRequest:
     ``options`` holds generation options (``temperature``, ``max_tokens``, ``top_p``,
     ``seed``, ``stop`` ...). Each backend maps them onto its own wire format.
     ``prompt_tokens_estimate`` is the dispatcher's conservative estimate of the prompt's
-    size; the Ollama backend uses it to size ``num_ctx``.
+    size; the Ollama backend uses it to size ``num_ctx``. ``schema`` is the JSON schema
+    the answer must follow (a typed prompt's, see ``_prompts/schemas.py``): each backend
+    sends it in its server's form, or describes it in the prompt where the server cannot
+    constrain its output.
     """
 
     prompt: str
     system: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
     prompt_tokens_estimate: int | None = None
+    schema: Mapping[str, Any] | None = None
 
     @property
     def max_tokens(self) -> int | None:

@@ -177,11 +177,14 @@ def test_an_unknown_preset_lists_what_exists_and_where_it_looked(tmp_path: Path)
         ),
         (
             "[[prompts]]\nname = 'aim'\ntemplate = '{content}'\nquestoin = 'x'\n",
-            ["prompt #1 'aim': unknown key 'questoin' (allowed: name, template, question)"],
+            [
+                "prompt #1 'aim': unknown key 'questoin' "
+                "(allowed: name, template, question, type, choices, evidence)"
+            ],
         ),
         (
             "prompt = []\n[[prompts]]\nname = 'aim'\ntemplate = '{content}'\n",
-            ["unknown key 'prompt' (allowed: description, system, options, prompts)"],
+            ["unknown key 'prompt' (allowed: description, system, evidence, options, prompts)"],
         ),
         (
             "[options]\nmax_token = 5\ntemperature = 'hot'\ntop_p = 2\nstop = [1]\n"

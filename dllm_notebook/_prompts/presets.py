@@ -4,6 +4,7 @@ A preset file looks like this (``presets/research.toml`` ships with the package)
 
     description = "Five short questions about a research paper."
     system = "You answer questions about research papers briefly."   # optional
+    evidence = true               # optional: every prompt asks for supporting quotes
 
     [options]                     # optional generation options
     max_tokens = 200
@@ -11,6 +12,7 @@ A preset file looks like this (``presets/research.toml`` ships with the package)
 
     [[prompts]]
     name = "research_question"    # the results column
+    type = "text"                 # optional: text | integer | number | boolean | category | list
     template = \"\"\"Read the paper below, then answer in one or two sentences.
 
     Title: {title}
@@ -48,8 +50,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Union
 
-from .._errors import PresetError, TemplateError
-from .templates import Prompt, PromptsArg, make_prompts
+from .._errors import PresetError
+from .specs import prompt_from_table, prompts_from_code
+from .templates import Prompt, PromptsArg
 
 # tomllib is new in Python 3.11; tomli (a dependency on 3.10) is the same parser.
 _toml: Any = importlib.import_module("tomllib" if sys.version_info >= (3, 11) else "tomli")
@@ -91,8 +94,7 @@ _OPTIONS: dict[str, tuple[str, float | None, float | None]] = {
     "frequency_penalty": ("number", -2, 2),
     "stop": ("stop", None, None),
 }
-_TOP_KEYS = ("description", "system", "options", "prompts")
-_PROMPT_KEYS = ("name", "template", "question")
+_TOP_KEYS = ("description", "system", "evidence", "options", "prompts")
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,9 @@ class Preset:
     options: Mapping[str, Any] = field(default_factory=dict, hash=False)
     source: Path | None = None
     """The file it was loaded from (``None`` for prompts given in code)."""
+    evidence: bool = False
+    """The preset's ``evidence = true``: each prompt that does not say otherwise asks for
+    supporting quotes (see :attr:`Prompt.evidence`)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
@@ -117,8 +122,18 @@ class Preset:
 
     def __str__(self) -> str:
         lines = [f"{self.name}: {self.description}".rstrip(": ")]
-        lines += [f"  {p.name}: {p.instruction()}" for p in self.prompts]
+        lines += [f"  {p.name}{_declared(p)}: {p.instruction()}" for p in self.prompts]
         return "\n".join(lines)
+
+
+def _declared(prompt: Prompt) -> str:
+    """`` (integer, evidence)``: what a prompt declares beyond free text, for ``str()``."""
+    parts = [] if prompt.type == "text" else [prompt.type]
+    if prompt.choices:
+        parts[-1] += ": " + " | ".join(prompt.choices)
+    if prompt.evidence:
+        parts.append("evidence")
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def preset_dirs(search_path: SearchPath = None) -> list[tuple[str, Path]]:
@@ -213,7 +228,9 @@ def resolve_preset(
         if isinstance(preset, Preset):
             return preset
         return load_preset(DEFAULT_PRESET if preset is None else preset, search_path=search_path)
-    return Preset(name="custom", description="prompts given in code", prompts=make_prompts(prompts))
+    return Preset(
+        name="custom", description="prompts given in code", prompts=prompts_from_code(prompts)
+    )
 
 
 def resolve_prompts(
@@ -287,8 +304,12 @@ def _build(data: Mapping[str, Any], *, name: str, source: Path) -> Preset:
     if not isinstance(raw_prompts, list) or not raw_prompts:
         problems.append("no prompts: add at least one [[prompts]] table with name and template")
         raw_prompts = []
+    evidence = data.get("evidence", False)
+    if not isinstance(evidence, bool):
+        problems.append("'evidence' must be true or false")
+        evidence = False
     for number, raw in enumerate(raw_prompts, start=1):
-        prompt = _build_prompt(raw, number, problems)
+        prompt = prompt_from_table(raw, number, problems, evidence=evidence)
         if prompt is None:
             continue
         if prompt.name in (p.name for p in prompts):
@@ -308,36 +329,8 @@ def _build(data: Mapping[str, Any], *, name: str, source: Path) -> Preset:
         system=system.strip() if isinstance(system, str) and system.strip() else None,
         options=dict(options),
         source=source,
+        evidence=evidence,
     )
-
-
-def _build_prompt(raw: object, number: int, problems: list[str]) -> Prompt | None:
-    if not isinstance(raw, Mapping):
-        problems.append(f"prompt #{number}: must be a [[prompts]] table")
-        return None
-    name = raw.get("name")
-    label = f"prompt #{number}" + (f" {name!r}" if isinstance(name, str) else "")
-    problems += [
-        f"{label}: unknown key {k!r} (allowed: {', '.join(_PROMPT_KEYS)})"
-        for k in raw
-        if k not in _PROMPT_KEYS
-    ]
-    template = raw.get("template")
-    if name is None:
-        problems.append(f"{label}: missing 'name' (the results column, e.g. 'key_findings')")
-    if not isinstance(template, str) or not template.strip():
-        problems.append(f"{label}: missing 'template' (the text sent, with {{content}})")
-        return None
-    if name is None:
-        return None
-    try:
-        prompt = Prompt(name, template, question=raw.get("question"))
-    except TemplateError as exc:
-        problems.append(f"{label}: {exc}".replace("\n", "\n    "))
-        return None
-    if "content" not in prompt.placeholders:
-        problems.append(f"{label}: the template never uses {{content}}, so no paper text is sent")
-    return prompt
 
 
 def _check_options(options: Mapping[str, Any]) -> list[str]:

@@ -19,10 +19,11 @@ import difflib
 import keyword
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TypeAlias
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeAlias
 
-from .._errors import TemplateError
+from .._errors import PresetError, TemplateError
+from .schemas import AnswerSpec, ParsedAnswer, answer_problems
 
 __all__ = [
     "PLACEHOLDERS",
@@ -32,6 +33,7 @@ __all__ = [
     "check_prompt_name",
     "instruction_line",
     "make_prompts",
+    "prompt_from_text",
     "render_prompt",
 ]
 
@@ -210,15 +212,24 @@ class Prompt:
     long paper are combined. When it is not given it is taken from a ``Question:`` line of
     the template, else from the template's first line of text.
 
+    ``type`` declares the answer (``text``, ``integer``, ``number``, ``boolean``,
+    ``category`` with ``choices``, or ``list``) and ``evidence`` asks for up to three
+    supporting quotes; a typed prompt, or one with evidence, is sent with :attr:`schema`.
+    A wrong ``type`` or bad ``choices`` is a :class:`PresetError`.
+
     >>> prompt = Prompt("methods", "Summarise the methods of {title}.\\n\\n{content}\\n\\nAnswer:")
     >>> prompt.instruction(title="On wheat")
     'Summarise the methods of On wheat.'
+    >>> Prompt("design", "{content}\\nWhich design?", type="category", choices=["trial", "cohort"])
 
     """
 
     name: str
     template: str
     question: str | None = None
+    type: str = "text"
+    choices: tuple[str, ...] | None = None
+    evidence: bool = False
     _parsed: Template = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -229,7 +240,34 @@ class Prompt:
         parsed.validate(what=f"prompt {self.name!r}")
         if self.question is not None and not isinstance(self.question, str):
             raise TemplateError(f"prompt {self.name!r}: 'question' must be a string.")
+        problems = answer_problems(self.type, self.choices, self.evidence)
+        if problems:
+            lines = "\n".join(f"  - {key}: {message}" for key, message in problems)
+            raise PresetError(
+                f"prompt {self.name!r} declares its answer wrongly:\n{lines}\n"
+                "See docs/prompts.md (Typed answers)."
+            )
+        if self.choices is not None:
+            object.__setattr__(self, "choices", tuple(self.choices))
         object.__setattr__(self, "_parsed", parsed)
+
+    @property
+    def spec(self) -> AnswerSpec:
+        """What the prompt declares about its answer."""
+        return AnswerSpec(self.type, self.choices, self.evidence)
+
+    @property
+    def schema(self) -> dict[str, Any] | None:
+        """The JSON schema of the answer object; ``None`` for free text without evidence."""
+        return self.spec.schema
+
+    def parse_answer(self, raw: str) -> ParsedAnswer:
+        """Parse and validate a model's raw answer (see :func:`.schemas.parse_answer`)."""
+        return self.spec.parse(raw)
+
+    def with_evidence(self, evidence: bool = True) -> Prompt:
+        """The same prompt, asking (or no longer asking) for supporting quotes."""
+        return self if self.evidence == evidence else replace(self, evidence=evidence)
 
     @property
     def placeholders(self) -> tuple[str, ...]:
@@ -285,7 +323,13 @@ def make_prompts(prompts: PromptsArg) -> tuple[Prompt, ...]:
     if isinstance(prompts, str):
         prompts = [prompts]
     if isinstance(prompts, Mapping):
-        items: list[Prompt] = [_prompt_from_text(n, t) for n, t in prompts.items()]
+        items: list[Prompt] = []
+        for name, text in prompts.items():
+            if not isinstance(text, str):
+                raise TemplateError(
+                    f"prompt {name!r}: a template must be a string, not {type(text).__name__}"
+                )
+            items.append(prompt_from_text(name, text))
     elif isinstance(prompts, Iterable):
         items = []
         taken: set[str] = set()
@@ -293,7 +337,7 @@ def make_prompts(prompts: PromptsArg) -> tuple[Prompt, ...]:
             if isinstance(item, Prompt):
                 items.append(item)
             elif isinstance(item, str):
-                items.append(_prompt_from_text(_auto_name(item, index, taken), item))
+                items.append(prompt_from_text(_auto_name(item, index, taken), item))
             else:
                 raise TemplateError(
                     f"prompt #{index} is a {type(item).__name__}; give strings, "
@@ -314,7 +358,9 @@ def make_prompts(prompts: PromptsArg) -> tuple[Prompt, ...]:
     return tuple(items)
 
 
-def _prompt_from_text(name: str, text: str) -> Prompt:
+def prompt_from_text(name: str, text: str) -> Prompt:
+    """A text prompt from one string: a template, or a bare question wrapped in
+    :data:`QUESTION_TEMPLATE`."""
     parsed = Template(text)
     if not parsed.placeholders and not parsed.problems:
         question = parsed.render().strip()  # a bare question; "{{" in it means "{"
@@ -347,5 +393,6 @@ def render_prompt(prompt: Prompt | Template | str, paper_fields: PaperFields) ->
     return template.render_fields(paper_fields)
 
 
-PromptsArg: TypeAlias = "str | Mapping[str, str] | Sequence[str | Prompt]"
-"""What ``prompts=`` accepts (see :func:`make_prompts`)."""
+PromptsArg: TypeAlias = "str | Mapping[str, str | Mapping[str, Any]] | Sequence[str | Prompt]"
+"""What ``prompts=`` accepts (see :func:`make_prompts`; dict entries that are tables are
+read by :func:`.specs.prompts_from_code`)."""

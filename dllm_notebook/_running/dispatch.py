@@ -39,6 +39,8 @@ __all__ = ["Dispatcher", "Task"]
 log = logging.getLogger("dllm_notebook")
 
 MAX_OVERLOAD_REQUEUES = 50
+MAX_INVALID_RETRIES = 1
+"""An answer that fails its task's ``validate`` is asked again this many times."""
 SWEEP_SECONDS = 1.0
 ResultCallback = Callable[[int, Answer], "Sequence[Task] | None"]
 """Called once per task with its answer; may return follow-up tasks (e.g. a combine step)."""
@@ -321,6 +323,8 @@ class Dispatcher:
             self.scheduler.observe(attempt, outcome, latency)
             if task.settled:
                 return None  # the other copy won a moment earlier
+            if self._ask_again(task, outcome, worker.id):
+                return None if others else self._requeue(batch, task)
             for other in others:  # the hedge lost: stop it
                 job = batch.jobs.get(other)
                 if job is not None:
@@ -361,6 +365,19 @@ class Dispatcher:
         if not error.retryable or task.attempts > self.settings.max_retries:
             return task, self._failure(task, error)
         return self._requeue(batch, task)
+
+    @staticmethod
+    def _ask_again(task: Task, completion: Completion, worker: str) -> bool:
+        """Whether an answer fails the task's check and may be asked for again."""
+        if task.validate is None or task.invalid_retries >= MAX_INVALID_RETRIES:
+            return False
+        problem = task.validate(completion.text)
+        if problem is None:
+            return False
+        task.invalid_retries += 1
+        task.attempts += 1
+        log.info("task %d: invalid answer from %s (%s); asking again", task.index, worker, problem)
+        return True
 
     def _requeue(self, batch: _Batch, task: Task) -> tuple[Task, Answer] | None:
         failed = self._enqueue(batch, [task])

@@ -8,7 +8,7 @@ executes, the scheduler (``scheduler``, ``earliest_finish``) decides.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -32,8 +32,12 @@ class Task:
     """Prompt plus answer, in estimated tokens: workers with a smaller window are skipped."""
     kind: str = ""
     """Tasks of one kind (the same prompt) have answers of similar length."""
+    validate: Callable[[str], str | None] | None = None
+    """What is wrong with an answer's text (``None``: nothing). An answer with a problem is
+    asked again once, preferably on another worker; the next answer is kept either way."""
     attempts: int = 0
     overloads: int = 0
+    invalid_retries: int = 0
     tried: set[str] = field(default_factory=set)
     excluded: set[str] = field(default_factory=set)
     last_error: WorkerError | None = None

@@ -12,6 +12,12 @@ and the faults it injects; its :class:`RequestLog` records what the client sent.
 ...         "messages": [{"role": "user", "content": "Hi [[p1]]"}]}).json()
 ...     assert reply["message"]["content"].startswith(expected_echo("Hi [[p1]]"))
 
+Asked for a JSON schema (``response_format`` json_schema, Ollama's ``format``, or a schema
+written in the prompt), a server answers with a deterministic instance of it whose
+``quotes`` are copied from the prompt's paper text; ``Behaviour.schema_answers`` spoils
+that on purpose (``invalid_json``, ``out_of_schema``, ``invented_quotes``: one of
+:data:`INVENTED_QUOTES`) and ``Behaviour.reject_schema`` refuses the field with a 400.
+
 Run servers in another process with ``python -m dllm_notebook.testing serve ...`` or
 ``... lab --spec lab.json``. Needs the ``lab`` extra (aiohttp).
 """
@@ -31,12 +37,14 @@ from ._dialects import CLIENT_TYPES, DEFAULT_PORTS, DIALECTS
 from ._lab import FakeLab, parse_spec
 from ._log import RequestLog, RequestRecord
 from ._server import FakeServer
+from ._structured import INVENTED_QUOTES
 from ._text import count_tokens, expected_echo, prompt_digest, prompt_tokens
 
 __all__ = [
     "CLIENT_TYPES",
     "DEFAULT_PORTS",
     "DIALECTS",
+    "INVENTED_QUOTES",
     "Behaviour",
     "FakeLab",
     "FakeServer",

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from ._structured import SCHEMA_ANSWERS
+
 __all__ = ["Behaviour"]
 
 
@@ -48,6 +50,14 @@ class Behaviour:
         refuse with ``overload_status`` (429 or 503) and ``Retry-After: retry_after``.
         ``die_after``: answer that many requests, then on the next one close the listener
         and reset every open connection.
+
+    Structured answers (see ``_structured``)
+        A request with a JSON schema (``response_format`` json_schema, Ollama's
+        ``format``), or with a schema written in its prompt, is answered with an instance
+        of it. ``schema_answers`` spoils that answer: ``valid`` (default),
+        ``invalid_json``, ``out_of_schema`` or ``invented_quotes``. ``reject_schema``
+        refuses a request that carries a schema with 400, like a server without
+        structured output.
     """
 
     models: tuple[str, ...] = ("fake-model",)
@@ -75,6 +85,9 @@ class Behaviour:
     overload_status: int = 503
     retry_after: int = 1
     die_after: int | None = None
+
+    schema_answers: str = "valid"
+    reject_schema: bool = False
 
     def __post_init__(self) -> None:
         self.models = tuple(self.models)
@@ -150,4 +163,6 @@ def _problems(b: Behaviour) -> list[str]:
         problems.append("die_after must be None or at least 0")
     if b.max_queue is not None and b.max_queue < 0:
         problems.append("max_queue must be None or at least 0")
+    if b.schema_answers not in SCHEMA_ANSWERS:
+        problems.append(f"schema_answers must be one of {', '.join(SCHEMA_ANSWERS)}")
     return problems

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from ._behaviour import Behaviour
 from ._log import RequestRecord
+from ._structured import structured_text
 from ._text import (
     CHARS_PER_TOKEN,
     answer_words,
@@ -96,6 +97,8 @@ class Call:
     max_tokens: int | None = None
     num_ctx: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    schema: dict[str, Any] | None = None
+    """The JSON schema the answer must follow (``response_format``, Ollama's ``format``)."""
 
 
 @dataclass(frozen=True)
@@ -265,15 +268,16 @@ class Engine:
             await _sleep(resolved.load_seconds * b.time_scale)
             prefill_s = _nominal(plan.prompt_used, b.prefill_tps)
             await _sleep(prefill_s * b.time_scale)
+            pieces, completion, finish = _answer(call, plan, b)
             generation = Generation(
                 model=resolved.name,
-                pieces=[] if b.empty_answer else _pieces(plan.echo_of, plan.completion),
+                pieces=[] if b.empty_answer else pieces,
                 prompt_tokens=plan.prompt_used,
-                completion_tokens=plan.completion,
-                finish_reason=plan.finish_reason,
+                completion_tokens=completion,
+                finish_reason=finish,
                 load_s=resolved.load_seconds,
                 prefill_s=prefill_s,
-                decode_s=_nominal(plan.completion, b.decode_tps),
+                decode_s=_nominal(completion, b.decode_tps),
                 garbage=b.garbage,
                 empty=b.empty_answer,
                 record=record,
@@ -282,7 +286,7 @@ class Engine:
             )
             record.prompt_tokens_used = plan.prompt_used
             record.truncated = plan.truncated
-            record.completion_tokens = plan.completion
+            record.completion_tokens = completion
             record.outcome = "garbage" if b.garbage else "empty" if b.empty_answer else "ok"
             yield generation
         finally:
@@ -305,6 +309,7 @@ def _describe(record: RequestRecord, call: Call) -> None:
     record.max_tokens = call.max_tokens
     record.num_ctx = call.num_ctx
     record.options = dict(call.options)
+    record.schema = call.schema
     record.digest = prompt_digest(last_user_message(call.messages))
     record.prompt_tokens = prompt_tokens(call.messages)
 
@@ -344,6 +349,22 @@ def _surviving_tail(messages: list[dict[str, Any]], window: int) -> str:
                 return text
             return text[len(text) - room * CHARS_PER_TOKEN :] if room > 0 else ""
     return ""
+
+
+def _answer(call: Call, plan: _Plan, b: Behaviour) -> tuple[list[str], int, str]:
+    """The answer's pieces, its completion tokens and its finish reason.
+
+    A structured answer (see ``_structured``) is written whole unless ``max_tokens`` cuts
+    it, one token per space-separated word; a free-text one is the echo and filler words.
+    """
+    text = structured_text(call.schema, plan.echo_of, b.schema_answers)
+    if text is None:
+        return _pieces(plan.echo_of, plan.completion), plan.completion, plan.finish_reason
+    words = text.split(" ")
+    if call.max_tokens is not None and call.max_tokens < len(words):
+        words = words[: max(call.max_tokens, 1)]
+        return [words[0], *(" " + w for w in words[1:])], len(words), "length"
+    return [words[0], *(" " + w for w in words[1:])], len(words), "stop"
 
 
 def _pieces(prompt: str, completion_tokens: int) -> list[str]:

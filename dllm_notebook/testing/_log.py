@@ -29,7 +29,9 @@ class RequestRecord:
     ``model_not_found``, ``model_not_loaded``, ``context_exceeded``, ``bad_request``,
     ``hung``, ``killed``, ``client_gone`` (the client disconnected first), ``info`` (a
     non-generation route). ``truncated`` is True when Ollama silently cut the prompt.
-    ``digest`` is the SHA-256 (hex) of the last user message. ``wall_time`` is
+    ``digest`` is the SHA-256 (hex) of the last user message. ``schema`` is the JSON
+    schema the server was asked to follow and honoured (``response_format`` json_schema,
+    Ollama's ``format``). ``wall_time`` is
     ``time.time()`` at arrival; the other times are ``time.monotonic()`` values, and
     ``started_at``/``released_at`` bound the time the request held a generation slot.
     """
@@ -47,6 +49,7 @@ class RequestRecord:
     max_tokens: int | None = None
     num_ctx: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    schema: dict[str, Any] | None = None
     prompt_tokens: int | None = None
     prompt_tokens_used: int | None = None
     truncated: bool = False

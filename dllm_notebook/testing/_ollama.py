@@ -24,6 +24,9 @@ __all__ = ["OllamaDialect"]
 
 SERVER_BUSY = "server busy, please try again.  maximum pending requests exceeded"
 RUNNER_DIED = "llama runner process has terminated: exit status 2"
+FORMAT_REFUSAL = (
+    "json: cannot unmarshal object into Go struct field ChatRequest.format of type string"
+)
 
 
 def tagged(name: str) -> str:
@@ -136,7 +139,7 @@ class OllamaDialect(OpenAIDialect):
     async def handle_native_chat(self, request: web.Request) -> web.StreamResponse:
         record = record_of(request)
         try:
-            call = _parse_native(await read_json(request))
+            call = _parse_native(await read_json(request), self.host.behaviour.reject_schema)
             if not call.messages:  # Ollama's way to load a model without generating
                 self.resolve_model(call)
                 record.model = call.model
@@ -225,8 +228,11 @@ class OllamaDialect(OpenAIDialect):
         return status, {"error": {"message": message, "type": type_, "param": None, "code": None}}
 
 
-def _parse_native(body: dict[str, Any]) -> Call:
+def _parse_native(body: dict[str, Any], reject_schema: bool) -> Call:
     messages = parse_messages(body)
+    schema = body.get("format")
+    if isinstance(schema, dict) and reject_schema:  # Ollama before 0.5 took "json" only
+        raise Refused(Refusal.BAD_REQUEST, message=FORMAT_REFUSAL)
     options = body.get("options") or {}
     if not isinstance(options, dict):
         raise Refused(Refusal.BAD_REQUEST, message="options must be an object")
@@ -240,6 +246,7 @@ def _parse_native(body: dict[str, Any]) -> Call:
         max_tokens=num_predict if num_predict is not None and num_predict >= 0 else None,
         num_ctx=num_ctx if num_ctx and num_ctx > 0 else None,
         options=dict(options),
+        schema=schema if isinstance(schema, dict) else None,
     )
 
 

@@ -88,6 +88,10 @@ class OpenAIDialect:
     context_policy = ContextPolicy.REJECT_PROMPT_AND_MAX
     chat_paths: tuple[str, ...] = ("/v1/chat/completions",)
     model_paths: tuple[str, ...] = ("/v1/models",)
+    honours_schema = True
+    """Whether ``response_format`` json_schema constrains the answer (exo ignores it)."""
+    schema_refusal = "Unrecognized request argument supplied: response_format"
+    """How the server refuses a schema when ``Behaviour.reject_schema`` is set."""
 
     def __init__(self, host: Host) -> None:
         self.host = host
@@ -158,7 +162,21 @@ class OpenAIDialect:
             stream=bool(body.get("stream", False)),
             max_tokens=max_tokens,
             options=options,
+            schema=self.requested_schema(body.get("response_format")),
         )
+
+    def requested_schema(self, response_format: Any) -> dict[str, Any] | None:
+        """The schema of a ``response_format`` json_schema the server honours, if any."""
+        if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
+            return None
+        if self.host.behaviour.reject_schema:
+            raise Refused(Refusal.BAD_REQUEST, message=self.schema_refusal)
+        spec = response_format.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            message = "response_format.json_schema.schema is missing"
+            raise Refused(Refusal.BAD_REQUEST, message=message)
+        return schema if self.honours_schema else None
 
     # -- answers ------------------------------------------------------------------------
 

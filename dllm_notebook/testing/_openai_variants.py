@@ -27,6 +27,9 @@ class LlamaCppDialect(OpenAIDialect):
 
     name = "llamacpp"
     context_policy = ContextPolicy.REJECT_PROMPT
+    schema_refusal = (
+        'response_format type must be one of "text" or "json_object", but got: json_schema'
+    )
     model_paths = ("/v1/models", "/models")
 
     def add_routes(self, app: web.Application) -> None:
@@ -209,6 +212,7 @@ class ExoDialect(OpenAIDialect):
 
     name = "exo"
     context_policy = ContextPolicy.NONE
+    honours_schema = False  # no constrained decoding: the field is ignored
     model_paths = ("/v1/models", "/models")
 
     def models_payload(self) -> dict[str, Any]:

@@ -10,9 +10,10 @@ yields ``chat()``'s whole answer at once.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, ClassVar
 
 import httpx
@@ -28,8 +29,11 @@ from ..._errors import (
     WorkerUnreachable,
 )
 from ..._types import ChatRequest, Completion, ServerInfo
+from .structured import rejects_schema, schema_in_prompt
 
 __all__ = ["Backend", "classify_error"]
+
+log = logging.getLogger("dllm_notebook")
 
 _CONTEXT_PATTERNS = re.compile(
     r"context (length|window|size|overflow)|exceed_context_size|maximum context length"
@@ -120,10 +124,39 @@ class Backend(ABC):
     """One wire format. Subclasses implement :meth:`probe` and :meth:`chat`."""
 
     type: ClassVar[str]
+    constrains_output: ClassVar[bool] = True
+    """Whether the server can hold its answer to a JSON schema (exo cannot)."""
 
     def __init__(self, config: WorkerConfig, client: httpx.AsyncClient) -> None:
         self.config = config
         self.client = client
+        self.schema_on_wire = self.constrains_output
+        """False once the server refused the schema field: it then goes in the prompt."""
+
+    def prepared(self, request: ChatRequest) -> ChatRequest:
+        """The request as this server gets it: a schema it cannot take goes in the prompt."""
+        if request.schema is not None and not self.schema_on_wire:
+            return schema_in_prompt(request)
+        return request
+
+    async def send_structured(
+        self, request: ChatRequest, send: Callable[[ChatRequest], Awaitable[Completion]]
+    ) -> Completion:
+        """``send(prepared request)``; a server that refuses the schema field is asked again
+        at once with the schema in the prompt, and never gets the field again."""
+        try:
+            return await send(self.prepared(request))
+        except WorkerError as exc:
+            if request.schema is None or not self.schema_on_wire or not rejects_schema(exc):
+                raise
+            self.schema_on_wire = False
+            log.warning(
+                "worker %s refused the JSON schema (%s); it gets the schema in the prompt "
+                "from now on",
+                self.config.id,
+                exc.detail,
+            )
+        return await send(self.prepared(request))
 
     @abstractmethod
     async def probe(self, *, detailed: bool = False) -> ServerInfo:

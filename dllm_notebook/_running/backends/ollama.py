@@ -95,23 +95,32 @@ class OllamaBackend(Backend):
         needed = (request.prompt_tokens_estimate or len(request.prompt) // 2) + out_tokens
         self._num_ctx = max(self._num_ctx, num_ctx_for(needed, context_length))
         options["num_ctx"] = min(self._num_ctx, context_length) if context_length else self._num_ctx
-        return {
+        body: dict[str, Any] = {
             "model": model,
             "messages": chat_messages(request),
             "stream": False,
             "options": options,
         }
+        if request.schema is not None:
+            body["format"] = dict(request.schema)  # Ollama's structured outputs (0.5+)
+        return body
 
     async def chat(
         self, request: ChatRequest, *, model: str, context_length: int | None
     ) -> Completion:
-        data = await self.request_json(
-            "POST",
-            "/api/chat",
-            json_body=self.payload(request, model, context_length),
-            model=model,
-            timeout=self.config.timeout,
-        )
+        async def send(prepared: ChatRequest) -> Completion:
+            data = await self.request_json(
+                "POST",
+                "/api/chat",
+                json_body=self.payload(prepared, model, context_length),
+                model=model,
+                timeout=self.config.timeout,
+            )
+            return self._completion(data, model)
+
+        return await self.send_structured(request, send)
+
+    def _completion(self, data: Any, model: str) -> Completion:
         if not isinstance(data, dict):
             raise self.malformed("/api/chat did not return an object", model)
         message = data.get("message")
@@ -139,7 +148,7 @@ class OllamaBackend(Backend):
         self, request: ChatRequest, *, model: str, context_length: int | None
     ) -> AsyncIterator[str]:
         """NDJSON: one object per line with ``message.content``; the last has ``done``."""
-        body = self.payload(request, model, context_length) | {"stream": True}
+        body = self.payload(self.prepared(request), model, context_length) | {"stream": True}
         wrote = False
         lines = self.stream_lines(
             "/api/chat", json_body=body, model=model, timeout=self.config.timeout

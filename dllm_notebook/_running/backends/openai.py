@@ -9,6 +9,7 @@ from typing import Any
 
 from ..._types import ChatRequest, Completion, ModelInfo, ServerInfo
 from .base import OPENAI_OPTIONS, Backend, positive_int
+from .structured import response_format
 
 __all__ = ["ExoBackend", "OpenAIBackend"]
 
@@ -63,26 +64,31 @@ class OpenAIBackend(Backend):
         for key, value in request.options.items():
             if key in OPENAI_OPTIONS and value is not None:
                 body[key] = value
+        if request.schema is not None:
+            body["response_format"] = response_format(request.schema)
         return body
 
     async def chat(
         self, request: ChatRequest, *, model: str, context_length: int | None
     ) -> Completion:
-        data = await self.request_json(
-            "POST",
-            self.chat_path,
-            json_body=self.payload(request, model),
-            model=model,
-            timeout=self.config.timeout,
-        )
-        return self.parse_completion(data, model)
+        async def send(prepared: ChatRequest) -> Completion:
+            data = await self.request_json(
+                "POST",
+                self.chat_path,
+                json_body=self.payload(prepared, model),
+                model=model,
+                timeout=self.config.timeout,
+            )
+            return self.parse_completion(data, model)
+
+        return await self.send_structured(request, send)
 
     async def stream(
         self, request: ChatRequest, *, model: str, context_length: int | None
     ) -> AsyncIterator[str]:
         """Server-sent events: ``data: {chunk}`` lines with ``choices[0].delta.content``,
         ended by ``data: [DONE]``."""
-        body = self.payload(request, model) | {"stream": True}
+        body = self.payload(self.prepared(request), model) | {"stream": True}
         wrote = False
         lines = self.stream_lines(
             self.chat_path, json_body=body, model=model, timeout=self.config.timeout
@@ -156,6 +162,8 @@ def _delta_content(chunk: Any) -> str | None:
 
 
 class ExoBackend(OpenAIBackend):
-    """exo serves the OpenAI API (default port 52415)."""
+    """exo serves the OpenAI API (default port 52415), without constrained decoding: a
+    request's schema is described in the prompt."""
 
     type = "exo"
+    constrains_output = False
