@@ -27,7 +27,7 @@ from dllm_notebook._reading.evidence import (
     normalize_for_matching,
     verify_quotes,
 )
-from dllm_notebook._reading.papers import Paper
+from dllm_notebook._reading.paper import Paper
 from dllm_notebook._reading.pdf import read_pdf
 
 pymupdf = pytest.importorskip("pymupdf")

@@ -43,7 +43,7 @@ from typing import Literal, get_args
 from rapidfuzz import fuzz
 from rapidfuzz.distance import Indel
 
-from .papers import Paper
+from .paper import Paper
 from .text import clean_chars
 
 __all__ = [
