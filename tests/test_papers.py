@@ -202,3 +202,39 @@ def test_parallel_reading_gives_the_same_papers_in_order(tmp_path: Path) -> None
     assert parallel == sequential
     assert [p.path for p in parallel] == sources
     assert sum(not p.ok for p in parallel) == 6  # the truncated download, six times
+
+
+def test_pages_start_where_each_page_starts_in_the_text(corpus: Path) -> None:
+    pytest.importorskip("pymupdf")
+    from dllm_notebook._reading.pdf import read_pdf
+
+    papers = [read_pdf(path) for path in sorted(corpus.glob("*.pdf"))]
+    assert sum(paper.ok for paper in papers) >= 10
+    for paper in papers:
+        assert len(paper.page_starts) == paper.page_count
+        for number, (page, start) in enumerate(zip(paper.pages, paper.page_starts, strict=True), 1):
+            if page:
+                assert paper.text[start : start + len(page)] == page
+                assert paper.page_at(start) == number
+                assert paper.page_at(start + len(page) - 1) == number
+
+
+def test_text_papers_have_one_page_and_form_feeds_make_more(tmp_path: Path) -> None:
+    (markdown,) = load_papers(write(tmp_path / "notes.md", "# Heat\n\n" + PAPER_TEXT))
+    assert markdown.page_starts == (0,)
+    assert markdown.page_at(markdown.text.index("1,240")) == 1
+    one = Paper.from_text("notes.txt", "Soil microbes respond to drought within days.")
+    assert one.page_starts == (0,)
+    assert one.page_at(len(one.text) - 1) == 1
+    split = Paper.from_text("a", "first page\f\fthird page\f")
+    assert split.page_starts == (0, 12, 12, 22)
+    assert split.page_at(split.text.index("third")) == 3
+    assert split.page_at(split.text.index("first")) == 1
+
+
+def test_an_offset_outside_the_text_says_which_offsets_exist() -> None:
+    paper = Paper.from_text("notes.txt", "Short text.")
+    with pytest.raises(DllmError, match=r"offset 11 is outside the text of 'notes.txt'.*0 to 10"):
+        paper.page_at(11)
+    with pytest.raises(DllmError):
+        paper.page_at(-1)

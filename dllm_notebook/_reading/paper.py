@@ -7,11 +7,20 @@ and everything downstream can use the record without importing the loader.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from bisect import bisect_right
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
-from .text import classify_text, clean_chars, first_line_title, join_pages, normalize_whitespace
+from .._errors import DllmError
+from .text import (
+    classify_text,
+    clean_chars,
+    first_line_title,
+    join_pages,
+    normalize_whitespace,
+    page_starts,
+)
 
 __all__ = [
     "BINARY_TEXT_MESSAGE",
@@ -52,6 +61,8 @@ class Paper:
     >>> paper = Paper.from_text("notes.txt", "Soil microbes and drought ...")
     >>> paper.ok, paper.page_count
     (True, 1)
+    >>> paper.page_at(paper.text.index("drought"))
+    1
     """
 
     name: str
@@ -67,11 +78,31 @@ class Paper:
     """SHA-256 of the file's bytes (of the UTF-8 text for in-memory papers)."""
     status: PaperStatus = "ok"
     message: str = ""
+    page_starts: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    """Where each page starts in ``text`` (character offsets), from the pages as they are
+    read: ``text[page_starts[i]:]`` begins with page ``i + 1``. Text and markdown files
+    are one page unless form feeds split them."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "page_starts", page_starts(self.pages))
 
     @property
     def ok(self) -> bool:
         """True when the text could be read and can be sent to a model."""
         return self.status == "ok"
+
+    def page_at(self, offset: int) -> int:
+        """The 1-based page that character ``offset`` of ``text`` is on.
+
+        >>> paper.page_at(paper.text.index("Methods"))
+        4
+        """
+        if not 0 <= offset < len(self.text) or not self.page_starts:
+            raise DllmError(
+                f"offset {offset} is outside the text of {self.name!r} "
+                f"({len(self.text)} characters); pass an offset from 0 to {len(self.text) - 1}"
+            )
+        return bisect_right(self.page_starts, offset)
 
     @classmethod
     def from_text(cls, name: str, text: str, title: str | None = None) -> Paper:

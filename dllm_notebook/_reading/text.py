@@ -25,6 +25,7 @@ __all__ = [
     "join_pages",
     "markdown_title",
     "normalize_whitespace",
+    "page_starts",
     "unmappable_fraction",
     "visible_chars",
 ]
@@ -122,9 +123,31 @@ def normalize_whitespace(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
+PAGE_SEPARATOR = "\n\n"
+
+
 def join_pages(pages: Sequence[str]) -> str:
     """The full text: non-empty pages separated by a blank line."""
-    return "\n\n".join(page for page in pages if page)
+    return PAGE_SEPARATOR.join(page for page in pages if page)
+
+
+def page_starts(pages: Sequence[str]) -> tuple[int, ...]:
+    """Where each page starts in ``join_pages(pages)``, as character offsets.
+
+    An empty page (left out of the text) starts where the next non-empty page does, so an
+    offset always falls on a page that has text.
+
+    >>> page_starts(["Intro", "", "Methods"])
+    (0, 7, 7)
+    """
+    starts: list[int] = []
+    offset = 0
+    for page in pages:
+        starts.append(offset)
+        if page:
+            offset += len(page) + len(PAGE_SEPARATOR)
+    end = max(0, offset - len(PAGE_SEPARATOR))
+    return tuple(min(start, end) for start in starts)
 
 
 def visible_chars(text: str) -> int:
