@@ -44,6 +44,7 @@ def check_frame(workers: Sequence[Worker]) -> pd.DataFrame:
             "model": w.model,
             "model_loaded": w.model_loaded,
             "context_length": w.context_length,
+            "context_learned": w.learned_context_length is not None,
             "latency_s": w.probe_latency,
             "error": w.status_reason() or None,
         }
