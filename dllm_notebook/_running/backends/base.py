@@ -58,16 +58,6 @@ _WINDOW_PATTERNS = tuple(
         r"maximum context length of (\d[\d,]*)",  # LiteLLM and the proxies that copy it
     )
 )
-# Generation options each dialect understands; others are passed through untouched.
-OPENAI_OPTIONS = (
-    "temperature",
-    "max_tokens",
-    "top_p",
-    "seed",
-    "stop",
-    "presence_penalty",
-    "frequency_penalty",
-)
 
 
 def _body_message(body: str) -> str:

@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ..._types import ChatRequest, Completion, ModelInfo, ServerInfo
-from .base import OPENAI_OPTIONS, Backend
+from .base import Backend
+from .options import wire_options
 
 __all__ = ["ExoBackend", "OpenAIBackend"]
 
@@ -66,10 +67,7 @@ class OpenAIBackend(Backend):
 
     def payload(self, request: ChatRequest, model: str) -> dict[str, Any]:
         body: dict[str, Any] = {"model": model, "messages": chat_messages(request), "stream": False}
-        for key, value in request.options.items():
-            if key in OPENAI_OPTIONS and value is not None:
-                body[key] = value
-        return body
+        return body | wire_options(self.type, request.options)
 
     async def chat(
         self, request: ChatRequest, *, model: str, context_length: int | None
