@@ -136,11 +136,25 @@ def test_two_up_layout_of_a_real_paper_stays_ok(corpus: Path, tmp_path: Path) ->
     assert "Semantic Scholar" in paper.text
 
 
-def test_french_and_math_heavy_pages_stay_ok(tmp_path: Path) -> None:
-    paper = read_pdf(draw_pdf(tmp_path / "fr.pdf", [FRENCH * 2, MATH_PAGE * 2, FRENCH]))
+def table_of_contents() -> str:
+    """Section titles with dotted leaders fused to their page numbers, as some PDFs
+    extract them ("3.2 Results.............17")."""
+    rng = random.Random(1)
+    titles = ["Introduction", "Study area and sampling", "Statistical analysis", "Results"]
+    titles += ["Discussion", "Limitations of the study", "Appendix A: Survey questions"]
+    return "\n".join(
+        f"{i // 5 + 1}.{i % 5 + 1} {rng.choice(titles)}{'.' * rng.randint(10, 60)}{i * 3 + 1}"
+        for i in range(45)
+    )
+
+
+def test_french_math_heavy_and_contents_pages_stay_ok(tmp_path: Path) -> None:
+    pages = [FRENCH * 2, MATH_PAGE * 2, table_of_contents(), FRENCH]
+    paper = read_pdf(draw_pdf(tmp_path / "fr.pdf", pages))
     assert paper.status == "ok", paper.message
     assert paper.message == ""
     assert "sécheresse" in paper.text and "Newton's update" in paper.text
+    assert "Statistical analysis" in paper.text
 
 
 # ---------------------------------------------------------------- garbled layers are found

@@ -10,8 +10,8 @@ shape of the text can tell. Each page is judged on its own:
   common ones (``th``, ``en``, ``es``, ``de`` ...), and function words (``the``, ``de``,
   ``und``, ``się`` ...) make up a good share of the words. Text remapped through a
   substitution keeps its word lengths and spaces but loses both.
-* **Symbol soup**: most characters are in tokens that fuse letters with digits or
-  symbols (``#UWV>XYH#F``, ``∂αβ≤``) and are neither words nor numbers.
+* **Symbol soup**: many characters are in tokens that fuse letters with symbols
+  (``#UWV>XYH#F``, ``∂αβ≤``).
 * Anything else (a figure page, a table of numbers, Greek, Cyrillic or CJK text) is not
   judged: the detector only says ``garbled`` when it has evidence.
 
@@ -25,14 +25,15 @@ soups with and without spaces; the table is in docs/performance.md):
 * function-word share (pages with 30 Latin words or more): real pages 0.11 to 0.43,
   letter-substituted 0 to 0.09. :data:`MIN_FUNCTION_SHARE` is 0.15. Either signal is
   enough to be language, so a language with uncommon letter pairs passes on its words.
-* characters in fused tokens: real pages 0 to 0.42 (formulas, URLs, gene names), math
-  substitutions 0.60 to 0.98, soups 0.63 to 1.00. A page is soup from
-  :data:`MIN_FUSED_SHARE` (0.5) when its bigram share is also under 0.45, or from
-  :data:`SOUP_FUSED_SHARE` (0.7) whatever its bigrams (soup pages whose bigram share
-  reaches 0.40 are 0.99 fused), so a formula-dense page of real prose stays language.
+* characters in tokens that fuse letters with symbols (tokens split at punctuation, so
+  dotted leaders, DOIs, gene names such as ``H2AX`` and ``HIS-FLAG-PARP1`` are not fused):
+  real pages 0 to 0.04, math substitutions 0.44 to 0.92, soups 0.16 to 1.00. A page is
+  soup from :data:`MIN_FUSED_SHARE` (0.2) when its bigram share is also under 0.45, or
+  from :data:`SOUP_FUSED_SHARE` (0.5) whatever its bigrams; soups with fewer fused
+  characters are caught by their bigrams.
 
-Scoring reads at most a page's first :data:`SAMPLE_CHARS` characters; it adds about a
-fifth to the time ``read_pdf`` takes (docs/performance.md).
+Scoring reads at most a page's first :data:`SAMPLE_CHARS` characters; it adds a fifth to
+a third to the time ``read_pdf`` takes (docs/performance.md).
 
 A language detector (langdetect) was measured too: it names a language for every
 garbled page (Greek at probability 1.0 for the math substitution, German for the soup)
@@ -67,9 +68,9 @@ MIN_WORDS = 30
 """Fewer Latin-script words than this: the function-word share is not used."""
 MIN_BIGRAM_SHARE = 0.40
 MIN_FUNCTION_SHARE = 0.15
-MIN_FUSED_SHARE = 0.5
+MIN_FUSED_SHARE = 0.2
 SOUP_BIGRAM_SHARE = 0.45
-SOUP_FUSED_SHARE = 0.7
+SOUP_FUSED_SHARE = 0.5
 
 Verdict = Literal["language", "garbled", "unjudged"]
 
@@ -108,8 +109,13 @@ _COMMON_BIGRAMS_TEXT = """
 """
 _COMMON_BIGRAMS = tuple(_COMMON_BIGRAMS_TEXT.split())
 _EDGE_PUNCTUATION = "\"'“”‘’()[]{}.,;:!?«»"
+# For fused tokens, text is split at spaces and at runs of punctuation, so that dotted
+# leaders in a table of contents ("Methods.......12"), "e.g." or a DOI are not fused.
+_SPLIT_RE = re.compile(r"[\s\"'“”‘’()\[\]{}.,;:!?«»/…·–—]+")
 _WORD_RE = re.compile(r"[^\W\d_]+(?:[-'’][^\W\d_]+)*")
-_NUMBER_RE = re.compile(r"[-+±−]?[\d.,:/%×x−–-]*\d[\d.,:/%×x−–-]*")
+# Letters fused with symbols (not digits, hyphens or underscores: "H2AX", "HIS-FLAG-PARP1"
+# and "x_i" are the names and variables of real papers).
+_FUSED_RE = re.compile(r"[^\W\d_][^\w\-]|[^\w\-][^\W\d_]")
 _RUN_RE = re.compile(r"[^\W\d_]+")
 _LATIN_RE = re.compile(r"[\u0000-\u024f\u1e00-\u1eff]+")
 
@@ -127,7 +133,7 @@ class PageScore:
     function_share: float
     """Share of the words (tokens of letters between spaces) that are function words."""
     fused_share: float
-    """Share of the visible characters in tokens that are neither words nor numbers."""
+    """Share of the visible characters in tokens that fuse letters with symbols."""
 
     latin_words: int
     """Words of Latin-script letters (the function-word share needs enough of them)."""
@@ -156,15 +162,18 @@ def score_page(text: str) -> PageScore:
     'language'
     """
     text = text[:SAMPLE_CHARS]
-    raw_tokens = text.split()
-    tokens = [t for t in (raw.strip(_EDGE_PUNCTUATION) for raw in raw_tokens) if t]
-    words: list[str] = []
-    fused = 0
-    for token in tokens:
-        if token.isalpha() or _WORD_RE.fullmatch(token):
-            words.append(token.lower())
-        elif not _NUMBER_RE.fullmatch(token):
-            fused += len(token)
+    # Words are whole tokens between spaces (edge punctuation stripped); fused tokens are
+    # looked for in pieces split at punctuation too.
+    words = [
+        w.lower()
+        for w in (raw.strip(_EDGE_PUNCTUATION) for raw in text.split())
+        if w and (w.isalpha() or _WORD_RE.fullmatch(w))
+    ]
+    fused = sum(
+        len(t)
+        for t in _SPLIT_RE.split(text)
+        if t and not t.isalnum() and _FUSED_RE.search(t) and not _WORD_RE.fullmatch(t)
+    )
     latin_words = [w for w in words if w.isascii() or _LATIN_RE.fullmatch(w)]
     function = sum(1 for w in latin_words if w in _FUNCTION_WORDS)
     runs = [r for r in _RUN_RE.findall(text.lower()) if r.isascii() or _LATIN_RE.fullmatch(r)]
@@ -173,7 +182,7 @@ def score_page(text: str) -> PageScore:
     # str.count per pair scans in C; it counts "the" as both "th" and "he" (only a run of
     # one letter, "sss", is counted once where it has two pairs: rare enough).
     common = sum(joined.count(pair) for pair in _COMMON_BIGRAMS)
-    visible = sum(map(len, raw_tokens))
+    visible = sum(map(len, text.split()))
     return PageScore(
         visible=visible,
         latin_letters=len(joined) - len(runs) + 1 if runs else 0,
