@@ -38,10 +38,14 @@ from ._local.model_files import default_model_path
 from ._local.server import LocalServer
 from ._prompts.presets import Preset, list_presets, load_preset
 from ._prompts.templates import Prompt
-from ._reading.papers import Paper, load_papers
+from ._reading.paper import Paper
+from ._reading.papers import load_papers
 from ._results.store import ResultStore
+from ._running.chat import ChatStream
 from ._running.earliest_finish import EarliestFinish
-from ._running.scheduler import LeastLoaded, Scheduler
+from ._running.scheduler import LeastLoaded, Scheduler, TaskQueue
+from ._running.tasks import Attempt, LabView, Placement, Task
+from ._running.views import WorkerView
 from ._types import Answer, ChatRequest
 
 __version__ = "0.1.0"
@@ -70,8 +74,10 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "Answer",
+    "Attempt",
     "BadResponse",
     "ChatRequest",
+    "ChatStream",
     "Cluster",
     "ClusterSettings",
     "ConfigError",
@@ -83,6 +89,7 @@ __all__ = [
     "Event",
     "Job",
     "JobCancelled",
+    "LabView",
     "LeastLoaded",
     "LocalServer",
     "LocalWorkerError",
@@ -90,6 +97,7 @@ __all__ = [
     "NoHealthyWorkers",
     "PanelUnavailable",
     "Paper",
+    "Placement",
     "Preset",
     "PresetError",
     "Prompt",
@@ -98,12 +106,15 @@ __all__ = [
     "Scheduler",
     "Secret",
     "SyncCallInLoop",
+    "Task",
     "TaskFailed",
+    "TaskQueue",
     "TemplateError",
     "WorkerConfig",
     "WorkerError",
     "WorkerOverloaded",
     "WorkerUnreachable",
+    "WorkerView",
     "__version__",
     "default_model_path",
     "list_presets",

@@ -11,7 +11,6 @@ import pytest
 
 from dllm_notebook import Cluster, Paper, PresetError, TaskFailed, load_preset
 from dllm_notebook._running.backends.options import OPTION_NAMES
-from dllm_notebook._running.chat import ChatStream
 from dllm_notebook.testing import CLIENT_TYPES, FakeLab, FakeServer
 
 from .conftest import FAST
@@ -131,13 +130,13 @@ def test_dllm_chat_answers_from_a_worker_that_takes_the_option(lab: FakeLab) -> 
     workers = [spec(exo, "exo", "mac"), spec(llama, "llamacpp", "pc")]
     with Cluster(workers, **FAST) as c:
         for _ in range(3):  # whichever has more free slots, exo is never chosen
-            stream = ChatStream.start(c, "What is soil? [[c1]]", repeat_penalty=1.2)
+            stream = c.stream("What is soil? [[c1]]", repeat_penalty=1.2)
             assert stream.worker == "pc"
             assert "".join(stream)
     assert exo.log.generations() == []
     assert all(r.options["repeat_penalty"] == 1.2 for r in llama.log.generations())
 
     with Cluster([spec(exo, "exo", "mac")], **FAST) as c, pytest.raises(TaskFailed) as caught:
-        ChatStream.start(c, "What is soil?", repeat_penalty=1.2)
+        c.stream("What is soil?", repeat_penalty=1.2)
     assert "no worker can honour the option 'repeat_penalty'" in str(caught.value)
     assert exo.log.generations() == []

@@ -35,7 +35,7 @@ from typing import Any
 
 from .._errors import DllmError
 from .language import garbled_pages, page_ranges
-from .papers import (
+from .paper import (
     EMPTY_FILE_MESSAGE,
     Paper,
     PaperStatus,

@@ -60,6 +60,13 @@ _WINDOW_PATTERNS = tuple(
 )
 
 
+def positive_int(value: object) -> int | None:
+    """A JSON field that should be a positive count (a window, tokens), or ``None``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        return None
+    return int(value)
+
+
 def _body_message(body: str) -> str:
     """The human message inside an error body, whatever shape the server used."""
     try:
