@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
 
 from dllm_notebook import Cluster, ContextLengthExceeded
@@ -121,3 +123,27 @@ def test_a_window_the_probe_implied_is_corrected_and_the_batch_moves_on(lab: Fak
     assert frame.loc["studio", "context_length"] == 4096
     assert bool(frame.loc["studio", "context_learned"])
     assert len(studio.log.generations()) == 1  # one refusal, then never again
+
+
+def test_the_issues_long_text_case_heals_and_check_shows_the_learned_window(
+    lab: FakeLab, tmp_path: Path
+) -> None:
+    # Issue 17, smaller: an openai worker whose window the tool does not know (it assumes
+    # 4,096; the server runs 2,048) beside an LM Studio worker that reports its 2,048.
+    text = " ".join(f"Sentence {i} about soil moisture and drought." for i in range(1500))
+    (tmp_path / "long.txt").write_text(text, encoding="utf-8")
+    hidden = lab.add("openai", context_length=2048)
+    studio = lab.add("lm_studio", context_length=2048)
+    workers = [spec(hidden, "openai", "openai"), spec(studio, "lm_studio", "studio")]
+    prompts = {"gist": "Gist: {content}", "method": "Method: {content}"}
+    with Cluster(workers, store=tmp_path / "store.sqlite", **FAST) as c:
+        assert pd.isna(c.check().loc["openai", "context_length"])  # unknown to the tool
+        long = c.analyze(tmp_path, prompts=prompts, long=True, progress=False, max_tokens=64)
+        frame = c.check()
+
+    assert list(long["status"]) == ["ok", "ok"]
+    assert frame.loc["openai", "context_length"] == 2048
+    assert bool(frame.loc["openai", "context_learned"])
+    assert not frame.loc["studio", "context_learned"]
+    answered = [r for r in lab.log.records() if r.is_generation and r.outcome == "ok"]
+    assert all((r.prompt_tokens or 0) <= 2048 for r in answered)
