@@ -43,6 +43,7 @@ def check_frame(workers: Sequence[WorkerView]) -> pd.DataFrame:
             "model": w.model,
             "model_loaded": w.model_loaded,
             "context_length": w.context_length,
+            "context_learned": w.context_learned,
             "latency_s": w.probe_latency,
             "error": w.reason or None,
         }

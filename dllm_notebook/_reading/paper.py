@@ -37,7 +37,7 @@ PaperStatus = Literal["ok", "no_text", "encrypted", "corrupt", "empty", "unsuppo
 """``ok``; ``no_text`` (a scan without a text layer); ``encrypted`` (needs a password);
 ``corrupt`` (damaged, truncated or not a PDF); ``empty`` (0 bytes, 0 pages or only
 whitespace); ``unsupported`` (not .pdf/.txt/.md); ``garbled`` (text that does not map to
-Unicode)."""
+Unicode, or a PDF text layer whose pages read as symbols, not words)."""
 PAPER_STATUSES: tuple[PaperStatus, ...] = get_args(PaperStatus)
 
 UNSUPPORTED_MESSAGE = (

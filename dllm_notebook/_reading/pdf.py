@@ -12,7 +12,12 @@ Choices measured on the shared corpus (docs/performance.md):
 * Text comes in the content stream's order (``get_text("blocks")`` without ``sort``). On
   two-column papers that follows the columns; ``sort=True`` interleaves them.
 * Ligatures are expanded (``TEXT_PRESERVE_LIGATURES`` off) and unmappable glyphs come out
-  as U+FFFD (``TEXT_CID_FOR_UNKNOWN_UNICODE`` off), which is how ``garbled`` is detected.
+  as U+FFFD (``TEXT_CID_FOR_UNKNOWN_UNICODE`` off), one way ``garbled`` is detected.
+* A text layer whose characters are not the printed ones (a Type 3 font without a Unicode
+  map reads as its raw codes) is found page by page (``language.py``). When more than half
+  of the judged pages are symbol soup the paper is ``garbled`` and the message names them;
+  fewer are left out of the text (blank pages), and the message of the ``ok`` paper says
+  which, so no noise reaches the model.
 * Words hyphenated across line ends are joined, except compounds ("state-of-the-\\nart"),
   a next part that is not lower case ("EF-\\n1A"), and words the paper itself writes with a
   hyphen elsewhere.
@@ -29,6 +34,7 @@ from types import ModuleType
 from typing import Any
 
 from .._errors import DllmError
+from .language import garbled_pages, page_ranges
 from .paper import (
     EMPTY_FILE_MESSAGE,
     Paper,
@@ -75,6 +81,15 @@ NOT_PDF_MESSAGE = (
     "re-download it"
 )
 NO_PAGES_MESSAGE = "the PDF has no pages; re-export or re-download it"
+GARBLED_LAYER_MESSAGE = (
+    "garbled text layer: pages {pages} of {count} read as symbols, not words (a font "
+    "without a Unicode map, e.g. from an old Ghostscript); re-OCR this file "
+    "(ocrmypdf --force-ocr input.pdf output.pdf) and load the OCR'd copy"
+)
+DROPPED_PAGES_MESSAGE = (
+    "{pages} a garbled text layer (symbols, not words), left out of the text; "
+    "re-OCR this file (ocrmypdf --force-ocr input.pdf output.pdf) to include them"
+)
 REPAIRED_MESSAGE = (
     "the PDF was damaged and repaired when opened; some text may be missing: "
     "re-download it if answers look incomplete"
@@ -149,13 +164,24 @@ def _read_document(
     cleaned = [clean_chars(page) for page in raw_pages]
     document = "\n".join(cleaned).lower()
     pages = tuple(normalize_whitespace(dehyphenate(page, document)) for page in cleaned)
+    garbled, judged = garbled_pages(pages)
+    if garbled and len(garbled) <= judged / 2:
+        # A few bad pages: keep the rest, leave the noise out, and say which pages.
+        pages = tuple("" if number in garbled else page for number, page in enumerate(pages))
     text = join_pages(pages)
     status, message = _classify(text, count)
+    if status == "ok" and garbled:
+        if len(garbled) > judged / 2:
+            status = "garbled"
+            message = GARBLED_LAYER_MESSAGE.format(pages=page_ranges(garbled), count=count)
+        else:
+            which = f"page {garbled[0] + 1} has" if len(garbled) == 1 else "pages {} have"
+            message = DROPPED_PAGES_MESSAGE.format(pages=which.format(page_ranges(garbled)))
     if status == "ok" and (doc.is_repaired or failed_pages):
-        message = REPAIRED_MESSAGE
+        message = "; ".join(m for m in (message, REPAIRED_MESSAGE) if m)
     metadata = doc.metadata or {}
     title = meaningful_title(metadata.get("title"))
-    if title is None:
+    if title is None and 0 not in garbled:
         try:
             title = heading_title(doc.load_page(0).get_text("dict", flags=flags))
         except Exception:

@@ -29,6 +29,7 @@ from .._errors import NoHealthyWorkers, TaskFailed, WorkerError
 from .._loop import submit
 from .._reading.chunking import estimate_tokens
 from .._types import ChatRequest
+from .backends.options import no_worker_honours, unsupported_options
 
 if TYPE_CHECKING:
     from .._config import ClusterSettings
@@ -106,10 +107,15 @@ async def open_stream(
             f"the question needs about {needed} tokens, but the largest context window in "
             f"the cluster is {largest}; shorten it or ask for a shorter answer (max_tokens)"
         )
+    # Workers whose server has no field for an option asked for are never chosen.
+    unable = {w.id for w in pool.workers if unsupported_options(w.config.type, request.options)}
+    refusal = no_worker_honours([(w.id, w.config.type) for w in pool.workers], request.options)
+    if refusal is not None:
+        raise TaskFailed(refusal)
     while len(excluded) <= settings.max_retries:
-        worker = pick_worker(pool.workers, excluded, needed)
+        worker = pick_worker(pool.workers, excluded | unable, needed)
         if worker is None:
-            if len(excluded) == len(pool.workers) or time.monotonic() >= deadline:
+            if len(excluded | unable) == len(pool.workers) or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(POLL_SECONDS)
             continue

@@ -24,12 +24,14 @@ from .._errors import (
     ContextLengthExceeded,
     ModelNotAvailable,
     NoHealthyWorkers,
+    RequestRejected,
     WorkerError,
     WorkerOverloaded,
 )
 from .._events import EventHub
 from .._loop import wait_within
 from .._types import Answer, Completion
+from .backends.options import no_worker_honours, unsupported_options, warn_lacking
 from .pool import Health, Worker, WorkerPool
 from .scheduler import Scheduler, TaskQueue
 from .tasks import Attempt, LabView, Placement, Task
@@ -68,6 +70,7 @@ class Dispatcher:
         self.hub = hub
         self._running: dict[str, list[Attempt]] = {w.id: [] for w in pool.workers}
         self._batches: list[_Batch] = []
+        self._warned_lacking: set[tuple[str, str]] = set()
 
     async def run(self, tasks: Sequence[Task], on_result: ResultCallback) -> None:
         """Run every task; call ``on_result(index, answer)`` exactly once per task.
@@ -169,6 +172,7 @@ class Dispatcher:
         failed: list[tuple[Task, Answer]] = []
         ok: list[Task] = []
         for task in tasks:
+            self._exclude_lacking(task)
             error = self._never_placeable(task)
             if error is None:
                 ok.append(task)
@@ -177,11 +181,23 @@ class Dispatcher:
         batch.queue.add(ok)
         return failed
 
+    def _exclude_lacking(self, task: Task) -> None:
+        """A worker whose server has no field for an option the task sets never gets it."""
+        for worker in self.pool.workers:
+            kind = worker.config.type
+            if worker.id not in task.excluded and unsupported_options(kind, task.request.options):
+                task.excluded.add(worker.id)
+                warn_lacking(worker.id, kind, task.request.options, self._warned_lacking)
+
     def _never_placeable(self, task: Task) -> WorkerError | None:
         if any(w.id not in task.excluded and w.fits(task.needed_tokens) for w in self.pool.workers):
             return None
         if task.last_error is not None:
             return task.last_error
+        workers = [(w.id, w.config.type) for w in self.pool.workers]
+        message = no_worker_honours(workers, task.request.options)
+        if message is not None:
+            return RequestRejected(message)
         largest = max((w.context_length or 0 for w in self.pool.workers), default=0)
         return ContextLengthExceeded(
             f"the prompt needs about {task.needed_tokens} tokens, but the largest context "

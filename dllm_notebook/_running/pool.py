@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from .._config import ClusterSettings, WorkerConfig
-from .._errors import WorkerError, WorkerOverloaded, WorkerUnreachable
+from .._errors import ContextLengthExceeded, WorkerError, WorkerOverloaded, WorkerUnreachable
 from .._events import EventHub
 from .._loop import wait_within
 from .._types import Completion, ModelInfo, ServerInfo
@@ -77,6 +77,9 @@ class Worker:
         self.model: str | None = config.model
         self.model_loaded: bool | None = None
         self.context_length: int | None = config.context_length
+        self.learned_context_length: int | None = None
+        """The window the server named when it refused a prompt as too long (it wins over
+        the configured or probed one from then on, as long as the model stays the same)."""
         self.concurrency = AdaptiveLimit(config.max_concurrent_requests)
         self.limit = self.concurrency.limit
         self.in_flight = 0
@@ -130,6 +133,7 @@ class Worker:
             "avg_latency_s": self.stats.avg_latency,
             "tokens_per_s": self.stats.tokens_per_second,
             "context_length": self.context_length,
+            "context_learned": self.learned_context_length is not None,
         }
 
     def __repr__(self) -> str:
@@ -227,6 +231,8 @@ class WorkerPool:
 
     def record_failure(self, worker: Worker, error: WorkerError) -> None:
         worker.stats.failures += 1
+        if isinstance(error, ContextLengthExceeded) and error.context_length:
+            self.learn_context_length(worker, error.context_length)
         if isinstance(error, WorkerUnreachable):
             self.set_suspect(worker, error.detail)
         elif error.worker_fault:
@@ -235,6 +241,27 @@ class WorkerPool:
                 self.set_suspect(
                     worker, f"{worker.consecutive_failures} failures in a row: {error.detail}"
                 )
+
+    def learn_context_length(self, worker: Worker, window: int) -> None:
+        """The server named its window when it refused a prompt: use it from now on.
+
+        Only a smaller window than the one believed is learned (a refusal under a larger
+        one was about the answer's room, not the window). Health checks keep it: a
+        server's listing can name the model's trained window, not the one it runs with.
+        """
+        believed = worker.context_length
+        if believed is not None and window >= believed:
+            return
+        worker.learned_context_length = worker.context_length = window
+        log.warning(
+            "worker %s: the server refused a prompt and reports a context window of %d "
+            "tokens (%s); using %d from now on",
+            worker.id,
+            window,
+            f"{believed} was believed" if believed else "it was unknown",
+            window,
+        )
+        self.notify()
 
     def record_overload(self, worker: Worker, error: WorkerOverloaded) -> None:
         worker.stats.failures += 1
@@ -359,11 +386,18 @@ class WorkerPool:
             self.set_down(worker, worker.model_error)
             return
         worker.model_error = None
+        if worker.model != (wanted or chosen.id):
+            worker.learned_context_length = None  # learned for another model
         worker.model = wanted or chosen.id
         worker.model_loaded = chosen.loaded
         windows = [
             w
-            for w in (chosen.context_length, info.context_length, worker.config.context_length)
+            for w in (
+                chosen.context_length,
+                info.context_length,
+                worker.config.context_length,
+                worker.learned_context_length,
+            )
             if w
         ]
         if windows:

@@ -108,6 +108,12 @@ class WorkerView:
         return self._worker.context_length
 
     @property
+    def context_learned(self) -> bool:
+        """Whether ``context_length`` is the window the server named when it refused a
+        prompt as too long (smaller than the configured or probed one)."""
+        return self._worker.learned_context_length is not None
+
+    @property
     def probe_latency(self) -> float | None:
         """Seconds the last health check took."""
         return self._worker.probe_latency

@@ -9,6 +9,7 @@ yields ``chat()``'s whole answer at once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -31,7 +32,7 @@ from ..._errors import (
 from ..._types import ChatRequest, Completion, ServerInfo
 from .structured import rejects_schema, schema_in_prompt
 
-__all__ = ["Backend", "classify_error"]
+__all__ = ["Backend", "classify_error", "reported_window"]
 
 log = logging.getLogger("dllm_notebook")
 
@@ -47,16 +48,19 @@ _MODEL_PATTERNS = re.compile(
     r"|try pulling it|model .* does not exist|unknown model|failed to load model",
     re.IGNORECASE,
 )
-_NUMBERS = re.compile(r"\d[\d,]*")
-# Generation options each dialect understands; others are passed through untouched.
-OPENAI_OPTIONS = (
-    "temperature",
-    "max_tokens",
-    "top_p",
-    "seed",
-    "stop",
-    "presence_penalty",
-    "frequency_penalty",
+# The window a server names when it refuses a prompt as too long, one pattern per wording.
+# Ollama's ("prompt too long; exceeded max context length by N tokens") names only the
+# overflow, so it gives none; a number that is not the window is never taken for it.
+_WINDOW_PATTERNS = tuple(
+    re.compile(pattern, re.IGNORECASE)
+    for pattern in (
+        r"maximum context length is (\d[\d,]*)",  # OpenAI, vLLM
+        r"available context size \((\d[\d,]*) tokens\)",  # llama.cpp's server
+        r"\bn_ctx: *(\d[\d,]*)",  # LM Studio's llama.cpp engine: "(n_keep: N>= n_ctx: M)"
+        r"context length of only (\d[\d,]*)",  # LM Studio 0.3 and later
+        r"exceeds context length (\d[\d,]*)",  # LM Studio before 0.3
+        r"maximum context length of (\d[\d,]*)",  # LiteLLM and the proxies that copy it
+    )
 )
 
 
@@ -82,6 +86,20 @@ def _body_message(body: str) -> str:
     return body.strip()[:500]
 
 
+def reported_window(body: str, message: str) -> int | None:
+    """The context window a refusal names: llama.cpp's ``n_ctx`` field, or the number in
+    each server's wording (``"maximum context length is 4096 tokens"``); else ``None``."""
+    with contextlib.suppress(ValueError, TypeError, KeyError):
+        n_ctx = json.loads(body)["error"]["n_ctx"]
+        if isinstance(n_ctx, int) and not isinstance(n_ctx, bool) and n_ctx > 0:
+            return n_ctx
+    for pattern in _WINDOW_PATTERNS:
+        match = pattern.search(message)
+        if match:
+            return int(match.group(1).replace(",", "")) or None
+    return None
+
+
 def classify_error(
     status: int, body: str, *, worker: str, model: str | None, retry_after: str | None = None
 ) -> WorkerError:
@@ -97,11 +115,9 @@ def classify_error(
                 wait = None
         return WorkerOverloaded(f"overloaded (HTTP {status}): {message}", retry_after=wait, **kw)
     if (_CONTEXT_PATTERNS.search(message) and status < 500) or status == 413:
-        numbers = [int(n.replace(",", "")) for n in _NUMBERS.findall(message)]
-        limit = min((n for n in numbers if n >= 256), default=None)
         return ContextLengthExceeded(
             f"the prompt does not fit the model's context window (HTTP {status}): {message}",
-            context_length=limit,
+            context_length=reported_window(body, message),
             **kw,
         )
     if status == 404 or _MODEL_PATTERNS.search(message):

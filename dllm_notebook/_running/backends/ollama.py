@@ -13,6 +13,7 @@ from ..._config import WorkerConfig
 from ..._types import ChatRequest, Completion, ModelInfo, ServerInfo
 from .base import Backend, positive_int
 from .openai import chat_messages
+from .options import wire_options
 
 __all__ = ["OllamaBackend", "num_ctx_for"]
 
@@ -20,15 +21,6 @@ MIN_NUM_CTX = 4096
 """Ollama reloads a model whenever ``num_ctx`` changes, so windows come in a few sizes only,
 and a worker's never shrinks: a run of papers of mixed lengths reloads the model at most
 once per doubling, not at every switch between a short and a long one."""
-_OPTION_NAMES = {
-    "max_tokens": "num_predict",
-    "temperature": "temperature",
-    "top_p": "top_p",
-    "seed": "seed",
-    "stop": "stop",
-    "top_k": "top_k",
-    "num_predict": "num_predict",
-}
 DEFAULT_MAX_TOKENS = 512
 
 
@@ -87,10 +79,7 @@ class OllamaBackend(Backend):
     def payload(
         self, request: ChatRequest, model: str, context_length: int | None
     ) -> dict[str, Any]:
-        options: dict[str, Any] = {}
-        for key, value in request.options.items():
-            if key in _OPTION_NAMES and value is not None:
-                options[_OPTION_NAMES[key]] = value
+        options = wire_options(self.type, request.options)
         out_tokens = int(options.get("num_predict") or DEFAULT_MAX_TOKENS)
         needed = (request.prompt_tokens_estimate or len(request.prompt) // 2) + out_tokens
         self._num_ctx = max(self._num_ctx, num_ctx_for(needed, context_length))

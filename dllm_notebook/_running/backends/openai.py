@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ..._types import ChatRequest, Completion, ModelInfo, ServerInfo
-from .base import OPENAI_OPTIONS, Backend, positive_int
+from .base import Backend, positive_int
+from .options import wire_options
 from .structured import response_format
 
 __all__ = ["ExoBackend", "OpenAIBackend"]
@@ -61,9 +62,7 @@ class OpenAIBackend(Backend):
 
     def payload(self, request: ChatRequest, model: str) -> dict[str, Any]:
         body: dict[str, Any] = {"model": model, "messages": chat_messages(request), "stream": False}
-        for key, value in request.options.items():
-            if key in OPENAI_OPTIONS and value is not None:
-                body[key] = value
+        body |= wire_options(self.type, request.options)
         if request.schema is not None:
             body["response_format"] = response_format(request.schema)
         return body
