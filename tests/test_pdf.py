@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from dllm_notebook._errors import DllmError
+from dllm_notebook._reading.metadata import heading_title
 from dllm_notebook._reading.papers import Paper, load_papers
-from dllm_notebook._reading.pdf import heading_title, read_pdf
+from dllm_notebook._reading.pdf import read_pdf
 
 pymupdf = pytest.importorskip("pymupdf", reason="needs the [pdf] extra (PyMuPDF)")
 
@@ -95,9 +96,12 @@ def test_titles_of_known_papers(corpus_papers: dict[str, Paper], name: str, star
 
 @needs_corpus
 def test_authors_come_from_metadata(corpus_papers: dict[str, Paper]) -> None:
-    assert corpus_papers["acl2020-s2orc.pdf"].authors is not None
-    assert "Kyle Lo" in (corpus_papers["acl2020-s2orc.pdf"].authors or "")
-    assert corpus_papers["eacl2023-main-121.pdf"].authors is None  # empty in the PDF
+    acl = corpus_papers["acl2020-s2orc.pdf"]
+    assert acl.authors[:2] == ("Kyle Lo", "Lucy Lu Wang") and acl.source.authors == "pdf_metadata"
+    # empty in the PDF's metadata: the names under the title, superscript marks dropped
+    eacl = corpus_papers["eacl2023-main-121.pdf"]
+    assert eacl.authors[:3] == ("Kalpesh Krishna", "Erin Bransom", "Bailey Kuehl")
+    assert eacl.authors[-1] == "Kyle Lo" and eacl.source.authors == "first_page"
 
 
 @needs_corpus
@@ -249,7 +253,7 @@ def test_meaningful_metadata_title_wins_and_placeholders_fall_back(tmp_path: Pat
     lines = ["Body text " * 12, "More body text " * 8]
     good = make_pdf(tmp_path / "a.pdf", lines, title="Heat and Trees", author="Ada Lovelace")
     assert read_pdf(good).title == "Heat and Trees"
-    assert read_pdf(good).authors == "Ada Lovelace"
+    assert read_pdf(good).authors == ("Ada Lovelace",)
 
     doc = pymupdf.open()
     page = doc.new_page()
@@ -260,7 +264,7 @@ def test_meaningful_metadata_title_wins_and_placeholders_fall_back(tmp_path: Pat
     doc.save(tmp_path / "b.pdf")
     paper = read_pdf(tmp_path / "b.pdf")
     assert paper.title == "Tree Canopy and Surface Temperature"
-    assert paper.authors is None
+    assert paper.authors == ()  # a placeholder, and no names under the title
 
 
 def test_missing_file_raises_a_clear_error(tmp_path: Path) -> None:
@@ -311,7 +315,7 @@ def test_sample_papers_read_as_complete_papers() -> None:
         source = (SOURCES / paper.name.replace(".pdf", ".md")).read_text(encoding="utf-8")
         assert paper.ok and 1 <= paper.page_count <= 2, paper.name
         assert paper.title == source.splitlines()[0].removeprefix("# ")
-        assert paper.authors and paper.authors in source
+        assert paper.authors and all(author in source for author in paper.authors)
         for section in ("Abstract", "Introduction", "Methods", "Results", "Limitations"):
             assert re.search(rf"^(\d )?{section}$", paper.text, re.MULTILINE), (paper.name, section)
         assert "Future work" in paper.text

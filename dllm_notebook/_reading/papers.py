@@ -18,11 +18,12 @@ from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, TypeAlias, get_args
 
 from .._errors import DllmError
+from .metadata import META_FIELDS, Reference, Sources, merge
 from .text import (
     classify_text,
     clean_chars,
@@ -41,11 +42,13 @@ __all__ = [
     "load_papers",
 ]
 
-PaperStatus = Literal["ok", "no_text", "encrypted", "corrupt", "empty", "unsupported", "garbled"]
+PaperStatus = Literal[
+    "ok", "no_text", "encrypted", "corrupt", "empty", "unsupported", "garbled", "no_file"
+]
 """``ok``; ``no_text`` (a scan without a text layer); ``encrypted`` (needs a password);
 ``corrupt`` (damaged, truncated or not a PDF); ``empty`` (0 bytes, 0 pages or only
 whitespace); ``unsupported`` (not .pdf/.txt/.md); ``garbled`` (text that does not map to
-Unicode)."""
+Unicode); ``no_file`` (a reference library's entry without a readable attachment)."""
 PAPER_STATUSES: tuple[PaperStatus, ...] = get_args(PaperStatus)
 
 READ_EXTENSIONS = (".pdf", ".txt", ".md")
@@ -68,10 +71,13 @@ BINARY_TEXT_MESSAGE = (
 
 @dataclass(frozen=True, repr=False)
 class Paper:
-    """One paper: its text (page by page), title, authors, and whether it could be read.
+    """One paper: its text (page by page), reference metadata, and whether it could be read.
 
-    ``name`` is the file name (unique within one :func:`load_papers` call) and becomes the
-    DataFrame index. When ``ok`` is false, ``message`` says what went wrong and what to do.
+    ``name`` is the file name, or the citation key for a paper from a reference library
+    (unique within one :func:`load_papers` call), and becomes the DataFrame index. When
+    ``ok`` is false, ``message`` says what went wrong and what to do. ``title``,
+    ``authors``, ``year``, ``doi``, ``venue`` and ``key`` come from the best origin that
+    has them; ``source`` says which (docs/references.md).
 
     >>> paper = Paper.from_text("notes.txt", "Soil microbes and drought ...")
     >>> paper.ok, paper.page_count
@@ -81,7 +87,8 @@ class Paper:
     name: str
     path: Path | None
     title: str
-    authors: str | None
+    authors: tuple[str, ...]
+    """Each author as "First Last" (as printed when only the PDF names them)."""
     text: str
     """The cleaned full text: pages joined by a blank line."""
     pages: tuple[str, ...]
@@ -91,6 +98,15 @@ class Paper:
     """SHA-256 of the file's bytes (of the UTF-8 text for in-memory papers)."""
     status: PaperStatus = "ok"
     message: str = ""
+    year: int | None = None
+    doi: str | None = None
+    """The DOI as ``10.NNNN/...``, without a ``doi:`` label or doi.org URL."""
+    venue: str | None = None
+    """The journal, proceedings or publisher the library names."""
+    key: str | None = None
+    """The citation key in the reference library the paper came from."""
+    source: Sources = field(default_factory=Sources)
+    """Where each metadata field came from: ``str(paper.source)`` lists them."""
 
     @property
     def ok(self) -> bool:
@@ -110,14 +126,23 @@ class Paper:
             name=name,
             path=None,
             title=title if title is not None else first_line_title(cleaned, default=name),
-            authors=None,
+            authors=(),
             text=cleaned,
             pages=pages,
             page_count=len(pages),
             sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
             status=status,
             message=message,
+            source=Sources(title="given" if title is not None else "first_page"),
         )
+
+    def with_reference(self, reference: Reference) -> Paper:
+        """This paper with the fields of ``reference`` where its origin ranks higher than
+        the origin of the value held now (``metadata.ORIGIN_RANK``)."""
+        current = {name: getattr(self, name) for name in META_FIELDS}
+        values, sources = merge([reference], current, self.source)
+        values["title"] = values["title"] or self.title
+        return replace(self, **values, source=sources)
 
     def __repr__(self) -> str:
         title = self.title if len(self.title) <= 60 else self.title[:59] + "…"
@@ -212,17 +237,19 @@ def read_text_file(path: Path) -> Paper:
     pages = tuple(normalize_whitespace(clean_chars(page)) for page in raw.split("\f"))
     text = join_pages(pages)
     status, message = classify_text(text)
+    heading = markdown_title(text) or first_line_title(text, default="")
     return Paper(
         name=path.name,
         path=path,
-        title=markdown_title(text) or first_line_title(text, default=path.stem),
-        authors=None,
+        title=heading or path.stem,
+        authors=(),
         text=text,
         pages=pages,
         page_count=len(pages),
         sha256=digest,
         status=status,
         message=message,
+        source=Sources(title="first_page" if heading else "file_name"),
     )
 
 
@@ -234,13 +261,14 @@ def failed_paper(
         name=path.name,
         path=path,
         title=path.stem,
-        authors=None,
+        authors=(),
         text="",
         pages=("",) * page_count,
         page_count=page_count,
         sha256=sha256,
         status=status,
         message=message,
+        source=Sources(title="file_name"),
     )
 
 
