@@ -7,14 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from dllm_notebook._reading.metadata import (
-    PageBlocks,
-    Reference,
-    first_page_doi,
-    merge,
-    normalize_doi,
-    split_authors,
-)
+from dllm_notebook._reading.doi import PageBlocks, first_page_doi, normalize_doi
+from dllm_notebook._reading.metadata import Reference, merge, split_authors
 from dllm_notebook._reading.papers import Paper, load_papers
 
 from .conftest import CORPUS

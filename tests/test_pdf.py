@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from dllm_notebook._errors import DllmError
-from dllm_notebook._reading.metadata import heading_title
+from dllm_notebook._reading.first_page import heading_title
 from dllm_notebook._reading.papers import Paper, load_papers
 from dllm_notebook._reading.pdf import read_pdf
 

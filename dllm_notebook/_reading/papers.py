@@ -14,13 +14,12 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
-from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal, TypeAlias, get_args
+from typing import TYPE_CHECKING, Literal, TypeAlias, get_args
 
 from .._errors import DllmError
 from .metadata import META_FIELDS, Reference, Sources, merge
@@ -32,6 +31,9 @@ from .text import (
     markdown_title,
     normalize_whitespace,
 )
+
+if TYPE_CHECKING:
+    from .zotero import Zotero
 
 __all__ = [
     "PAPER_STATUSES",
@@ -150,8 +152,11 @@ class Paper:
         return f"Paper({self.name!r}, status={self.status!r}, title={title!r}: {detail})"
 
 
-PaperSource: TypeAlias = "str | os.PathLike[str] | Paper | Iterable[str | os.PathLike[str] | Paper]"
-"""A folder or file path, a Paper, or a list mixing any of those."""
+PaperSource: TypeAlias = (
+    "str | os.PathLike[str] | Paper | Zotero | Iterable[str | os.PathLike[str] | Paper | Zotero]"
+)
+"""A folder or file path (``.bib`` and ``.ris`` files are reference libraries), a Paper,
+a Zotero collection (``zotero(...)`` or ``"zotero:NAME"``), or a list mixing any of those."""
 
 
 def load_papers(
@@ -160,8 +165,9 @@ def load_papers(
     recursive: bool = False,
     password: str | None = None,
     workers: int | None = None,
+    crossref: bool | str = False,
 ) -> list[Paper]:
-    """Read papers from a folder, a file, a list of paths, or already-loaded Papers.
+    """Read papers from a folder, a file, a reference library, a list, or loaded Papers.
 
     A folder gives its ``.pdf``, ``.txt`` and ``.md`` files in sorted order (hidden files
     skipped, subfolders only with ``recursive=True``); a file given explicitly is always
@@ -178,19 +184,36 @@ def load_papers(
         raise DllmError(
             f"workers must be 1 or more, not {workers}; use workers=1 to read sequentially"
         )
-    items = _collect(source, recursive)
-    pdfs = [item for item in items if isinstance(item, Path) and item.suffix.lower() == ".pdf"]
+    from .references import LibraryEntry, entry_paper
+    from .sources import collect, unique_names
+
+    items = collect(source, recursive)
+    files = [i.readable_file() if isinstance(i, LibraryEntry) else i for i in items]
+    pdfs = list(
+        dict.fromkeys(f for f in files if isinstance(f, Path) and f.suffix.lower() == ".pdf")
+    )
     if pdfs:
         from .pdf import require_pymupdf
 
         require_pymupdf()
     processes = _process_count(workers, len(pdfs))
     read = dict(zip(pdfs, _read_pdfs(pdfs, password, processes), strict=True))
+
+    def paper_of(item: Path | Paper | None) -> Paper | None:
+        if item is None or isinstance(item, Paper):
+            return item
+        return read.get(item) or read_path(item, password=password)
+
     papers = [
-        item if isinstance(item, Paper) else read.get(item) or read_path(item, password=password)
-        for item in items
+        entry_paper(item, paper_of(file)) if isinstance(item, LibraryEntry) else paper_of(file)
+        for item, file in zip(items, files, strict=True)
     ]
-    return _unique_names(papers)
+    found = unique_names([paper for paper in papers if paper is not None])
+    if crossref:
+        from .crossref import CROSSREF_URL, enrich
+
+        return enrich(found, url=crossref if isinstance(crossref, str) else CROSSREF_URL)
+    return found
 
 
 def read_path(path: Path, *, password: str | None = None) -> Paper:
@@ -280,54 +303,6 @@ def unreadable_message(exc: OSError) -> str:
 # ---------------------------------------------------------------- sources and processes
 
 
-def _collect(source: PaperSource, recursive: bool) -> list[Path | Paper]:
-    entries: Iterable[str | os.PathLike[str] | Paper]
-    entries = [source] if isinstance(source, (str, os.PathLike, Paper)) else source
-    items: list[Path | Paper] = []
-    seen: set[Path] = set()
-    for entry in entries:
-        if isinstance(entry, Paper):
-            items.append(entry)
-            continue
-        path = Path(entry).expanduser()
-        if not path.exists():
-            raise DllmError(
-                f"no such file or folder: {str(path)!r} (relative paths start at {os.getcwd()}); "
-                "check the path"
-            )
-        for file in _scan(path, recursive) if path.is_dir() else [path]:
-            key = file.resolve()
-            if key not in seen:
-                seen.add(key)
-                items.append(file)
-    return items
-
-
-def _scan(folder: Path, recursive: bool) -> list[Path]:
-    found: list[tuple[str, Path]] = []
-    has_subfolders = False
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        has_subfolders = has_subfolders or bool(dirs)
-        for name in files:
-            if not name.startswith(".") and Path(name).suffix.lower() in READ_EXTENSIONS:
-                path = Path(root, name)
-                found.append((path.relative_to(folder).as_posix(), path))
-        if not recursive:
-            break
-    if not found:
-        hint = (
-            "; pass recursive=True to read its subfolders"
-            if has_subfolders and not recursive
-            else ""
-        )
-        raise DllmError(
-            f"no papers to read in {str(folder)!r}: dllm_notebook reads .pdf, .txt and .md files "
-            f"(hidden files are skipped){hint}"
-        )
-    return [path for _, path in sorted(found)]
-
-
 def _process_count(workers: int | None, pdf_count: int) -> int:
     if workers is not None:
         return max(1, min(workers, pdf_count))
@@ -409,32 +384,3 @@ def _warm_up() -> int:
 
 def _read_in_worker(path: Path, password: str | None) -> Paper:
     return read_path(path, password=password)
-
-
-def _unique_names(papers: list[Paper]) -> list[Paper]:
-    """Give papers that share a file name longer names: their paths' last parts, then a number."""
-    names = [paper.name for paper in papers]
-    counts = Counter(names)
-    for name in [n for n, count in counts.items() if count > 1]:
-        group = [i for i, n in enumerate(names) if n == name]
-        for depth in range(2, 64):
-            candidates = {i: _path_suffix(papers[i], depth) for i in group}
-            if len(set(candidates.values())) == len(group):
-                break
-        for i in group:
-            names[i] = candidates[i]
-    taken: set[str] = set()
-    for i, name in enumerate(names):
-        unique, n = name, 1
-        while unique in taken:
-            n += 1
-            unique = f"{name} ({n})"
-        taken.add(unique)
-        names[i] = unique
-    return [p if p.name == n else replace(p, name=n) for p, n in zip(papers, names, strict=True)]
-
-
-def _path_suffix(paper: Paper, depth: int) -> str:
-    if paper.path is None:
-        return paper.name
-    return "/".join(paper.path.absolute().parts[-depth:])

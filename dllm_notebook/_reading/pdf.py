@@ -27,7 +27,8 @@ from types import ModuleType
 from typing import Any
 
 from .._errors import DllmError
-from .metadata import PageBlocks, Reference, merge, pdf_references
+from .doi import PageBlocks
+from .metadata import Reference, merge, pdf_references
 from .papers import (
     EMPTY_FILE_MESSAGE,
     Paper,
