@@ -14,8 +14,9 @@ Better BibTeX's ``Citation Key:`` line in Extra) becomes the paper's name.
 
 from __future__ import annotations
 
+import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,12 @@ from .._errors import ZoteroUnavailable
 from .metadata import Reference, format_name, normalize_doi, year_in
 from .references import LibraryEntry, local_path
 
-__all__ = ["ZOTERO_URL", "Zotero", "parse_zotero", "zotero"]
+__all__ = ["URL_VARIABLE", "ZOTERO_URL", "Zotero", "parse_zotero", "zotero"]
 
 ZOTERO_URL = "http://localhost:23119"
+URL_VARIABLE = "DLLM_ZOTERO_URL"
+"""Where ``zotero:NAME`` and ``zotero()`` look when no ``url`` is given (Zotero's
+``httpServer.port`` can move it)."""
 ENABLE_HINT = (
     "start Zotero 7 and turn on Settings → Advanced → 'Allow other applications on this "
     "computer to communicate with Zotero'"
@@ -56,7 +60,7 @@ class Zotero:
     """
 
     collection: str | None = None
-    url: str = ZOTERO_URL
+    url: str = field(default_factory=lambda: os.environ.get(URL_VARIABLE) or ZOTERO_URL)
     timeout: float = 10.0
 
     def __str__(self) -> str:
@@ -160,13 +164,16 @@ class Zotero:
 
 
 def zotero(
-    collection: str | None = None, *, url: str = ZOTERO_URL, timeout: float = 10.0
+    collection: str | None = None, *, url: str | None = None, timeout: float = 10.0
 ) -> Zotero:
     """Papers from Zotero 7 on this computer: a collection by name or key, or the whole
-    library. Needs Zotero running with its local API on (Settings → Advanced).
+    library. Needs Zotero running with its local API on (Settings → Advanced). ``url``
+    defaults to ``$DLLM_ZOTERO_URL``, else ``http://localhost:23119``.
 
     >>> df = cluster.analyze(zotero(collection="Review 2026"))
     """
+    if url is None:
+        return Zotero(collection, timeout=timeout)
     return Zotero(collection, url=url, timeout=timeout)
 
 

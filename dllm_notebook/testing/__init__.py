@@ -12,6 +12,9 @@ and the faults it injects; its :class:`RequestLog` records what the client sent.
 ...         "messages": [{"role": "user", "content": "Hi [[p1]]"}]}).json()
 ...     assert reply["message"]["content"].startswith(expected_echo("Hi [[p1]]"))
 
+:class:`FakeZotero` (Zotero 7's local API) and :class:`FakeCrossref` (Crossref's
+``/works/{doi}``) emulate the services papers and their metadata come from.
+
 Run servers in another process with ``python -m dllm_notebook.testing serve ...`` or
 ``... lab --spec lab.json``. Needs the ``lab`` extra (aiohttp).
 """
@@ -27,19 +30,23 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from ._behaviour import Behaviour
+from ._crossref import FakeCrossref
 from ._dialects import CLIENT_TYPES, DEFAULT_PORTS, DIALECTS
 from ._lab import FakeLab, parse_spec
 from ._log import RequestLog, RequestRecord
 from ._server import FakeServer
 from ._text import count_tokens, expected_echo, prompt_digest, prompt_tokens
+from ._zotero import FakeZotero
 
 __all__ = [
     "CLIENT_TYPES",
     "DEFAULT_PORTS",
     "DIALECTS",
     "Behaviour",
+    "FakeCrossref",
     "FakeLab",
     "FakeServer",
+    "FakeZotero",
     "RequestLog",
     "RequestRecord",
     "count_tokens",
