@@ -19,7 +19,7 @@ blocks, so a PDF is read once. The first page's layout is read in ``first_page.p
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -213,11 +213,13 @@ def meaningful_authors(raw: str | None) -> tuple[str, ...]:
 
 def pdf_references(
     metadata: Mapping[str, Any],
-    first_page: dict[str, Any] | None,
+    first_page: Callable[[], dict[str, Any] | None],
     first_pages: Sequence[PageBlocks],
 ) -> list[Reference]:
     """What a PDF says about itself: its metadata, a DOI printed on its first pages, and
-    the first page's title and authors."""
+    the first page's title and authors. ``first_page()`` gives the first page's text dict;
+    it is called only when the metadata lacks the title or names fewer than two authors
+    (the dict costs about as much as reading a page)."""
     subject = str(metadata.get("subject") or "")
     keywords = str(metadata.get("keywords") or "")
     listed = meaningful_authors(metadata.get("author"))
@@ -229,13 +231,14 @@ def pdf_references(
         doi=_doi_in(subject) or _doi_in(keywords),
     )
     printed = Reference("pdf_text", doi=first_page_doi(first_pages))
-    if first_page is None:
+    page = first_page() if embedded.title is None or len(listed) < 2 else None
+    if page is None:
         return [embedded, printed]
-    names = heading_authors(first_page)
+    names = heading_authors(page)
     if len(listed) == 1 and len(names) > 1 and _same_person(listed[0], names):
         # Publishers often list only the first (or the corresponding) author.
         embedded = replace(embedded, authors=())
-    layout = Reference("first_page", title=heading_title(first_page), authors=names)
+    layout = Reference("first_page", title=heading_title(page), authors=names)
     return [embedded, printed, layout]
 
 

@@ -159,10 +159,14 @@ def _read_document(
     status, message = _classify(text, count)
     if status == "ok" and (doc.is_repaired or failed_pages):
         message = REPAIRED_MESSAGE
-    try:
-        first_page: dict[str, Any] | None = doc.load_page(0).get_text("dict", flags=flags)
-    except Exception:
-        first_page = None
+
+    def first_page() -> dict[str, Any] | None:
+        try:
+            page: dict[str, Any] = doc.load_page(0).get_text("dict", flags=flags)
+        except Exception:
+            return None
+        return page
+
     found = pdf_references(doc.metadata or {}, first_page, first_pages)
     meta, sources = merge([*found, Reference("file_name", title=file.stem)])
     return Paper(
