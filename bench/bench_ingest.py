@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pymupdf
 
-from dllm_notebook._reading.papers import PARALLEL_MIN_PDFS, _warm_up, load_papers
+from dllm_notebook._reading.papers import PARALLEL_MIN_PDFS, load_papers, warm_up
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus"
@@ -88,7 +88,7 @@ def worker_start_seconds(repeat: int) -> float:
     for _ in range(repeat):
         start = time.perf_counter()
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            pool.submit(_warm_up).result()
+            pool.submit(warm_up).result()
             times.append(time.perf_counter() - start)
     return statistics.median(times)
 

@@ -42,11 +42,15 @@ from ._local.model_files import default_model_path
 from ._local.server import LocalServer
 from ._prompts.presets import Preset, list_presets, load_preset
 from ._prompts.templates import Prompt
-from ._reading.papers import Paper, load_papers
+from ._reading.paper import Paper
+from ._reading.papers import load_papers
 from ._reading.zotero import Zotero, zotero
 from ._results.store import ResultStore
+from ._running.chat import ChatStream
 from ._running.earliest_finish import EarliestFinish
-from ._running.scheduler import LeastLoaded, Scheduler
+from ._running.scheduler import LeastLoaded, Scheduler, TaskQueue
+from ._running.tasks import Attempt, LabView, Placement, Task
+from ._running.views import WorkerView
 from ._types import Answer, ChatRequest
 
 __version__ = "0.1.0"
@@ -75,8 +79,10 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "Answer",
+    "Attempt",
     "BadResponse",
     "ChatRequest",
+    "ChatStream",
     "Cluster",
     "ClusterSettings",
     "ConfigError",
@@ -89,6 +95,7 @@ __all__ = [
     "Event",
     "Job",
     "JobCancelled",
+    "LabView",
     "LeastLoaded",
     "LocalServer",
     "LocalWorkerError",
@@ -96,6 +103,7 @@ __all__ = [
     "NoHealthyWorkers",
     "PanelUnavailable",
     "Paper",
+    "Placement",
     "Preset",
     "PresetError",
     "Prompt",
@@ -106,12 +114,15 @@ __all__ = [
     "Scheduler",
     "Secret",
     "SyncCallInLoop",
+    "Task",
     "TaskFailed",
+    "TaskQueue",
     "TemplateError",
     "WorkerConfig",
     "WorkerError",
     "WorkerOverloaded",
     "WorkerUnreachable",
+    "WorkerView",
     "Zotero",
     "ZoteroUnavailable",
     "__version__",

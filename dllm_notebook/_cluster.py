@@ -9,23 +9,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._analysis.analysis import Analysis
-from ._analysis.methods import AnalyzeMethods
+from ._analysis.call import AnalyzeCall, analyze_call
+from ._analysis.jobs import Job
+from ._analysis.methods import Analyses, same_arguments_as
 from ._config import ClusterSettings, WorkerConfig, load_config, make_settings, parse_worker_spec
-from ._display.cluster import ClusterDisplay
+from ._display.cluster import ClusterView
 from ._display.reports import check_frame, metrics_frame
-from ._errors import ConfigError, ConfigProblem, TaskFailed
+from ._errors import ConfigError, ConfigProblem, DllmError, TaskFailed
 from ._events import Event, EventHub
 from ._loop import bridge, run_sync, submit
-from ._results.history import StoreAccess
-from ._results.store import DEFAULT, resolve_store
-from ._running.dispatch import Dispatcher, Task
+from ._results.history import Filter
+from ._results.store import DEFAULT, ResultStore, resolve_store
+from ._running.chat import ChatStream, StreamStart, astream, chat_request
+from ._running.dispatch import Dispatcher
 from ._running.earliest_finish import EarliestFinish
 from ._running.pool import WorkerPool
 from ._running.scheduler import Scheduler
+from ._running.tasks import Task
+from ._running.views import WorkerView
 from ._types import Answer, ChatRequest
 
 if TYPE_CHECKING:
@@ -45,7 +50,7 @@ def estimate_tokens(text: str) -> int:
     return estimate(text)
 
 
-class Cluster(AnalyzeMethods, ClusterDisplay, StoreAccess):
+class Cluster:
     """Every worker of the lab, kept healthy and busy.
 
     >>> cluster = Cluster.from_config("config/workers.json")
@@ -56,9 +61,10 @@ class Cluster(AnalyzeMethods, ClusterDisplay, StoreAccess):
 
     Settings (keyword arguments, or top-level keys of the config file):
     ``health_check_interval`` (30 s), ``request_timeout`` (300 s), ``max_retries`` (3),
-    ``max_concurrent_batch`` (50), ``no_worker_timeout`` (120 s), ``probe_timeout`` (10 s),
-    ``hedge`` (True: a straggler at the end of a batch gets a second copy on an idle faster
-    worker; the first answer wins).
+    ``max_concurrent_batch`` (``"auto"``: every slot of every healthy worker; a number caps
+    it), ``no_worker_timeout`` (120 s), ``probe_timeout`` (10 s), ``hedge`` (True: a
+    straggler at the end of a batch gets a second copy on an idle faster worker; the first
+    answer wins).
 
     ``scheduler`` decides where each task goes; the default, ``EarliestFinish``, learns each
     worker's speed and puts the largest work first where it finishes soonest (see
@@ -98,7 +104,8 @@ class Cluster(AnalyzeMethods, ClusterDisplay, StoreAccess):
             seen.add(cfg.id)
         self.settings = make_settings(options, settings)
         slots = sum(c.max_concurrent_requests for c in configs)
-        if slots > self.settings.max_concurrent_batch:
+        cap = self.settings.max_concurrent_batch
+        if cap != "auto" and slots > cap:
             log.warning(
                 "the workers take %d requests at once, but max_concurrent_batch caps the "
                 "cluster at %d; raise it (a top-level setting or keyword) to use every slot",
@@ -116,9 +123,16 @@ class Cluster(AnalyzeMethods, ClusterDisplay, StoreAccess):
         self._start_task: asyncio.Task[None] | None = None
         self._closed = False
         self._cleanups: list[Callable[[], None]] = []
-        self.last_analysis: Analysis | None = None
-        """The latest ``analyze()`` run: its cells hold every answer so far, even after an
-        interrupt."""
+        self._views = [WorkerView(w) for w in self._pool.workers]
+        self._display = ClusterView(self, self._views)
+        self._analyses = Analyses(
+            settings=self.settings,
+            events=self.events,
+            pool=self._pool,
+            dispatcher=self._dispatcher,
+            store=lambda: self._store,
+            ready=self._ready,
+        )
         self.local_servers: list[Any] = []
         """The llama.cpp servers that ``Cluster.local()`` started (empty otherwise)."""
         self._cleanups.append(lambda: self._store.close() if self._store is not None else None)
@@ -182,8 +196,24 @@ class Cluster(AnalyzeMethods, ClusterDisplay, StoreAccess):
 
     # -- state ----------------------------------------------------------------------
     @property
-    def workers(self) -> list[WorkerConfig]:
-        return [w.config for w in self._pool.workers]
+    def workers(self) -> list[WorkerView]:
+        """Live, read-only views of the workers: config, health, limits, in flight,
+        window and counters (see :class:`WorkerView`).
+
+        >>> [(w.id, w.health, w.in_flight, w.limit) for w in cluster.workers]
+        """
+        return list(self._views)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has been called."""
+        return self._closed
+
+    @property
+    def last_analysis(self) -> Analysis | None:
+        """The latest ``analyze()`` run: its cells hold every answer so far, even after an
+        interrupt (``cluster.last_analysis.frame()``)."""
+        return self._analyses.last
 
     def subscribe(self, listener: Callable[[Event], None]) -> Callable[[], None]:
         """Watch worker and task events (for progress bars and panels)."""
@@ -204,7 +234,7 @@ class Cluster(AnalyzeMethods, ClusterDisplay, StoreAccess):
     async def _check(self) -> pd.DataFrame:
         await self._ready()
         await asyncio.gather(*(self._pool.check(w, detailed=True) for w in self._pool.workers))
-        return check_frame(self._pool.workers)
+        return check_frame(self._views)
 
     def check(self) -> pd.DataFrame:
         """Check every worker now: one row each with health, models, context and error."""
@@ -289,11 +319,146 @@ class Cluster(AnalyzeMethods, ClusterDisplay, StoreAccess):
     ) -> Answer:
         return await bridge(self._ask(prompt, system, options))
 
+    def stream(self, prompt: str, *, system: str | None = None, **options: Any) -> ChatStream:
+        """Stream one answer from the best worker, piece by piece (what ``dllm chat`` shows).
+
+        Returns once a worker has started answering; iterate for the text pieces. A failure
+        before the first piece moves the question to another worker.
+
+        >>> stream = cluster.stream("What is a transformer?")
+        >>> stream.worker, stream.model
+        >>> for piece in stream:
+        ...     sys.stdout.write(piece)
+        """
+        request = chat_request(prompt, system=system, **options)
+
+        async def items() -> AsyncIterator[StreamStart | str]:
+            await self._ready()
+            async for item in astream(self._pool, self.settings, request):
+                yield item
+
+        return ChatStream.start(items())
+
     # -- metrics --------------------------------------------------------------------
     def metrics(self, *, totals: bool = False) -> pd.DataFrame:
         """Per-worker requests, successes, failures, in flight, latency and tokens/s;
         ``totals=True`` adds a ``total`` row."""
-        return metrics_frame(self._pool.workers, totals=totals)
+        return metrics_frame(self._views, totals=totals)
+
+    # -- analyze ----------------------------------------------------------------------
+    @same_arguments_as(analyze_call)
+    def analyze(self, call: AnalyzeCall) -> pd.DataFrame:
+        """Ask every prompt of every paper, spread over the cluster; return a DataFrame.
+
+        ``source`` is a folder, a file, a list of paths or of loaded ``Paper`` objects
+        (``.pdf``, ``.txt``, ``.md``). Prompts come from ``preset`` (default ``research``)
+        or ``prompts`` (``{name: template}`` or a list of templates or questions).
+        Returns the wide table (one row per paper, one column per prompt; a failed cell is
+        missing), or with ``long=True`` one row per paper x prompt with its status,
+        error, worker, model, tokens, latency and ``fit`` (``whole``, ``chunked`` or
+        ``truncated``). Papers too long for a worker's window are map-reduced over chunks,
+        or cut with ``fit="truncate"``. Options (``max_tokens``, ``temperature`` ...)
+        override the preset's.
+
+        >>> df = cluster.analyze("papers/", preset="research")
+        >>> df.to_parquet("review.parquet")
+        >>> df.dllm.long()          # provenance: worker, tokens, errors
+
+        Every answer is saved to the result store (``cluster.store``) as it arrives. Run
+        the same call again and stored answers come back at once (status ``cached`` in the
+        long form); only missing or failed tasks are sent. ``refresh=True`` asks again
+        anyway, ``cache=False`` neither reads nor writes the store. After an interrupt,
+        ``cluster.last_analysis.frame()`` holds what had arrived, and re-running resumes.
+        To keep the notebook free while it runs, use :meth:`submit` instead.
+        """
+        return self._analyses.analyze(call)
+
+    @same_arguments_as(analyze_call)
+    async def aanalyze(self, call: AnalyzeCall) -> pd.DataFrame:
+        """The async twin of :meth:`analyze`, for ``await`` in a notebook cell."""
+        return await self._analyses.aanalyze(call)
+
+    @same_arguments_as(analyze_call)
+    def submit(self, call: AnalyzeCall) -> Job:
+        """Start :meth:`analyze` in the background and return its :class:`Job` at once.
+
+        Takes the same arguments as :meth:`analyze`. The notebook stays free: other cells
+        (and other ``cluster`` calls) run while the job works, and several jobs share the
+        cluster's workers. In Jupyter the job shows a live progress bar in the cell that
+        submitted it; elsewhere it prints one line when it ends.
+
+        >>> job = cluster.submit("papers/", preset="research")
+        >>> job.partial()           # the answers so far (unfinished cells are missing)
+        >>> df = job.result()       # waits; the same DataFrame analyze() returns
+        >>> job.cancel()            # stop sending; every answer that arrived is kept
+
+        Errors (a missing folder, an unknown preset) are raised by ``job.result()``.
+        """
+        return self._analyses.submit(call)
+
+    @property
+    def jobs(self) -> list[Job]:
+        """Every job :meth:`submit` started on this cluster, oldest first."""
+        return list(self._analyses.jobs)
+
+    # -- the result store -------------------------------------------------------------
+    @property
+    def store(self) -> ResultStore | None:
+        """Where ``analyze()`` keeps answers (``None``: off). Assign a path to move it:
+        ``cluster.store = "review.sqlite"`` (or ``"user"``, or ``None``)."""
+        return self._store
+
+    @store.setter
+    def store(self, value: Any) -> None:
+        if self._store is not None:
+            self._store.close()
+        self._store = resolve_store(value)
+
+    def _require_store(self) -> ResultStore:
+        if self._store is None:
+            raise DllmError(
+                "this cluster has no result store (store=None or DLLM_STORE=off); set one "
+                "with `cluster.store = '.dllm/results.sqlite'` to keep answers and history"
+            )
+        return self._store
+
+    def history(
+        self, run: Filter = None, paper: Filter = None, worker: Filter = None
+    ) -> pd.DataFrame:
+        """Every request ``analyze()`` sent, one row each: answer, worker, model, tokens,
+        latency and error. Filter by run id (or ``"last"``), paper file name or worker id.
+
+        >>> cluster.history(run="last", worker="imac-office")
+        >>> cluster.history().to_parquet("history.parquet")      # export
+        >>> cluster.store.clear_history()                        # clear (keeps the cache)
+        """
+        return self._require_store().history(run=run, paper=paper, worker=worker)
+
+    def runs(self) -> pd.DataFrame:
+        """One row per ``analyze()`` recorded in the store: counts, status and times."""
+        return self._require_store().runs()
+
+    # -- how the cluster shows itself ---------------------------------------------------
+    def __repr__(self) -> str:
+        return self._display.text()
+
+    def _repr_html_(self) -> str:
+        return self._display.html()
+
+    def _repr_mimebundle_(
+        self, include: Collection[str] | None = None, exclude: Collection[str] | None = None
+    ) -> dict[str, Any]:
+        """The live panel in a Jupyter kernel, with text and HTML fallbacks."""
+        return self._display.mimebundle(include, exclude)
+
+    def panel(self) -> Any:
+        """The live worker panel, an ipywidgets widget (one per cluster).
+
+        Showing ``cluster`` as the last line of a cell shows it too; call this to place it
+        elsewhere, e.g. ``display(cluster.panel())`` above a long ``analyze()``. It updates
+        at most twice a second while work runs, and stops when the cluster closes.
+        """
+        return self._display.live_panel().widget
 
     # -- lifecycle ------------------------------------------------------------------
     def add_cleanup(self, callback: Callable[[], None]) -> None:
@@ -311,7 +476,7 @@ class Cluster(AnalyzeMethods, ClusterDisplay, StoreAccess):
             return
         self._closed = True
         try:
-            self._stop_jobs()  # before the pool closes, so their requests are withdrawn
+            self._analyses.stop_jobs()  # before the pool closes, so their requests are withdrawn
             run_sync(self._aclose(), what="close()")
         finally:
             for cleanup in reversed(self._cleanups):
@@ -322,7 +487,7 @@ class Cluster(AnalyzeMethods, ClusterDisplay, StoreAccess):
             return
         self._closed = True
         try:
-            await asyncio.to_thread(self._stop_jobs)
+            await asyncio.to_thread(self._analyses.stop_jobs)
             await bridge(self._aclose())
         finally:
             for cleanup in reversed(self._cleanups):

@@ -14,12 +14,32 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from ._errors import ConfigError, ConfigProblem
 
-__all__ = ["DEFAULT_PORTS", "WORKER_TYPES", "ClusterSettings", "Secret", "WorkerConfig"]
+__all__ = [
+    "CACHE_ENV",
+    "DEFAULT_PORTS",
+    "WORKER_TYPES",
+    "ClusterSettings",
+    "Secret",
+    "WorkerConfig",
+    "cache_dir",
+]
+
+CACHE_ENV = "DLLM_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """The user cache folder (models, the user result store, shared files): ``$DLLM_CACHE_DIR``
+    if set, else the platform's user cache."""
+    from platformdirs import user_cache_dir
+
+    override = os.environ.get(CACHE_ENV)
+    return Path(override).expanduser() if override else Path(user_cache_dir("dllm_notebook"))
+
 
 log = logging.getLogger("dllm_notebook")
 
@@ -101,8 +121,9 @@ class ClusterSettings:
     health_check_interval: float = 30.0
     request_timeout: float = 300.0
     max_retries: int = 3
-    max_concurrent_batch: int = 50
-    """At most this many requests in flight over the whole cluster."""
+    max_concurrent_batch: int | Literal["auto"] = "auto"
+    """At most this many requests in flight over the whole cluster. ``"auto"`` (the
+    default): every slot of every healthy worker, as workers come and go."""
     no_worker_timeout: float = 120.0
     """How long a task waits for a healthy worker before it fails."""
     probe_timeout: float = 10.0
@@ -275,7 +296,9 @@ def _read_settings(chk: _Checker, raw: Mapping[str, Any]) -> dict[str, Any]:
         if key not in raw:
             continue
         where = f"setting {key!r}"
-        if key in ("max_retries", "max_concurrent_batch"):
+        if key == "max_concurrent_batch" and raw[key] == "auto":
+            out[key] = "auto"
+        elif key in ("max_retries", "max_concurrent_batch"):
             out[key] = chk.integer(where, raw[key], 0 if key == "max_retries" else 1)
         elif key == "hedge":
             out[key] = chk.boolean(where, raw[key])

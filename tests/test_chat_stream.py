@@ -19,7 +19,7 @@ from dllm_notebook import (
 )
 from dllm_notebook._config import WorkerConfig
 from dllm_notebook._running.backends import make_backend
-from dllm_notebook._running.chat import ChatStream, chat_request
+from dllm_notebook._running.chat import chat_request
 from dllm_notebook.testing import CLIENT_TYPES, Behaviour, FakeLab, expected_echo
 
 from .conftest import FAST
@@ -85,7 +85,7 @@ def test_chat_stream_names_its_worker_and_yields_the_answer(lab: FakeLab) -> Non
     with Cluster(
         [{"id": "studio", "host": "127.0.0.1", "port": server.port, "type": "lm_studio"}], **FAST
     ) as cluster:
-        stream = ChatStream.start(cluster, "What is soil? [[c1]]")
+        stream = cluster.stream("What is soil? [[c1]]")
         assert (stream.worker, stream.model) == ("studio", "qwen")
         text = "".join(stream)
     assert text.startswith(expected_echo("What is soil? [[c1]]"))
@@ -113,7 +113,7 @@ def test_chat_stream_moves_to_another_worker_when_the_first_fails(lab: FakeLab) 
     ]
     with Cluster(workers, **FAST) as cluster:
         cluster.check()
-        stream = ChatStream.start(cluster, "hello [[m1]]")  # "broken" has more free slots
+        stream = cluster.stream("hello [[m1]]")  # "broken" has more free slots
         assert stream.worker == "good"
         assert "".join(stream).startswith(expected_echo("hello [[m1]]"))
     assert len(broken.log.generations()) == 1
@@ -123,14 +123,14 @@ def test_chat_stream_says_why_when_every_worker_fails(lab: FakeLab) -> None:
     broken = lab.add("openai", models=["m"], behaviour=Behaviour(error_rate=1.0))
     spec = {"id": "broken", "host": "127.0.0.1", "port": broken.port, "type": "openai"}
     with Cluster([spec], **FAST) as cluster, pytest.raises(TaskFailed, match="dllm check"):
-        ChatStream.start(cluster, "hello")
+        cluster.stream("hello")
 
 
 def test_chat_stream_without_a_healthy_worker_lists_the_workers() -> None:
     spec = {"id": "asleep", "host": "127.0.0.1", "port": free_port(), "type": "ollama"}
     settings = dict(FAST, no_worker_timeout=0.5)
     with Cluster([spec], **settings) as cluster, pytest.raises(NoHealthyWorkers, match="down"):
-        ChatStream.start(cluster, "hello")
+        cluster.stream("hello")
 
 
 def test_chat_stream_refuses_a_question_larger_than_every_window(lab: FakeLab) -> None:
@@ -139,5 +139,5 @@ def test_chat_stream_refuses_a_question_larger_than_every_window(lab: FakeLab) -
     with Cluster([spec], **FAST) as cluster:
         cluster.check()
         with pytest.raises(TaskFailed, match="largest context window in the cluster is 512"):
-            ChatStream.start(cluster, "soil " * 2000)
+            cluster.stream("soil " * 2000)
     assert small.log.generations() == []

@@ -10,6 +10,9 @@ import pytest
 
 from dllm_notebook import Cluster, ConfigError, Secret, WorkerConfig
 from dllm_notebook._config import load_config, parse_worker_spec
+from dllm_notebook.testing import Behaviour, FakeLab
+
+from .conftest import FAST
 
 LAB_FILE = {
     "workers": [
@@ -47,7 +50,7 @@ def test_reads_the_labs_existing_file_unchanged(tmp_path: Path) -> None:
     assert settings.health_check_interval == 30
     assert settings.request_timeout == 300
     assert settings.max_retries == 3
-    assert settings.max_concurrent_batch == 50
+    assert settings.max_concurrent_batch == "auto"  # every slot of every healthy worker
 
 
 def test_defaults_by_type(tmp_path: Path) -> None:
@@ -244,3 +247,16 @@ def test_a_cap_below_the_workers_slots_is_pointed_out(caplog: pytest.LogCaptureF
     with caplog.at_level(logging.WARNING, logger="dllm_notebook"):
         Cluster(workers, store=None, max_concurrent_batch=15).close()
     assert not any("caps the cluster" in r.getMessage() for r in caplog.records)
+
+
+def test_by_default_a_big_lab_uses_every_slot(lab: FakeLab) -> None:
+    # 12 workers x 5 slots = 60 requests at once: more than the old fixed cap of 50.
+    behaviour = Behaviour(slots=5, decode_tps=32)  # half a second per answer
+    servers = [lab.add("openai", behaviour=behaviour) for _ in range(12)]
+    workers = [f"openai://127.0.0.1:{s.port}" for s in servers]
+    settings = {**FAST, "probe_timeout": 10.0}  # twelve servers on a busy 2-core machine
+    with Cluster(workers, store=None, **settings) as cluster:
+        assert cluster.settings.max_concurrent_batch == "auto"
+        answers = cluster.map([f"question {i} [[b{i}]]" for i in range(120)])
+    assert all(a.ok for a in answers)
+    assert lab.log.max_in_flight() == 60

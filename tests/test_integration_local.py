@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 
 from dllm_notebook import Cluster
-from dllm_notebook._reading.papers import Paper, load_papers
+from dllm_notebook._reading.paper import Paper
+from dllm_notebook._reading.papers import load_papers
 
 from .conftest import SAMPLE_PAPERS, llama_server_pids
 

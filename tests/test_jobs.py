@@ -193,7 +193,7 @@ def test_job_shows_its_progress_as_text_and_html(
     out, err = capsys.readouterr()
     # Outside Jupyter: no live bar (it would garble the prompt), one line at the end.
     summary = df.attrs["dllm_summary"]
-    assert summary.startswith("analyzed 12 papers x 1 prompts: 12/12 tasks answered")
+    assert summary.startswith("analyzed 12 papers x 1 prompt: 12/12 tasks answered")
     assert out == f"job {job.id} finished: {summary}\n"
     assert f"job {job.id}" not in err
     assert repr(job) == f"<Job {job.id} finished: {summary}>"
@@ -284,7 +284,7 @@ def test_in_jupyter_the_job_draws_a_live_bar_in_its_own_cell(lab: FakeLab, tmp_p
     (shown,) = of(later, "execute_result")
     assert {widget, "text/html", "text/plain"} <= set(shown["data"])
     (last,) = of(submit, "stream")
-    assert "finished: analyzed 10 papers x 1 prompts: 10/10 tasks answered" in last["text"]
+    assert "finished: analyzed 10 papers x 1 prompt: 10/10 tasks answered" in last["text"]
     ended = next(i for i, m in enumerate(messages) if m.cell == submit and is_idle(m))
     # The bar moved after its cell had ended: drawn from the job's thread.
     assert any(m.kind == "comm_msg" for m in messages[ended:])

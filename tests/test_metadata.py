@@ -9,7 +9,8 @@ import pytest
 
 from dllm_notebook._reading.doi import PageBlocks, first_page_doi, normalize_doi
 from dllm_notebook._reading.metadata import Reference, merge, split_authors
-from dllm_notebook._reading.papers import Paper, load_papers
+from dllm_notebook._reading.paper import Paper
+from dllm_notebook._reading.papers import load_papers
 
 from .conftest import CORPUS
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from dllm_notebook._errors import DllmError
-from dllm_notebook._reading.papers import PAPER_STATUSES, Paper, load_papers
+from dllm_notebook._reading.paper import PAPER_STATUSES, Paper
+from dllm_notebook._reading.papers import load_papers
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_papers"

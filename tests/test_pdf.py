@@ -15,7 +15,8 @@ import pytest
 
 from dllm_notebook._errors import DllmError
 from dllm_notebook._reading.first_page import heading_title
-from dllm_notebook._reading.papers import Paper, load_papers
+from dllm_notebook._reading.paper import Paper
+from dllm_notebook._reading.papers import load_papers
 from dllm_notebook._reading.pdf import read_pdf
 
 pymupdf = pytest.importorskip("pymupdf", reason="needs the [pdf] extra (PyMuPDF)")

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from dllm_notebook._errors import ReferenceFileError
-from dllm_notebook._reading.papers import Paper, load_papers
+from dllm_notebook._reading.paper import Paper
+from dllm_notebook._reading.papers import load_papers
 from dllm_notebook._reading.references import file_paths
 
 pytest.importorskip("pymupdf", reason="needs the [pdf] extra (PyMuPDF)")

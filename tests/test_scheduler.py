@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 import pytest
 
 from dllm_notebook._config import WorkerConfig
-from dllm_notebook._running.dispatch import Task
 from dllm_notebook._running.earliest_finish import EarliestFinish
 from dllm_notebook._running.pool import Health, Worker
 from dllm_notebook._running.scheduler import (
@@ -25,6 +24,7 @@ from dllm_notebook._running.scheduler import (
     Scheduler,
 )
 from dllm_notebook._running.speed import Size, SpeedModel
+from dllm_notebook._running.tasks import Task
 from dllm_notebook._types import ChatRequest, Completion
 
 ANSWER = 300

@@ -20,26 +20,32 @@ from .._display.progress import Progress
 from .._errors import ContextLengthExceeded
 from .._prompts.templates import Prompt
 from .._reading.chunking import (
+    MIN_CHUNK_TOKENS,
     Budget,
-    _part_note,
     combine_groups,
     combine_prompt,
+    content_room,
     estimate_tokens,
+    part_note,
+    plan_fit,
     prompt_overhead,
     split_into_chunks,
-    truncate_to_fit,
+    split_paper,
+    truncated_prompt,
+    with_part_notes,
 )
-from .._reading.papers import Paper
+from .._reading.paper import Paper
 from .._results.cells import Cell, CellSink, MemoryCells, Row, build_columns
 from .._results.columns import LONG_COLUMNS
-from .._running.dispatch import Task
+from .._results.statuses import ANSWERED, CACHED, FAILED, OK, PENDING
 from .._running.pool import Health, Worker
+from .._running.tasks import Task
 from .._types import Answer, ChatRequest
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["DEFAULT_MAX_TOKENS", "UNKNOWN_WINDOW", "Analysis", "Slot", "prepare"]
+__all__ = ["DEFAULT_MAX_TOKENS", "FIT_MODES", "UNKNOWN_WINDOW", "Analysis", "Slot"]
 
 DEFAULT_MAX_TOKENS = 512
 UNKNOWN_WINDOW = 4096
@@ -53,6 +59,7 @@ def planning_windows(workers: Sequence[Worker]) -> tuple[int, int]:
     Chunks are sized for the window that at least half of the cluster's slots can take,
     so that most workers share the work, instead of the largest (only one machine could
     take the chunks) or the smallest (one small machine would multiply the chunks).
+    Windows a server reported when it refused a prompt count as learned (see the pool).
     """
     pool = [w for w in workers if w.health is Health.HEALTHY] or list(workers)
     windows = sorted(
@@ -70,12 +77,19 @@ def planning_windows(workers: Sequence[Worker]) -> tuple[int, int]:
     return windows[0][0], windows[-1][0]
 
 
+PartKey = tuple[int, ...]
+"""Where a part sits in its cell: ``()`` for a whole paper, ``(i,)`` for chunk ``i``, and
+``(i, j)`` for piece ``j`` of chunk ``i`` after a server refused chunk ``i`` as too long."""
+
+
 class Slot(NamedTuple):
-    """Where a task's answer goes: its cell, its part, and the step (for the history)."""
+    """Where a task's answer goes: its cell, its part, the step (for the history), and the
+    paper text the task carries (to split it again if a server refuses it as too long)."""
 
     cell: Cell
-    part: int
+    part: PartKey
     step: str
+    content: str | None = None
 
 
 class Analysis:
@@ -112,90 +126,110 @@ class Analysis:
         self.total = len(papers) * len(prompts)
         self.statuses: Counter[str] = Counter()
         self.failures: Counter[str] = Counter()
+        self.unreadable: Counter[str] = Counter()
+        """Papers that could not be read, by status (counted once per paper)."""
         self.sink: CellSink = MemoryCells()
+        self.store_path: str | None = None
+        """The result store that holds this run's rows (``None``: kept in memory only)."""
         self._last_pending: tuple[int, Row] = (-1, ())
         self._slots: dict[int, Slot] = {}
         self._counter = itertools.count()
         self._system_tokens: int | None = None
-        self._combine_budget = Budget.for_request(UNKNOWN_WINDOW, self.max_tokens, system=system)
+        self._workers: Sequence[Worker] = ()
+        self._combine_budget = self._budget(UNKNOWN_WINDOW)
+
+    def _budget(self, window: int) -> Budget:
+        return Budget.for_request(window, self.max_tokens, system=self.system)
 
     # -- planning ---------------------------------------------------------------------
     def plan(self, workers: Sequence[Worker]) -> Iterator[Task]:
         """The first tasks, made as they are taken: one per cell, or one per chunk.
 
         A generator, so that 100,000 tasks never exist at once: the caller takes a few
-        more as answers come in.
+        more as answers come in. Whether a prompt fits, and how a paper is split, is
+        decided by ``_reading.chunking`` (``plan_fit``, ``split_paper``,
+        ``truncated_prompt``): the same functions its tests exercise.
         """
+        self._workers = workers
         largest, chunk_window = planning_windows(workers)
-        large = Budget.for_request(largest, self.max_tokens, system=self.system)
-        small = Budget.for_request(chunk_window, self.max_tokens, system=self.system)
+        large, small = self._budget(largest), self._budget(chunk_window)
         self._combine_budget = small
         for number, paper in enumerate(self.papers):
             start = number * len(self.prompts)
             group = [Cell(start + i, paper, prompt) for i, prompt in enumerate(self.prompts)]
             if not paper.ok:
+                self.unreadable[paper.status] += 1
                 for cell in group:
                     cell.status, cell.error = paper.status, paper.message
                     self._settle(cell)
                 continue
+            fields = self._fields(paper)
             content_tokens = estimate_tokens(paper.text)
             chunks: list[str] | None = None
             for cell in group:
-                fields = self._fields(paper)
-                overhead = prompt_overhead(cell.prompt, {**fields, "content": ""})
-                if content_tokens + overhead <= large.input_tokens:
+                overhead = prompt_overhead(cell.prompt, fields)
+                fit = plan_fit(
+                    content_tokens,
+                    overhead,
+                    large.context_length,
+                    self.max_tokens,
+                    reserve_tokens=large.reserve_tokens,
+                )
+                if fit.fits:
                     cell.fit = "whole"
                     prompt = cell.prompt.render(fields)
-                    yield self._task(cell, 0, prompt, "whole", content_tokens + overhead)
+                    tokens = content_tokens + overhead
+                    yield self._task(cell, (), prompt, "whole", tokens, content=paper.text)
                     continue
-                text: str | None = None
                 try:
                     if self.fit_mode == "truncate":
-                        text = truncate_to_fit(paper.text, large.input_tokens - overhead)
-                    elif chunks is None:
-                        chunks = self._chunks(paper, small)
+                        prompt = truncated_prompt(cell.prompt, fields, large)
+                        cell.fit = "truncated"
+                        yield self._task(cell, (), prompt, "truncated")
+                        continue
+                    if chunks is None:
+                        chunks = split_paper(paper.text, self._max_overhead(fields), small)
                 except ContextLengthExceeded as exc:
                     self._fail(cell, str(exc), "ContextLengthExceeded")
                     continue
-                if text is not None:
-                    cell.fit = "truncated"
-                    content = {**fields, "content": text}
-                    yield self._task(cell, 0, cell.prompt.render(content), "truncated")
-                    continue
-                assert chunks is not None
                 cell.fit = "chunked"
-                cell.parts = [None] * len(chunks)
-                for i, chunk in enumerate(chunks):
-                    body = _part_note(i + 1, len(chunks)) + chunk.strip()
-                    content = {**fields, "content": body}
-                    yield self._task(
-                        cell, i, cell.prompt.render(content), f"chunk {i + 1}/{len(chunks)}"
-                    )
+                yield from self._chunk_tasks(cell, (), chunks)
 
-    def _chunks(self, paper: Paper, budget: Budget) -> list[str]:
-        fields = {**self._fields(paper), "content": ""}
-        overhead = max(prompt_overhead(p, fields) for p in self.prompts)
-        room = budget.input_tokens - overhead - estimate_tokens(_part_note(99999, 99999))
-        if room < 64:
-            raise ContextLengthExceeded(
-                f"a {budget.context_length}-token window leaves no room for the paper after "
-                "the prompt and the answer; lower max_tokens or use a larger context_length",
-                context_length=budget.context_length,
-            )
-        overlap = min(200, room // 10)
-        return split_into_chunks(paper.text, room, overlap)
+    def _max_overhead(self, fields: dict[str, str]) -> int:
+        """The costliest template's overhead: chunks sized for it fit every prompt."""
+        return max(prompt_overhead(p, fields) for p in self.prompts)
+
+    def _chunk_tasks(self, cell: Cell, parent: PartKey, chunks: Sequence[str]) -> list[Task]:
+        """One task per chunk; their parts replace ``parent`` in the cell."""
+        fields = self._fields(cell.paper)
+        cell.parts.pop(parent, None)
+        tasks = []
+        for i, body in enumerate(with_part_notes(chunks)):
+            key = (*parent, i)
+            cell.parts[key] = None
+            prompt = cell.prompt.render({**fields, "content": body})
+            step = f"chunk {'.'.join(str(k + 1) for k in key)}/{len(chunks)}"
+            tasks.append(self._task(cell, key, prompt, step, content=chunks[i]))
+        return tasks
 
     @staticmethod
     def _fields(paper: Paper) -> dict[str, str]:
         return {"content": paper.text, "filename": paper.name, "title": paper.title}
 
     def _task(
-        self, cell: Cell, slot: int, prompt: str, step: str, prompt_tokens: int | None = None
+        self,
+        cell: Cell,
+        part: PartKey,
+        prompt: str,
+        step: str,
+        prompt_tokens: int | None = None,
+        *,
+        content: str | None = None,
     ) -> Task:
         """``prompt_tokens``: the prompt's estimate when known (the paper's plus the
         template's, counted once per paper rather than once per rendered prompt)."""
         index = next(self._counter)
-        self._slots[index] = Slot(cell, slot, step)
+        self._slots[index] = Slot(cell, part, step, content)
         if prompt_tokens is None:
             prompt_tokens = estimate_tokens(prompt)
         if self._system_tokens is None:
@@ -211,30 +245,62 @@ class Analysis:
         return self._slots[index]
 
     def on_result(self, index: int, answer: Answer, *, cached: bool = False) -> list[Task] | None:
-        """Settle one task's answer into its cell; return the combine tasks it unlocks.
+        """Settle one task's answer into its cell; return the tasks it unlocks (a combine
+        step, or smaller parts after a server refused a part as too long).
 
         ``cached`` says the answer came from the result store, not from a worker now.
         """
-        cell, slot, _ = self._slots.pop(index)
+        cell, part, _, content = self._slots.pop(index)
         cell.add_usage(answer)
         cell.fresh = cell.fresh or not cached
-        if cell.status != "pending":
+        if cell.status != PENDING:
             return None  # the cell failed already through another part
         if not answer.ok:
-            where = f"part {slot + 1} of {len(cell.parts)}: " if len(cell.parts) > 1 else ""
+            if answer.error_type == "ContextLengthExceeded" and content is not None:
+                smaller = self._split_again(cell, part, content)
+                if smaller:
+                    return smaller
+            where = f"part {part[0] + 1} of {len(cell.parts)}: " if part else ""
             self._fail(cell, where + (answer.error or "failed"), answer.error_type)
             return None
         if not cell.parts:
             self._finish(cell, answer.text)
             return None
-        cell.parts[slot] = answer
-        if any(p is None for p in cell.parts):
+        cell.parts[part] = answer
+        if any(p is None for p in cell.parts.values()):
             return None
-        texts = [p.text for p in cell.parts if p is not None]
+        texts = [a.text for _, a in sorted(cell.parts.items()) if a is not None]
         if len(texts) == 1:
             self._finish(cell, texts[0])
             return None
         return self._combine(cell, texts)
+
+    def _split_again(self, cell: Cell, part: PartKey, content: str) -> list[Task] | None:
+        """A server refused this part as longer than its window, though the estimate said it
+        fit: the window it reported is now the worker's (see the pool), and the estimate
+        was wrong for this text (code, tables, math, CJK). Split the part in pieces of at
+        most half its size, within the windows the workers have now, and go on.
+
+        ``None`` when it cannot get smaller, or the user asked to truncate instead.
+        """
+        if self.fit_mode != "chunk":
+            return None
+        largest, _ = planning_windows(self._workers)
+        budget = self._budget(largest)
+        fields = self._fields(cell.paper)
+        try:
+            room = content_room(prompt_overhead(cell.prompt, fields), budget)
+        except ContextLengthExceeded:
+            return None
+        target = min(room, estimate_tokens(content) // 2)
+        note = estimate_tokens(part_note(99999, 99999))
+        if target - note < MIN_CHUNK_TOKENS:
+            return None
+        chunks = [c.strip() for c in split_into_chunks(content, target - note, 0)]
+        if len(chunks) < 2:
+            return None
+        cell.fit = "chunked"
+        return self._chunk_tasks(cell, part, chunks)
 
     def _combine(self, cell: Cell, texts: list[str]) -> list[Task] | None:
         try:
@@ -242,40 +308,41 @@ class Analysis:
         except ContextLengthExceeded as exc:
             self._fail(cell, str(exc), "ContextLengthExceeded")
             return None
-        cell.parts = [None] * len(groups)
+        cell.parts = {}
         tasks = []
         for i, group in enumerate(groups):
             if len(group) == 1:
-                cell.parts[i] = Answer(text=group[0], worker=cell.worker, model=cell.model)
+                cell.parts[(i,)] = Answer(text=group[0], worker=cell.worker, model=cell.model)
             else:
+                cell.parts[(i,)] = None
                 prompt = combine_prompt(cell.prompt, cell.paper.title, group)
-                tasks.append(self._task(cell, i, prompt, f"combine {i + 1}/{len(groups)}"))
+                tasks.append(self._task(cell, (i,), prompt, f"combine {i + 1}/{len(groups)}"))
         if not tasks:  # every group was a lone answer: one round more is not needed
-            cell.parts = []
+            cell.parts = {}
             self._finish(cell, groups[0][0])
             return None
         return tasks
 
     def _finish(self, cell: Cell, text: str) -> None:
-        cell.answer, cell.parts = text.strip(), []
-        cell.status = "ok" if cell.fresh else "cached"
+        cell.answer, cell.parts = text.strip(), {}
+        cell.status = OK if cell.fresh else CACHED
         self._settle(cell)
 
     def _fail(self, cell: Cell, error: str, error_type: str | None) -> None:
-        cell.status, cell.error, cell.parts = "failed", error, []
+        cell.status, cell.error, cell.parts = FAILED, error, {}
         cell.error_type = error_type
         self._settle(cell)
 
     def _settle(self, cell: Cell) -> None:
         """A cell is done: count it and hand its row to the sink."""
         self.statuses[cell.status] += 1
-        if cell.status == "ok":
+        if cell.status == OK:
             self.progress.add(ok=1)
-        elif cell.status == "cached":
+        elif cell.status == CACHED:
             self.progress.add(cached=1)
         else:
             self.progress.add(failed=1)
-            if cell.status == "failed":
+            if cell.status == FAILED:
                 self.failures[cell.error_type or "error"] += 1
         self.sink.add(cell.position, cell.values())
 
@@ -293,60 +360,42 @@ class Analysis:
 
         Works during or after an interrupted run too: unfinished cells are ``pending``.
         """
-        from .._results.frames import long_frame, wide_frame
+        from .._results.frames import SUMMARY_ATTR, long_frame, wide_frame
 
         elapsed = 0.0 if elapsed is None else elapsed
         summary = self.summary(elapsed)
         columns = build_columns(self.sink, self.total, self._pending, LONG_COLUMNS)
-        table = long_frame(columns, run_id=self.run_id, elapsed_s=elapsed)
-        table.attrs["dllm_summary"] = summary
-        if long:
-            return table
-        wide = wide_frame(table)
-        wide.attrs["dllm_summary"] = summary
-        return wide
+        table = long_frame(columns, run_id=self.run_id, elapsed_s=elapsed, store=self.store_path)
+        table.attrs[SUMMARY_ATTR] = summary
+        return table if long else wide_frame(table)
 
     def summary(self, elapsed: float) -> str:
-        total = self.total
+        """One line: papers and prompts, tasks answered, and what went wrong (unreadable
+        papers counted as papers, failed tasks as tasks)."""
+        total = len(self.papers) * len(self.prompts)
         counts = Counter(self.statuses)  # copies: the loop thread may be adding to them
-        ok = counts["ok"] + counts["cached"]
+        ok = sum(counts[s] for s in ANSWERED)
         line = (
-            f"analyzed {len(self.papers)} papers x {len(self.prompts)} prompts: "
+            f"analyzed {_count(len(self.papers), 'paper')} x "
+            f"{_count(len(self.prompts), 'prompt')}: "
             f"{ok}/{total} tasks answered in {elapsed:.1f} s"
         )
-        if counts["cached"]:
-            line += f" ({counts['cached']} from the result store)"
+        if counts[CACHED]:
+            line += f" ({counts[CACHED]} from the result store)"
         pending = total - sum(counts.values())
         if pending:
-            line += f"; {pending} not finished"
-        unreadable = {k: n for k, n in counts.items() if k not in ("ok", "cached", "failed")}
-        failed = Counter(self.failures)
-        reasons = [f"{n} unreadable ({kind})" for kind, n in unreadable.items()]
-        reasons += [f"{n} failed ({kind})" for kind, n in failed.items()]
+            line += f"; {_count(pending, 'task')} not finished"
+        reasons = [
+            f"{_count(n, 'paper')} unreadable ({kind})"
+            for kind, n in Counter(self.unreadable).items()
+        ]
+        reasons += [
+            f"{_count(n, 'task')} failed ({kind})" for kind, n in Counter(self.failures).items()
+        ]
         if reasons:
             line += "; " + ", ".join(reasons) + ". See .dllm.failures() for each error"
         return line
 
 
-def prepare(
-    source: Any,
-    *,
-    preset: Any,
-    prompts: Any,
-    recursive: bool,
-    password: str | None,
-    fit: str,
-    progress: bool,
-    options: Mapping[str, Any],
-) -> Analysis:
-    """Resolve the prompts and read the papers: every error here comes before any request."""
-    from .._prompts.presets import resolve_preset
-    from .._reading.papers import load_papers
-
-    chosen = resolve_preset(preset, prompts)
-    papers = load_papers(source, recursive=recursive, password=password)
-    merged = {**chosen.options, **{k: v for k, v in options.items() if v is not None}}
-    bar = Progress(len(papers) * len(chosen.prompts), enabled=progress)
-    return Analysis(
-        papers, chosen.prompts, system=chosen.system, options=merged, fit=fit, progress=bar
-    )
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"

@@ -46,13 +46,14 @@ from .._display.kernel import execution_count, tqdm_draws_widgets
 from .._display.progress import Progress
 from .._errors import JobCancelled
 from .._loop import get_loop, in_loop_thread, submit
+from .._results.statuses import CANCELLED, FAILED, FINISHED, QUEUED, RUNNING
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from .analysis import Analysis
-    from .methods import AnalyzeCall
-    from .runner import CachedRun
+    from .call import AnalyzeCall
+    from .runner import Runner
 
 __all__ = ["Job", "JobCancelled"]
 
@@ -62,7 +63,7 @@ TICK = 0.1
 """Seconds between redraws of a job's bar (and between checks of a waiting caller)."""
 CANCEL_WAIT = 10.0
 """How long ``cancel()`` waits for the requests in flight to be withdrawn."""
-_COLOURS = {"finished": "#2e7d32", "failed": "#c62828", "cancelled": "#9e6a03"}
+_COLOURS = {FINISHED: "#2e7d32", FAILED: "#c62828", CANCELLED: "#9e6a03"}
 
 
 class Job:
@@ -78,8 +79,8 @@ class Job:
         self,
         call: AnalyzeCall,
         *,
-        prepare: Callable[[Progress, str], CachedRun],
-        execute: Callable[[CachedRun], Coroutine[Any, Any, None]],
+        prepare: Callable[[Progress, str], Runner],
+        execute: Callable[[Runner], Coroutine[Any, Any, None]],
     ) -> None:
         self.id = uuid.uuid4().hex[:12]
         self._call = call
@@ -90,7 +91,7 @@ class Job:
         self._execute = execute
         self._lock = threading.Lock()
         self._done = threading.Event()
-        self._status = "queued"
+        self._status = QUEUED
         self._drawing = True
         self._cancel_requested = False
         self._task: asyncio.Task[None] | None = None
@@ -226,13 +227,13 @@ class Job:
 
     # -- the job's thread -----------------------------------------------------------
     def _main(self) -> None:
-        run: CachedRun | None = None
-        outcome = "failed"
+        run: Runner | None = None
+        outcome = FAILED
         try:
             run = self._prepare(self.progress, self.id)
-            self._analysis = run.job
+            self._analysis = run.analysis
             self._sending_since = time.monotonic()
-            self._status = "running"
+            self._status = RUNNING
             future = submit(self._drive(run))
             while True:
                 try:
@@ -240,12 +241,12 @@ class Job:
                     break
                 except concurrent.futures.TimeoutError:
                     self._draw()
-            outcome = "finished"
+            outcome = FINISHED
         except (concurrent.futures.CancelledError, asyncio.CancelledError):
-            outcome = "cancelled"
+            outcome = CANCELLED
         except BaseException as exc:  # kept for result(), like analyze() would raise it
             if self._cancel_requested and run is not None:
-                outcome = "cancelled"
+                outcome = CANCELLED
             else:
                 self._error = exc
         self._end(run, outcome)
@@ -259,29 +260,29 @@ class Job:
                 self._drawing = False
                 log.exception("job %s: its progress bar failed; it goes on without", self.id)
 
-    async def _drive(self, run: CachedRun) -> None:
+    async def _drive(self, run: Runner) -> None:
         with self._lock:
             if self._cancel_requested:
                 raise asyncio.CancelledError
             self._task = asyncio.current_task()
         await self._execute(run)
 
-    def _end(self, run: CachedRun | None, outcome: str) -> None:
+    def _end(self, run: Runner | None, outcome: str) -> None:
         """Record the run, close the bar, say how it ended, and wake the waiters."""
         try:
             if outcome == "finished":
                 try:
                     self._result = self.partial(long=self._call.long)
                 except Exception as exc:
-                    outcome, self._error = "failed", exc
+                    outcome, self._error = FAILED, exc
             if run is not None:  # the answers are stored already; this is bookkeeping
                 self._quietly("note the end of its run", lambda: run.finish(outcome))
-            failed = outcome != "finished"
+            failed = outcome != FINISHED
             self._quietly("close its progress bar", lambda: self.progress.close(failed=failed))
             self._ended = time.monotonic()
             self._status = outcome
             if self._call.progress:
-                self._quietly("print its last line", lambda: print(self._line()))
+                self._quietly("write its last line", lambda: self.progress.write(self._line()))
         finally:
             self._status = outcome
             with self._lock:
@@ -309,9 +310,9 @@ class Job:
         status = self._status
         if status == "queued":
             return f"job {self.id} queued: reading the papers"
-        if status == "finished" and self._result is not None:
+        if status == FINISHED and self._result is not None:
             return f"job {self.id} finished: {self._result.attrs.get('dllm_summary', '')}"
-        if status == "failed" and self._error is not None:
+        if status == FAILED and self._error is not None:
             error = self._error
             return f"job {self.id} failed: {type(error).__name__}: {error} (job.result() raises it)"
         if status == "cancelled":

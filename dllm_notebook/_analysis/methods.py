@@ -1,14 +1,13 @@
-"""The ``analyze()`` family of :class:`Cluster` methods: papers in, a DataFrame out.
+"""The ``analyze()`` family behind :class:`Cluster`: papers in, a DataFrame out.
 
-Kept apart from ``_cluster`` so the cluster's core (workers, ask, map, lifecycle) and the
-paper-analysis front end each have a module of their own. The heavy lifting lives in
-``_analyze`` (planning), ``_cache`` (the result store), ``_jobs`` (background jobs) and
-the dispatcher.
+:class:`Analyses` is the object a :class:`Cluster` owns for this: it is handed the pool,
+the dispatcher, the settings, the events and the store, and runs ``analyze()``,
+``aanalyze()`` and ``submit()`` with them. The cluster's public methods only delegate.
 
-``analyze()``, ``aanalyze()`` and ``submit()`` take the same arguments. They are written
-once, as the signature of :func:`analyze_call`, and :func:`_same_arguments_as` gives
-each method that signature (for ``help()``, IDEs and mypy alike) and hands it the
-arguments as one :class:`AnalyzeCall`.
+The three take the same arguments. They are written once, as the signature of
+:func:`~.analysis.analyze_call`, and :func:`same_arguments_as` gives each public method
+that signature (for ``help()``, IDEs and mypy alike) and hands it the arguments as one
+:class:`~.analysis.AnalyzeCall`.
 """
 
 from __future__ import annotations
@@ -16,14 +15,17 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import logging
 import time
-from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
 from .._loop import bridge, run_sync
+from .._results.statuses import FAILED, FINISHED, INTERRUPTED
+from .analysis import Analysis
+from .call import AnalyzeCall, prepare
 from .jobs import Job
-from .runner import CachedRun
+from .runner import Runner
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -34,54 +36,17 @@ if TYPE_CHECKING:
     from .._results.store import ResultStore
     from .._running.dispatch import Dispatcher
     from .._running.pool import WorkerPool
-    from .analysis import Analysis
 
-__all__ = ["AnalyzeCall", "AnalyzeMethods", "analyze_call"]
+__all__ = ["Analyses", "same_arguments_as"]
+
+log = logging.getLogger("dllm_notebook")
 
 P = ParamSpec("P")
 R = TypeVar("R")
 S = TypeVar("S")
 
 
-@dataclass(frozen=True)
-class AnalyzeCall:
-    """The arguments of one ``analyze()``, ``aanalyze()`` or ``submit()`` call."""
-
-    source: Any
-    preset: Any = None
-    prompts: Any = None
-    recursive: bool = False
-    long: bool = False
-    fit: str = "chunk"
-    progress: bool = True
-    password: str | None = None
-    refresh: bool = False
-    cache: bool = True
-    options: Mapping[str, Any] = field(default_factory=dict)
-
-
-def analyze_call(
-    source: Any,
-    *,
-    preset: Any = None,
-    prompts: Any = None,
-    recursive: bool = False,
-    long: bool = False,
-    fit: str = "chunk",
-    progress: bool = True,
-    password: str | None = None,
-    refresh: bool = False,
-    cache: bool = True,
-    **options: Any,
-) -> AnalyzeCall:
-    """The arguments of ``analyze()`` and its twins, gathered into one object (see
-    :meth:`AnalyzeMethods.analyze` for what each means)."""
-    return AnalyzeCall(
-        source, preset, prompts, recursive, long, fit, progress, password, refresh, cache, options
-    )
-
-
-def _same_arguments_as(
+def same_arguments_as(
     spec: Callable[P, AnalyzeCall],
 ) -> Callable[[Callable[[S, AnalyzeCall], R]], Callable[Concatenate[S, P], R]]:
     """Give a method ``method(self, call)`` the public signature of ``spec``: callers pass
@@ -112,155 +77,104 @@ def _same_arguments_as(
     return decorate
 
 
-class AnalyzeMethods:
-    """``analyze``, ``aanalyze``, ``submit`` and ``jobs``; mixed into :class:`Cluster`."""
+class Analyses:
+    """Runs ``analyze()``, ``aanalyze()`` and ``submit()`` for one cluster.
 
-    settings: ClusterSettings
-    events: EventHub
-    last_analysis: Analysis | None
-    _store: ResultStore | None
-    _pool: WorkerPool
-    _dispatcher: Dispatcher
+    ``store`` is called for the cluster's current result store (it can be reassigned);
+    ``ready`` waits until the workers have been checked once.
+    """
 
-    def _ready(self) -> Coroutine[Any, Any, None]:
-        raise NotImplementedError
+    def __init__(
+        self,
+        *,
+        settings: ClusterSettings,
+        events: EventHub,
+        pool: WorkerPool,
+        dispatcher: Dispatcher,
+        store: Callable[[], ResultStore | None],
+        ready: Callable[[], Coroutine[Any, Any, None]],
+    ) -> None:
+        self.settings = settings
+        self.events = events
+        self.pool = pool
+        self.dispatcher = dispatcher
+        self.store = store
+        self.ready = ready
+        self.last: Analysis | None = None
+        self.jobs: list[Job] = []
 
-    def add_cleanup(self, callback: Callable[[], None]) -> None:
-        raise NotImplementedError
-
-    @_same_arguments_as(analyze_call)
     def analyze(self, call: AnalyzeCall) -> pd.DataFrame:
-        """Ask every prompt of every paper, spread over the cluster; return a DataFrame.
-
-        ``source`` is a folder, a file, a list of paths or of loaded ``Paper`` objects
-        (``.pdf``, ``.txt``, ``.md``). Prompts come from ``preset`` (default ``research``)
-        or ``prompts`` (``{name: template}`` or a list of templates or questions).
-        Returns the wide table (one row per paper, one column per prompt; a failed cell is
-        missing), or with ``long=True`` one row per paper x prompt with its status,
-        error, worker, model, tokens, latency and ``fit`` (``whole``, ``chunked`` or
-        ``truncated``). Papers too long for a worker's window are map-reduced over chunks,
-        or cut with ``fit="truncate"``. Options (``max_tokens``, ``temperature`` ...)
-        override the preset's.
-
-        >>> df = cluster.analyze("papers/", preset="research")
-        >>> df.to_parquet("review.parquet")
-        >>> df.dllm.long()          # provenance: worker, tokens, errors
-
-        Every answer is saved to the result store (``cluster.store``) as it arrives. Run
-        the same call again and stored answers come back at once (status ``cached`` in the
-        long form); only missing or failed tasks are sent. ``refresh=True`` asks again
-        anyway, ``cache=False`` neither reads nor writes the store. After an interrupt,
-        ``cluster.last_analysis.frame()`` holds what had arrived, and re-running resumes.
-        To keep the notebook free while it runs, use :meth:`submit` instead.
-        """
-        run = self._start_run(call)
-        job = run.job
+        run = self.start_run(call)
+        analysis = run.analysis
         started = time.monotonic()
-        status = "failed"
+        status = FAILED
         try:
-            run_sync(self._analyze(run), what="analyze()", on_tick=job.progress.refresh)
-            status = "finished"
+            run_sync(self._execute(run), what="analyze()", on_tick=analysis.progress.refresh)
+            status = FINISHED
         except KeyboardInterrupt:
-            status = "interrupted"
-            job.progress.write(run.interrupted_message())
+            status = INTERRUPTED
+            analysis.progress.write(run.interrupted_message())
             raise
         finally:
             run.finish(status)
-            job.progress.close()
-        return self._frame(job, call, started=started)
+            analysis.progress.close()
+        return self._frame(analysis, call, started=started)
 
-    @_same_arguments_as(analyze_call)
     async def aanalyze(self, call: AnalyzeCall) -> pd.DataFrame:
-        """The async twin of :meth:`analyze`, for ``await`` in a notebook cell."""
-        run = await asyncio.to_thread(self._start_run, call)
-        job = run.job
+        run = await asyncio.to_thread(self.start_run, call)
+        analysis = run.analysis
         started = time.monotonic()
-        work = asyncio.ensure_future(bridge(self._analyze(run)))
-        status = "failed"
+        work = asyncio.ensure_future(bridge(self._execute(run)))
+        status = FAILED
         try:
             while not work.done():
                 await asyncio.wait([work], timeout=0.1)
-                job.progress.refresh()
+                analysis.progress.refresh()
             await work
-            status = "finished"
+            status = FINISHED
         except (asyncio.CancelledError, KeyboardInterrupt):
-            status = "interrupted"
-            job.progress.write(run.interrupted_message())
+            status = INTERRUPTED
+            analysis.progress.write(run.interrupted_message())
             raise
         finally:
             if not work.done():
                 work.cancel()
             await asyncio.to_thread(run.finish, status)
-            job.progress.close()
-        return self._frame(job, call, started=started)
+            analysis.progress.close()
+        return self._frame(analysis, call, started=started)
 
-    @_same_arguments_as(analyze_call)
     def submit(self, call: AnalyzeCall) -> Job:
-        """Start :meth:`analyze` in the background and return its :class:`Job` at once.
-
-        Takes the same arguments as :meth:`analyze`. The notebook stays free: other cells
-        (and other ``cluster`` calls) run while the job works, and several jobs share the
-        cluster's workers. In Jupyter the job shows a live progress bar in the cell that
-        submitted it; elsewhere it prints one line when it ends.
-
-        >>> job = cluster.submit("papers/", preset="research")
-        >>> job.partial()           # the answers so far (unfinished cells are missing)
-        >>> df = job.result()       # waits; the same DataFrame analyze() returns
-        >>> job.cancel()            # stop sending; every answer that arrived is kept
-
-        Errors (a missing folder, an unknown preset) are raised by ``job.result()``.
-        """
         job = Job(
             call,
-            prepare=lambda progress, run_id: self._start_run(
+            prepare=lambda progress, run_id: self.start_run(
                 call, progress=progress, run_id=run_id, remember=False
             ),
-            execute=self._analyze,
+            execute=self._execute,
         )
-        jobs = self._job_list()
-        if not jobs:
-            self.add_cleanup(self._stop_jobs)
-        jobs.append(job)
+        self.jobs.append(job)
         return job
 
-    @property
-    def jobs(self) -> list[Job]:
-        """Every job :meth:`submit` started on this cluster, oldest first."""
-        return list(self._job_list())
-
-    def _job_list(self) -> list[Job]:
-        jobs: list[Job] | None = self.__dict__.get("_jobs")
-        if jobs is None:
-            jobs = self.__dict__["_jobs"] = []
-        return jobs
-
-    def _cancel_jobs(self) -> list[Job]:
-        """Ask every running job to stop (without waiting); returns them."""
-        running = [job for job in self._job_list() if not job.done()]
+    def stop_jobs(self) -> None:
+        """Cancel the running jobs and give them a moment to withdraw their requests."""
+        running = [job for job in self.jobs if not job.done()]
         for job in running:
             job.cancel(wait=False)
-        return running
-
-    def _stop_jobs(self) -> None:
-        """Cancel the running jobs and give them a moment to withdraw their requests."""
-        for job in self._cancel_jobs():
+        for job in running:
             job.wait(timeout=5)
 
     # -- shared by analyze, aanalyze and submit --------------------------------------
-    def _start_run(
+    def start_run(
         self,
         call: AnalyzeCall,
         *,
         progress: Progress | None = None,
         run_id: str | None = None,
         remember: bool = True,
-    ) -> CachedRun:
+    ) -> Runner:
         """Read the papers, resolve the prompts, open the store: every error before any
         request. A job passes its own ``progress`` bar (made in the caller's cell) and
         ``run_id``, and is not remembered as ``cluster.last_analysis``."""
-        from .analysis import prepare
-
-        job = prepare(
+        analysis = prepare(
             call.source,
             preset=call.preset,
             prompts=call.prompts,
@@ -271,32 +185,36 @@ class AnalyzeMethods:
             options=call.options,
         )
         if progress is not None:
-            job.progress = progress
-            progress.set_total(job.total)
+            analysis.progress = progress
+            progress.set_total(analysis.total)
         if run_id is not None:
-            job.run_id = run_id
-        job.progress.watch(self.events)
-        store = self._store if call.cache else None
+            analysis.run_id = run_id
+        analysis.progress.watch(self.events)
+        store = self.store() if call.cache else None
         # Enough queued tasks for the scheduler to put the largest first across a whole
         # typical batch (100 papers x 5 prompts), still a bounded number for huge ones.
-        window = max(1024, 4 * self.settings.max_concurrent_batch)
-        run = CachedRun(job, store, reuse=not call.refresh, window=window)
+        cap = self.settings.max_concurrent_batch
+        slots = sum(w.config.max_concurrent_requests for w in self.pool.workers)
+        window = max(1024, 4 * (slots if cap == "auto" else cap))
+        run = Runner(analysis, store, reuse=not call.refresh, window=window)
         try:
             run.start()
         except BaseException:
-            job.progress.close()
+            analysis.progress.close()
             raise
         if remember:
-            self.last_analysis = job
+            self.last = analysis
         return run
 
-    async def _analyze(self, run: CachedRun) -> None:
-        await self._ready()
-        await run.run(self._dispatcher, self._pool.workers)
+    async def _execute(self, run: Runner) -> None:
+        await self.ready()
+        await run.run(self.dispatcher, self.pool.workers)
 
     @staticmethod
-    def _frame(job: Analysis, call: AnalyzeCall, *, started: float) -> pd.DataFrame:
-        frame = job.frame(long=call.long, elapsed=time.monotonic() - started)
+    def _frame(analysis: Analysis, call: AnalyzeCall, *, started: float) -> pd.DataFrame:
+        frame = analysis.frame(long=call.long, elapsed=time.monotonic() - started)
+        summary = frame.attrs["dllm_summary"]
+        log.info("%s", summary)
         if call.progress:
-            print(frame.attrs["dllm_summary"])
+            analysis.progress.write(summary)
         return frame

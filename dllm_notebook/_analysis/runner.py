@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from .._errors import DllmError
@@ -35,12 +36,13 @@ from .._results.store import (
     sha256_text,
     task_key,
 )
-from .._running.dispatch import Dispatcher, Task
+from .._running.dispatch import Dispatcher
 from .._running.pool import Worker
+from .._running.tasks import Task
 from .._types import Answer
 from .analysis import Analysis, Slot
 
-__all__ = ["CachedRun", "StoredCells"]
+__all__ = ["Runner", "StoredCells"]
 
 log = logging.getLogger("dllm_notebook")
 
@@ -102,7 +104,7 @@ class StoredCells:
         return merge_rows(self.store.cell_column(self.run_id, name), unsaved)
 
 
-class CachedRun:
+class Runner:
     """Runs an :class:`Analysis` through the dispatcher, with the store in front of it.
 
     ``store=None`` runs without a store; ``reuse=False`` (``refresh=True``) sends every
@@ -110,9 +112,14 @@ class CachedRun:
     """
 
     def __init__(
-        self, job: Analysis, store: ResultStore | None, *, reuse: bool = True, window: int = 100
+        self,
+        analysis: Analysis,
+        store: ResultStore | None,
+        *,
+        reuse: bool = True,
+        window: int = 100,
     ) -> None:
-        self.job = job
+        self.analysis = analysis
         self.store = store
         self.reuse = reuse and store is not None
         self.window = max(window, 1)
@@ -122,11 +129,12 @@ class CachedRun:
         self._outstanding = 0
         self._models: list[str] = []
         self._workers: dict[str, Worker] = {}
-        self._options = canonical_options(job.options)
+        self._options = canonical_options(analysis.options)
         self._cells: StoredCells | None = None
         if store is not None:
-            self._cells = StoredCells(store, job.run_id)
-            job.sink = self._cells
+            self._cells = StoredCells(store, analysis.run_id)
+            analysis.sink = self._cells
+            analysis.store_path = str(Path(store.path).resolve())
 
     # -- the run record ------------------------------------------------------------------
     def start(self) -> None:
@@ -135,12 +143,12 @@ class CachedRun:
             return
         try:
             self.store.start_run(
-                self.job.run_id,
-                papers=len(self.job.papers),
-                prompts=len(self.job.prompts),
-                tasks=self.job.total,
-                options=self.job.options,
-                system=self.job.system,
+                self.analysis.run_id,
+                papers=len(self.analysis.papers),
+                prompts=len(self.analysis.prompts),
+                tasks=self.analysis.total,
+                options=self.analysis.options,
+                system=self.analysis.system,
             )
         except sqlite3.Error as exc:
             raise DllmError(
@@ -153,11 +161,11 @@ class CachedRun:
         """Note how the run ended: ``finished`` or ``interrupted``."""
         if self.store is None or self._cells is None:
             return
-        progress = self.job.progress
+        progress = self.analysis.progress
         self._cells.flush()
         try:
             self.store.finish_run(
-                self.job.run_id,
+                self.analysis.run_id,
                 status=status,
                 ok=progress.ok,
                 cached=progress.cached,
@@ -165,11 +173,11 @@ class CachedRun:
             )
         except sqlite3.Error as exc:  # the answers are stored already; this is bookkeeping
             log.warning(
-                "could not note the end of run %s in %s: %s", self.job.run_id, self.store, exc
+                "could not note the end of run %s in %s: %s", self.analysis.run_id, self.store, exc
             )
 
     def interrupted_message(self) -> str:
-        progress = self.job.progress
+        progress = self.analysis.progress
         kept = progress.ok + progress.cached
         where = f" and in {self.store.path}" if self.store is not None else ""
         resume = (
@@ -186,7 +194,7 @@ class CachedRun:
     async def run(self, dispatcher: Dispatcher, workers: Sequence[Worker]) -> None:
         self._workers = {w.id: w for w in workers}
         self._models = sorted({normalise_model(w.model) for w in workers if w.model})
-        self._plan = self.job.plan(workers)
+        self._plan = self.analysis.plan(workers)
         await dispatcher.run(self._refill(), self._on_result)
 
     def _refill(self) -> list[Task]:
@@ -202,8 +210,8 @@ class CachedRun:
 
     def _on_result(self, index: int, answer: Answer) -> list[Task]:
         self._outstanding -= 1
-        slot = self.job.slot(index)
-        more = self.job.on_result(index, answer)
+        slot = self.analysis.slot(index)
+        more = self.analysis.on_result(index, answer)
         self._record(slot, self._keys.pop(index, None), answer)
         out = self._resolve(more) if more else []
         self._outstanding += len(out)
@@ -212,7 +220,7 @@ class CachedRun:
 
     # -- the store ----------------------------------------------------------------------
     def _key_of(self, task: Task) -> _Keys:
-        paper = self.job.slot(task.index).cell.paper
+        paper = self.analysis.slot(task.index).cell.paper
         prompt = task.request.prompt
         text = prompt if self.store is not None and self.store.keep_prompts else None
         return _Keys(
@@ -238,7 +246,7 @@ class CachedRun:
                     self._keys[task.index] = key
                     send.append(task)
                 else:
-                    unlocked.extend(self.job.on_result(task.index, hit, cached=True) or ())
+                    unlocked.extend(self.analysis.on_result(task.index, hit, cached=True) or ())
             todo = unlocked
         return send
 
@@ -267,7 +275,7 @@ class CachedRun:
         model = worker.model if worker is not None and worker.model else answer.model
         paper = slot.cell.paper
         call = CallRecord(
-            run_id=self.job.run_id,
+            run_id=self.analysis.run_id,
             at=time.time(),
             key=task_key(keys.request, model),
             request_key=keys.request,

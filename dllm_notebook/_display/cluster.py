@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable, Collection
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Collection, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._errors import PanelUnavailable
 from .._events import Event
-from .._running.pool import WorkerPool
+from .._running.views import WorkerView
 from .kernel import in_kernel as _in_kernel
 from .reports import any_resting, html_table, panel_rows, rows_html, text_table
 
 if TYPE_CHECKING:
     from .panel import LivePanel
 
-__all__ = ["ClusterDisplay"]
+__all__ = ["ClusterView", "Shown"]
 
 _panel_lock = threading.Lock()
 
@@ -39,31 +39,51 @@ def _caption(name: str, workers: int, closed: bool) -> str:
     return f"{name}: {workers} worker{'s' * (workers != 1)}" + (", closed" if closed else "")
 
 
-class ClusterDisplay:
-    """Mixin giving :class:`Cluster` its ``repr``, its HTML and its live panel."""
+class Shown(Protocol):
+    """What :class:`ClusterView` needs of the cluster it shows."""
 
-    _pool: WorkerPool
-    _closed: bool
-    subscribe: Callable[[Callable[[Event], None]], Callable[[], None]]
-    _live_panel: LivePanel | None = None
+    @property
+    def closed(self) -> bool: ...
+
+    def subscribe(self, listener: Callable[[Event], None]) -> Callable[[], None]: ...
+
+    def add_cleanup(self, callback: Callable[[], None]) -> None: ...
+
+
+class ClusterView:
+    """A cluster's ``repr``, its HTML and its live panel.
+
+    Holds the cluster only through a weak reference (the panel's thread must never keep
+    a cluster alive) and reads the workers through their read-only views.
+    """
+
+    def __init__(self, owner: Shown, workers: Sequence[WorkerView]) -> None:
+        self._owner = weakref.ref(owner)
+        self._name = type(owner).__name__
+        self._workers = list(workers)
+        self._live_panel: LivePanel | None = None
+
+    def _closed(self) -> bool:
+        owner = self._owner()
+        return owner is None or owner.closed
 
     # -- text and static HTML ---------------------------------------------------------
-    def _caption(self) -> str:
-        return _caption(type(self).__name__, len(self._pool.workers), self._closed)
+    def caption(self) -> str:
+        return _caption(self._name, len(self._workers), self._closed())
 
-    def __repr__(self) -> str:
-        return f"<{self._caption()}>\n{text_table(self._pool.workers)}"
+    def text(self) -> str:
+        return f"<{self.caption()}>\n{text_table(self._workers)}"
 
-    def _repr_html_(self) -> str:
-        return html_table(self._pool.workers, caption=self._caption())
+    def html(self) -> str:
+        return html_table(self._workers, caption=self.caption())
 
-    def _repr_mimebundle_(
+    def mimebundle(
         self, include: Collection[str] | None = None, exclude: Collection[str] | None = None
     ) -> dict[str, Any]:
         """The live panel's view in a Jupyter kernel, with text and HTML fallbacks."""
-        bundle: dict[str, Any] = {"text/plain": repr(self), "text/html": self._repr_html_()}
+        bundle: dict[str, Any] = {"text/plain": self.text(), "text/html": self.html()}
         if _in_kernel() and _widgets_installed():
-            panel = self._panel()
+            panel = self.live_panel()
             panel.redraw()  # a new view starts from the current state
             view = panel.widget._repr_mimebundle_()
             bundle.update({k: v for k, v in view.items() if k != "text/plain"})
@@ -74,16 +94,8 @@ class ClusterDisplay:
         }
 
     # -- the live panel ---------------------------------------------------------------
-    def panel(self) -> Any:
-        """The live worker panel, an ipywidgets widget (one per cluster).
-
-        Showing ``cluster`` as the last line of a cell shows it too; call this to place it
-        elsewhere, e.g. ``display(cluster.panel())`` above a long ``analyze()``. It updates
-        at most twice a second while work runs, and stops when the cluster closes.
-        """
-        return self._panel().widget
-
-    def _panel(self) -> LivePanel:
+    def live_panel(self) -> LivePanel:
+        """The one live panel of this cluster, made on first use."""
         with _panel_lock:
             panel = self._live_panel
             if panel is None:
@@ -98,21 +110,25 @@ class ClusterDisplay:
         except ImportError as exc:
             raise PanelUnavailable() from exc
 
-        owner = weakref.ref(self)
-        workers = self._pool.workers  # the list, not the cluster: no strong reference
-        name = type(self).__name__
+        owner, workers, name = self._owner, self._workers, self._name
 
         def alive() -> bool:
             cluster = owner()
-            return cluster is not None and not cluster._closed
+            return cluster is not None and not cluster.closed
 
         def render(closed: bool) -> tuple[str, bool]:
             rows, total = panel_rows(workers)
             table = rows_html(rows, total, caption=_caption(name, len(workers), closed))
             return table, not closed and any_resting(rows)
 
-        panel = LivePanel(render, alive, self.subscribe)
-        add_cleanup = getattr(self, "add_cleanup", None)
-        if callable(add_cleanup) and panel.running:
-            add_cleanup(panel.stop)
+        def subscribe(listener: Callable[[Event], None]) -> Callable[[], None]:
+            cluster = owner()
+            if cluster is None:
+                return lambda: None
+            return cluster.subscribe(listener)
+
+        panel = LivePanel(render, alive, subscribe)
+        cluster = owner()
+        if cluster is not None and panel.running:
+            cluster.add_cleanup(panel.stop)
         return panel

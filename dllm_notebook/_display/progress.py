@@ -145,10 +145,13 @@ class Progress:
         return self._widget
 
     def write(self, line: str) -> None:
+        """Show one line under the bar (or alone, once the bar is closed)."""
         if self._bar is not None:
             self._bar.write(line)
         else:
-            print(line)
+            from tqdm.auto import tqdm
+
+            tqdm.write(line)
 
     def close(self, *, failed: bool = False) -> None:
         """Stop following events, draw the final state and close the bar (red if

@@ -9,12 +9,11 @@ that return frames, so that ``import dllm_notebook`` stays quick.
 from __future__ import annotations
 
 import html
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .._running.pool import Health, Worker
+from .._running.views import WorkerView
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -31,7 +30,7 @@ __all__ = [
 ]
 
 
-def check_frame(workers: Sequence[Worker]) -> pd.DataFrame:
+def check_frame(workers: Sequence[WorkerView]) -> pd.DataFrame:
     import pandas as pd
 
     rows = [
@@ -39,13 +38,13 @@ def check_frame(workers: Sequence[Worker]) -> pd.DataFrame:
             "worker": w.id,
             "url": w.config.base_url,
             "type": w.config.type,
-            "healthy": w.health is Health.HEALTHY,
+            "healthy": w.healthy,
             "models": ", ".join(m.id for m in w.models),
             "model": w.model,
             "model_loaded": w.model_loaded,
             "context_length": w.context_length,
             "latency_s": w.probe_latency,
-            "error": w.status_reason() or None,
+            "error": w.reason or None,
         }
         for w in workers
     ]
@@ -65,20 +64,20 @@ _METRIC_COLUMNS = [
 ]
 
 
-def _overall_latency(workers: Sequence[Worker]) -> float | None:
+def _overall_latency(workers: Sequence[WorkerView]) -> float | None:
     """Mean latency of every successful request, whichever worker answered it."""
     successes = sum(w.stats.successes for w in workers)
     return sum(w.stats.latency_total for w in workers) / successes if successes else None
 
 
-def _overall_tokens_per_second(workers: Sequence[Worker]) -> float | None:
+def _overall_tokens_per_second(workers: Sequence[WorkerView]) -> float | None:
     """Generated tokens over generation time, summed over the workers."""
     seconds = sum(w.stats.generation_seconds or w.stats.latency_total for w in workers)
     tokens = sum(w.stats.completion_tokens for w in workers)
     return tokens / seconds if seconds else None
 
 
-def metrics_frame(workers: Sequence[Worker], *, totals: bool = False) -> pd.DataFrame:
+def metrics_frame(workers: Sequence[WorkerView], *, totals: bool = False) -> pd.DataFrame:
     import pandas as pd
 
     rows: list[dict[str, Any]] = []
@@ -177,10 +176,10 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return f"{value:,.0f}" if value >= 1000 else f"{value:.{digits}f}"
 
 
-def _light(worker: Worker, now: float) -> str:
-    if worker.health is Health.HEALTHY:
-        return "amber" if worker.paused_until > now else "green"
-    return "grey" if worker.health is Health.UNKNOWN else "red"
+def _light(worker: WorkerView) -> str:
+    if worker.healthy:
+        return "amber" if worker.resting else "green"
+    return "grey" if worker.health == "unknown" else "red"
 
 
 def _slots(in_flight: int, limit: int, maximum: int) -> str:
@@ -188,19 +187,18 @@ def _slots(in_flight: int, limit: int, maximum: int) -> str:
     return f"{in_flight}/{maximum}" + (f" (limit {limit})" if limit < maximum else "")
 
 
-def panel_rows(workers: Sequence[Worker]) -> tuple[list[PanelRow], PanelRow]:
+def panel_rows(workers: Sequence[WorkerView]) -> tuple[list[PanelRow], PanelRow]:
     """The panel's worker rows and its totals row, read from the workers' live state."""
-    now = time.monotonic()
     rows = [
         PanelRow(
             worker=w.id,
             address=w.config.base_url.split("://", 1)[-1],
             type=w.config.type,
             model=w.model or "-",
-            health=w.health.value,
-            light=_light(w, now),
-            reason=w.status_reason(),
-            in_flight=_slots(w.in_flight, w.limit, w.config.max_concurrent_requests),
+            health=w.health,
+            light=_light(w),
+            reason=w.reason,
+            in_flight=_slots(w.in_flight, w.limit, w.max_concurrent_requests),
             done=w.stats.successes,
             failed=w.stats.failures,
             avg_latency_s=w.stats.avg_latency,
@@ -208,7 +206,7 @@ def panel_rows(workers: Sequence[Worker]) -> tuple[list[PanelRow], PanelRow]:
         )
         for w in workers
     ]
-    healthy = sum(w.health is Health.HEALTHY for w in workers)
+    healthy = sum(w.healthy for w in workers)
     total = PanelRow(
         worker="total",
         address="",
@@ -220,7 +218,7 @@ def panel_rows(workers: Sequence[Worker]) -> tuple[list[PanelRow], PanelRow]:
         in_flight=_slots(
             sum(w.in_flight for w in workers),
             sum(w.limit for w in workers),
-            sum(w.config.max_concurrent_requests for w in workers),
+            sum(w.max_concurrent_requests for w in workers),
         ),
         done=sum(w.stats.successes for w in workers),
         failed=sum(w.stats.failures for w in workers),
@@ -236,7 +234,7 @@ def any_resting(rows: Sequence[PanelRow]) -> bool:
     return any(r.light == "amber" for r in rows)
 
 
-def text_table(workers: Sequence[Worker], *, max_reason: int = 60) -> str:
+def text_table(workers: Sequence[WorkerView], *, max_reason: int = 60) -> str:
     """The panel as aligned plain text, with a totals row under a rule."""
     rows, total = panel_rows(workers)
     table = [r.cells() for r in [*rows, total]]
@@ -300,7 +298,7 @@ def _row_html(row: PanelRow) -> str:
     )
 
 
-def html_table(workers: Sequence[Worker], *, caption: str = "") -> str:
+def html_table(workers: Sequence[WorkerView], *, caption: str = "") -> str:
     """The panel as an HTML table (the DOM contract is in docs/notebook.md)."""
     rows, total = panel_rows(workers)
     return rows_html(rows, total, caption=caption)

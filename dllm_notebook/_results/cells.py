@@ -16,9 +16,10 @@ from itertools import islice
 from typing import Any, Protocol, cast
 
 from .._prompts.templates import Prompt
-from .._reading.papers import Paper
+from .._reading.paper import Paper
 from .._types import Answer
 from .columns import LONG_COLUMNS
+from .statuses import PENDING
 
 __all__ = ["ROW_FIELDS", "Cell", "CellSink", "MemoryCells", "build_columns", "merge_rows"]
 
@@ -44,7 +45,7 @@ class Cell:
     prompt: Prompt
     fit: str | None = None
     answer: str | None = None
-    status: str = "pending"
+    status: str = PENDING
     error: str | None = None
     worker: str | None = None
     model: str | None = None
@@ -53,7 +54,8 @@ class Cell:
     latency_s: float = 0.0
     error_type: str | None = None
     fresh: bool = False
-    parts: list[Answer | None] = field(default_factory=list)
+    parts: dict[tuple[int, ...], Answer | None] = field(default_factory=dict)
+    """The answers of its parts while it is chunked, by part (see ``_analysis``)."""
 
     def add_usage(self, answer: Answer) -> None:
         if answer.prompt_tokens is not None:

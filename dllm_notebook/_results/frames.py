@@ -12,22 +12,34 @@ from __future__ import annotations
 
 import json
 import os
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from .columns import LONG_COLUMNS
+from .statuses import ANSWERED, FAILED, OK, PENDING
 
-__all__ = ["LONG_COLUMNS", "DllmAccessor", "json_report", "long_frame", "wide_frame"]
+__all__ = [
+    "LONG_COLUMNS",
+    "RUN_ATTR",
+    "STORE_ATTR",
+    "SUMMARY_ATTR",
+    "DllmAccessor",
+    "json_report",
+    "long_frame",
+    "wide_frame",
+]
 
-
+# What a table carries in ``attrs`` (pandas keeps them through Parquet): enough to find
+# its rows in the result store again, in this process or another.
 RUN_ATTR = "dllm_run"
+STORE_ATTR = "dllm_store"
 ELAPSED_ATTR = "dllm_elapsed_s"
-_RECENT: OrderedDict[str, pd.DataFrame] = OrderedDict()
-_RECENT_MAX = 8
+SUMMARY_ATTR = "dllm_summary"
+_CARRIED = (RUN_ATTR, STORE_ATTR, ELAPSED_ATTR, SUMMARY_ATTR)
 
 
 def long_frame(
@@ -35,6 +47,7 @@ def long_frame(
     *,
     run_id: str | None = None,
     elapsed_s: float | None = None,
+    store: str | None = None,
     extra_columns: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Build the long form with its fixed columns and dtypes.
@@ -52,9 +65,8 @@ def long_frame(
     frame = frame.astype(dict(LONG_COLUMNS))
     if run_id is not None:
         frame.attrs[RUN_ATTR] = run_id
-        _RECENT[run_id] = frame
-        while len(_RECENT) > _RECENT_MAX:
-            _RECENT.popitem(last=False)
+    if store is not None:
+        frame.attrs[STORE_ATTR] = store
     if elapsed_s is not None:
         frame.attrs[ELAPSED_ATTR] = float(elapsed_s)
     return frame
@@ -71,18 +83,49 @@ def wide_frame(long: pd.DataFrame) -> pd.DataFrame:
     wide = wide.reindex(index=papers, columns=prompts)
     wide.columns.name = None
     wide.index.name = "paper"
-    wide.attrs.update({k: v for k, v in long.attrs.items() if k in (RUN_ATTR, ELAPSED_ATTR)})
+    wide.attrs.update({k: v for k, v in long.attrs.items() if k in _CARRIED})
     return wide
 
 
+def _stored_long(wide: pd.DataFrame) -> pd.DataFrame | None:
+    """The run's long form from the result store its ``attrs`` name, or ``None``."""
+    from .store import ResultStore
+
+    run, path = wide.attrs.get(RUN_ATTR), wide.attrs.get(STORE_ATTR)
+    if not isinstance(run, str) or not isinstance(path, str) or not Path(path).is_file():
+        return None
+    with ResultStore(path) as store:
+        rows = store.run_rows(run, list(LONG_COLUMNS))
+    if not rows:
+        return None
+    columns = {name: [row[i] for row in rows] for i, name in enumerate(LONG_COLUMNS)}
+    return long_frame(columns)
+
+
 def _long_from_wide(wide: pd.DataFrame) -> pd.DataFrame:
-    run = wide.attrs.get(RUN_ATTR)
-    if isinstance(run, str) and run in _RECENT:
-        return _RECENT[run]
-    melted = wide.reset_index().melt(id_vars="paper", var_name="prompt", value_name="answer")
-    melted["status"] = melted["answer"].map(lambda a: "ok" if isinstance(a, str) else "failed")
-    rows = melted.to_dict("records")
-    return long_frame(rows)
+    """The long form of a wide table as it is now.
+
+    Provenance (worker, model, tokens, errors) comes from the result store, by the run id
+    and store path the table carries; the answers come from the wide table itself, so an
+    edited cell shows its edit and a dropped row or column is dropped. Without the store,
+    the long form has the answers only.
+    """
+    wide_index = wide.index.name or "paper"
+    melted = wide.reset_index().melt(id_vars=wide_index, var_name="prompt", value_name="answer")
+    melted = melted.rename(columns={wide_index: "paper"})
+    stored = _stored_long(wide)
+    if stored is None:
+        melted["status"] = melted["answer"].map(lambda a: OK if isinstance(a, str) else FAILED)
+        frame = long_frame(melted.to_dict("records"))
+    else:
+        keys = pd.MultiIndex.from_frame(melted[["paper", "prompt"]])
+        frame = stored.set_index(["paper", "prompt"]).reindex(keys).reset_index()
+        edited = melted["answer"].astype("string")
+        frame["answer"] = edited.to_numpy()
+        frame["status"] = frame["status"].fillna(PENDING)  # not finished when saved
+        frame = frame[list(LONG_COLUMNS)].astype(dict(LONG_COLUMNS))
+    frame.attrs.update({k: v for k, v in wide.attrs.items() if k in _CARRIED})
+    return frame
 
 
 def _value(value: Any) -> Any:
@@ -97,7 +140,7 @@ def json_report(long: pd.DataFrame, *, total_time_seconds: float | None = None) 
     counts every task, failed ones included.
     """
     total = len(long)
-    ok = long["status"].isin(["ok", "cached"])
+    ok = long["status"].isin(ANSWERED)
     successful = int(ok.sum())
     elapsed = total_time_seconds
     if elapsed is None:
@@ -161,5 +204,5 @@ class DllmAccessor:
     def failures(self) -> pd.DataFrame:
         """The tasks that did not produce an answer, with their errors."""
         long = self.long()
-        failed: pd.DataFrame = long[~long["status"].isin(["ok", "cached"])]
+        failed: pd.DataFrame = long[~long["status"].isin(ANSWERED)]
         return failed

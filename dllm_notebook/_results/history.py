@@ -12,14 +12,11 @@ import sqlite3
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .._errors import DllmError
-
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .store import ResultStore
 
-__all__ = ["HISTORY_COLUMNS", "RUN_COLUMNS", "StoreAccess", "history_frame", "runs_frame"]
+__all__ = ["HISTORY_COLUMNS", "RUN_COLUMNS", "Filter", "history_frame", "runs_frame"]
 
 HISTORY_COLUMNS = {
     "run_id": "string",
@@ -136,50 +133,3 @@ def runs_frame(conn: sqlite3.Connection) -> pd.DataFrame:
         {k: v for k, v in RUN_COLUMNS.items() if not k.endswith("_at")}
     )
     return typed
-
-
-class StoreAccess:
-    """The result-store side of :class:`~dllm_notebook.Cluster`: ``store``, ``history()``
-    and ``runs()``."""
-
-    _store: ResultStore | None
-
-    @property
-    def store(self) -> ResultStore | None:
-        """Where ``analyze()`` keeps answers (``None``: off). Assign a path to move it:
-        ``cluster.store = "review.sqlite"`` (or ``"user"``, or ``None``)."""
-        return self._store
-
-    @store.setter
-    def store(self, value: Any) -> None:
-        from .store import resolve_store
-
-        if self._store is not None:
-            self._store.close()
-        self._store = resolve_store(value)
-
-    def _require_store(self) -> ResultStore:
-        if self._store is None:
-            raise DllmError(
-                "this cluster has no result store (store=None or DLLM_STORE=off); set one "
-                "with `cluster.store = '.dllm/results.sqlite'` to keep answers and history"
-            )
-        return self._store
-
-    def history(
-        self, run: Filter = None, paper: Filter = None, worker: Filter = None
-    ) -> pd.DataFrame:
-        """Every request ``analyze()`` sent, one row each: answer, worker, model, tokens,
-        latency and error. Filter by run id (or ``"last"``), paper file name or worker id.
-
-        >>> cluster.history(run="last", worker="imac-office")
-        >>> cluster.history().to_parquet("history.parquet")      # export
-        >>> cluster.store.clear_history()                        # clear (keeps the cache)
-        """
-        return history_frame(
-            self._require_store().connection(), run=run, paper=paper, worker=worker
-        )
-
-    def runs(self) -> pd.DataFrame:
-        """One row per ``analyze()`` recorded in the store: counts, status and times."""
-        return runs_frame(self._require_store().connection())

@@ -84,7 +84,7 @@ DEFAULT: Any = _Default()
 
 
 def user_store_path() -> Path:
-    from .._local.model_files import cache_dir
+    from .._config import cache_dir
 
     return cache_dir() / STORE_FILE
 
@@ -261,6 +261,20 @@ class ResultStore:
             raise ValueError(f"no cell field {name!r}; fields: {', '.join(ROW_FIELDS)}")
         yield from self.connection().execute(
             f"SELECT position, {name} FROM cells WHERE run_id = ? ORDER BY position", (run_id,)
+        )
+
+    def run_rows(self, run_id: str, fields: Sequence[str]) -> list[tuple[Any, ...]]:
+        """A run's saved rows (``fields`` of :data:`ROW_FIELDS`), in position order."""
+        unknown = [name for name in fields if name not in ROW_FIELDS]
+        if unknown:
+            raise ValueError(f"no cell field {unknown[0]!r}; fields: {', '.join(ROW_FIELDS)}")
+        return (
+            self.connection()
+            .execute(
+                f"SELECT {', '.join(fields)} FROM cells WHERE run_id = ? ORDER BY position",
+                (run_id,),
+            )
+            .fetchall()
         )
 
     # -- runs ---------------------------------------------------------------------------------

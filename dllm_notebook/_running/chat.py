@@ -5,11 +5,11 @@ appear, so it goes to one worker (a healthy one with the most free slots) and is
 the server writes it. A failure before the first piece moves the question to another
 worker; a failure in the middle ends the answer with the error.
 
-The async core (:func:`open_stream`) runs on the library's loop and reads the cluster's
-worker pool without changing it. :class:`ChatStream` is its blocking face: iterate it for
-the text pieces, in short interruptible waits.
+The async core (:func:`open_stream`) runs on the library's loop and reads the worker pool
+without changing it. :class:`ChatStream` is its blocking face: iterate it for the text
+pieces, in short interruptible waits. ``Cluster.stream()`` makes one.
 
->>> stream = ChatStream.start(cluster, "What is a transformer?")
+>>> stream = cluster.stream("What is a transformer?")
 >>> stream.worker, stream.model           # who answers (known before the first piece)
 >>> for piece in stream:
 ...     print(piece, end="", flush=True)
@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import queue
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -31,8 +31,8 @@ from .._reading.chunking import estimate_tokens
 from .._types import ChatRequest
 
 if TYPE_CHECKING:
-    from .._cluster import Cluster
-    from .pool import Worker
+    from .._config import ClusterSettings
+    from .pool import Worker, WorkerPool
 
 __all__ = ["ChatStream", "StreamStart", "astream", "chat_request", "open_stream", "pick_worker"]
 
@@ -89,16 +89,13 @@ async def _chain(first: str, rest: AsyncIterator[str]) -> AsyncGenerator[str, No
 
 
 async def open_stream(
-    cluster: Cluster, request: ChatRequest
+    pool: WorkerPool, settings: ClusterSettings, request: ChatRequest
 ) -> tuple[Worker, AsyncGenerator[str, None]]:
     """Start the answer on the best worker; return it and the pieces (the first included).
 
     Runs on the library's loop. Tries up to ``max_retries`` other workers while no piece
     has arrived; waits up to ``no_worker_timeout`` for a healthy worker.
     """
-    await cluster._ready()
-    pool = cluster._pool
-    settings = cluster.settings
     needed = (request.prompt_tokens_estimate or 0) + (request.max_tokens or 0) or None
     excluded: set[str] = set()
     last: WorkerError | None = None
@@ -146,13 +143,13 @@ async def open_stream(
 
 
 async def astream(
-    cluster: Cluster, prompt: str, *, system: str | None = None, **options: Any
+    pool: WorkerPool, settings: ClusterSettings, request: ChatRequest
 ) -> AsyncIterator[StreamStart | str]:
     """Yield a :class:`StreamStart` (who answers), then the answer's text pieces.
 
     Must run on the library's loop (see ``_loop.bridge``).
     """
-    worker, pieces = await open_stream(cluster, chat_request(prompt, system=system, **options))
+    worker, pieces = await open_stream(pool, settings, request)
     async with contextlib.aclosing(pieces):
         yield StreamStart(worker.id, worker.model or "")
         async for piece in pieces:
@@ -170,9 +167,7 @@ class ChatStream(Iterator[str]):
     the request.
     """
 
-    def __init__(
-        self, cluster: Cluster, prompt: str, system: str | None, options: Mapping[str, Any]
-    ) -> None:
+    def __init__(self, items: AsyncIterator[StreamStart | str]) -> None:
         self.worker: str | None = None
         self.model: str | None = None
         self.text = ""
@@ -180,14 +175,13 @@ class ChatStream(Iterator[str]):
         self.first_piece_s: float | None = None
         self._queue: queue.Queue[object] = queue.Queue()
         self._finished = False
-        self._future = submit(self._produce(cluster, prompt, system, options))
+        self._future = submit(self._produce(items))
 
     @classmethod
-    def start(
-        cls, cluster: Cluster, prompt: str, *, system: str | None = None, **options: Any
-    ) -> ChatStream:
-        """Send the question; return once a worker has started answering."""
-        stream = cls(cluster, prompt, system, options)
+    def start(cls, items: AsyncIterator[StreamStart | str]) -> ChatStream:
+        """Start consuming ``items`` (from :func:`astream`, on the library's loop); return
+        once a worker has started answering."""
+        stream = cls(items)
         try:
             item = stream._get()
         except BaseException:
@@ -198,11 +192,9 @@ class ChatStream(Iterator[str]):
         stream.worker, stream.model = item.worker, item.model
         return stream
 
-    async def _produce(
-        self, cluster: Cluster, prompt: str, system: str | None, options: Mapping[str, Any]
-    ) -> None:
+    async def _produce(self, items: AsyncIterator[StreamStart | str]) -> None:
         try:
-            async for item in astream(cluster, prompt, system=system, **options):
+            async for item in items:
                 self._queue.put(item)
         except BaseException as exc:
             self._queue.put(exc)

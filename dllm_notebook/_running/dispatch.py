@@ -29,9 +29,10 @@ from .._errors import (
 )
 from .._events import EventHub
 from .._loop import wait_within
-from .._types import Answer, ChatRequest, Completion
+from .._types import Answer, Completion
 from .pool import Health, Worker, WorkerPool
-from .scheduler import Attempt, LabView, Placement, Scheduler, TaskQueue
+from .scheduler import Scheduler, TaskQueue
+from .tasks import Attempt, LabView, Placement, Task
 
 __all__ = ["Dispatcher", "Task"]
 
@@ -41,25 +42,6 @@ MAX_OVERLOAD_REQUEUES = 50
 SWEEP_SECONDS = 1.0
 ResultCallback = Callable[[int, Answer], "Sequence[Task] | None"]
 """Called once per task with its answer; may return follow-up tasks (e.g. a combine step)."""
-
-
-@dataclass(eq=False)
-class Task:
-    """One request's journey through the cluster."""
-
-    index: int
-    request: ChatRequest
-    needed_tokens: int | None = None
-    """Prompt plus answer, in estimated tokens: workers with a smaller window are skipped."""
-    kind: str = ""
-    """Tasks of one kind (the same prompt) have answers of similar length."""
-    attempts: int = 0
-    overloads: int = 0
-    tried: set[str] = field(default_factory=set)
-    excluded: set[str] = field(default_factory=set)
-    last_error: WorkerError | None = None
-    waiting_since: float | None = None
-    settled: bool = False
 
 
 _Outcome = tuple[Attempt, Completion | WorkerError, float]
@@ -329,7 +311,13 @@ class Dispatcher:
         others = batch.copies.get(id(task), [])
         task.tried.add(worker.id)
         if isinstance(outcome, Completion):
-            self.pool.record_success(worker, attempt, outcome, latency)
+            self.pool.record_success(
+                worker,
+                outcome,
+                latency,
+                concurrency=attempt.concurrency,
+                prompt_tokens_estimate=attempt.task.request.prompt_tokens_estimate,
+            )
             self.scheduler.observe(attempt, outcome, latency)
             if task.settled:
                 return None  # the other copy won a moment earlier

@@ -12,12 +12,12 @@ import itertools
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from .scheduler import Attempt, LabView, Placement, TaskQueue, can_take
+from .scheduler import TaskQueue, can_take
 from .speed import Size, SpeedModel
+from .tasks import Attempt, LabView, Placement, Task
 
 if TYPE_CHECKING:
     from .._types import Completion
-    from .dispatch import Task
     from .pool import Worker
 
 __all__ = ["EarliestFinish", "SizedQueue", "task_size"]

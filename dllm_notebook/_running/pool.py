@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
@@ -27,10 +27,7 @@ from .._types import Completion, ModelInfo, ServerInfo
 from .backends import Backend, detect_type, make_backend
 from .limits import AdaptiveLimit
 
-if TYPE_CHECKING:
-    from .scheduler import Attempt
-
-__all__ = ["Health", "Worker", "WorkerPool"]
+__all__ = ["Health", "Worker", "WorkerPool", "WorkerStats"]
 
 log = logging.getLogger("dllm_notebook")
 
@@ -47,6 +44,8 @@ class Health(str, Enum):
 
 @dataclass
 class WorkerStats:
+    """A worker's counters since the cluster started."""
+
     requests: int = 0
     successes: int = 0
     failures: int = 0
@@ -177,7 +176,12 @@ class WorkerPool:
 
     # -- slots ----------------------------------------------------------------------
     def capacity_left(self) -> int:
-        return self.settings.max_concurrent_batch - self.in_flight
+        """Requests the cluster may still start: up to ``max_concurrent_batch``, or with
+        ``"auto"`` up to every slot of every healthy worker."""
+        cap = self.settings.max_concurrent_batch
+        if cap == "auto":
+            cap = sum(w.limit for w in self.workers if w.health is Health.HEALTHY)
+        return cap - self.in_flight
 
     def acquire(self, worker: Worker) -> None:
         worker.in_flight += 1
@@ -191,8 +195,17 @@ class WorkerPool:
 
     # -- outcomes reported by the dispatcher ----------------------------------------
     def record_success(
-        self, worker: Worker, attempt: Attempt, completion: Completion, latency: float
+        self,
+        worker: Worker,
+        completion: Completion,
+        latency: float,
+        *,
+        concurrency: int,
+        prompt_tokens_estimate: int | None = None,
     ) -> None:
+        """Count one answer and adapt the worker's limit. ``concurrency``: requests in flight
+        on the worker when this one started (itself included); ``prompt_tokens_estimate``:
+        the prompt's size when the server did not report it."""
         s = worker.stats
         s.successes += 1
         s.latency_total += latency
@@ -207,13 +220,10 @@ class WorkerPool:
             # The server's own time for this request, without its queue: the exact measure.
             work = (completion.prefill_seconds or 0.0) + (completion.generation_seconds or 0.0)
         else:
-            request = attempt.task.request
-            prompt = completion.prompt_tokens or request.prompt_tokens_estimate or 0
+            prompt = completion.prompt_tokens or prompt_tokens_estimate or 0
             answer = completion.completion_tokens or len(completion.text) // 4
             work = AdaptiveLimit.work(prompt, answer)
-        worker.limit = worker.concurrency.on_success(
-            latency, work, attempt.concurrency, exact=exact
-        )
+        worker.limit = worker.concurrency.on_success(latency, work, concurrency, exact=exact)
 
     def record_failure(self, worker: Worker, error: WorkerError) -> None:
         worker.stats.failures += 1

@@ -20,63 +20,16 @@ free slots); the benchmark compares against it.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
-from .speed import Size
+from .tasks import Attempt, LabView, Placement, Task
 
 if TYPE_CHECKING:
     from .._types import Completion
-    from .dispatch import Task
     from .pool import Worker
 
-__all__ = [
-    "Attempt",
-    "LabView",
-    "LeastLoaded",
-    "Placement",
-    "Scheduler",
-    "TaskQueue",
-]
-
-
-@dataclass(eq=False)
-class Attempt:
-    """One request in flight: a task on a worker, started at ``started``."""
-
-    task: Task
-    worker: Worker
-    started: float
-    expected: float
-    """Seconds it was expected to take when it started."""
-    hedge: bool = False
-    concurrency: int = 1
-    """Requests in flight on the worker once this one started (itself included)."""
-    size: Size | None = None
-    """The task's expected size, noted by the scheduler."""
-
-    @property
-    def expected_end(self) -> float:
-        return self.started + self.expected
-
-
-@dataclass(frozen=True)
-class Placement:
-    task: Task
-    worker: Worker
-    expected: float = 0.0
-    hedge: bool = False
-
-
-@dataclass(frozen=True)
-class LabView:
-    """What the scheduler sees: the time, the workers that may take work now (healthy and
-    not resting; some may have no free slot), and every attempt running on them."""
-
-    now: float
-    workers: Sequence[Worker]
-    running: Mapping[str, Sequence[Attempt]]
+__all__ = ["LeastLoaded", "Scheduler", "TaskQueue"]
 
 
 class TaskQueue(Protocol):

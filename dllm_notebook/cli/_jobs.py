@@ -134,7 +134,7 @@ def analyze(
                 raise
             long = job.frame(long=True, elapsed=time.monotonic() - started)
             write_results(long, output)
-            done = int(long["status"].isin(["ok", "cached"]).sum())
+            done = len(long) - len(long.dllm.failures())
             click.echo(
                 f"\nInterrupted: wrote the {done} finished answers (of {len(long)}) to {output}.",
                 err=True,
@@ -143,7 +143,7 @@ def analyze(
     wide = write_results(long, output)
     click.echo(_preview(wide))
     click.echo(f"Wrote {output} ({len(wide)} papers x {len(wide.columns)} prompts).")
-    if (~long["status"].isin(["ok", "cached"])).any():
+    if len(long.dllm.failures()):
         ctx.exit(EXIT_PARTIAL)
 
 

@@ -36,10 +36,8 @@ def _read_question() -> str | None:
 
 def _answer(cluster: Cluster, question: str, system: str | None, options: Any) -> None:
     """Stream one answer to stdout; errors and Ctrl-C end only this answer."""
-    from .._running.chat import ChatStream
-
     try:
-        stream = ChatStream.start(cluster, question, system=system, **options)
+        stream = cluster.stream(question, system=system, **options)
     except DllmError as exc:
         click.echo("\n".join(error_lines(exc)), err=True)
         return

@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         lab = FakeLab.from_spec(spec)
     except (ValueError, TypeError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        sys.stderr.write(f"error: {exc}\n")
         return 2
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "models": list(server.behaviour.models),
                 "pid": os.getpid(),
             }
-            print(json.dumps(line), flush=True)
+            _send(line)
         threading.Thread(target=_commands, args=(lab,), daemon=True).start()
         while not stop.wait(0.2):
             pass
@@ -120,7 +120,13 @@ def _commands(lab: FakeLab) -> None:
                 answer = {"error": f"unknown command {line.strip()!r}; use: kill ID, log"}
         except (KeyError, ValueError) as exc:
             answer = {"error": str(exc)}
-        print(json.dumps(answer), flush=True)
+        _send(answer)
+
+
+def _send(message: dict[str, Any]) -> None:
+    """One JSON line to the parent process that reads this server's stdout."""
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -56,6 +56,13 @@ OPENAI_OPTIONS = (
 )
 
 
+def positive_int(value: object) -> int | None:
+    """A JSON field that should be a positive count (a window, tokens), or ``None``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        return None
+    return int(value)
+
+
 def _body_message(body: str) -> str:
     """The human message inside an error body, whatever shape the server used."""
     try:

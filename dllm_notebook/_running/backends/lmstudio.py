@@ -6,7 +6,8 @@ from typing import Any
 
 from ..._errors import WorkerError
 from ..._types import Completion, ModelInfo, ServerInfo
-from .openai import OpenAIBackend, _positive_int
+from .base import positive_int
+from .openai import OpenAIBackend
 
 __all__ = ["LMStudioBackend"]
 
@@ -44,12 +45,12 @@ class LMStudioBackend(OpenAIBackend):
                 continue
             state = e.get("state")
             loaded = state == "loaded" if isinstance(state, str) else None
-            ctx = _positive_int(e.get("loaded_context_length")) if loaded else None
+            ctx = positive_int(e.get("loaded_context_length")) if loaded else None
             models.append(
                 ModelInfo(
                     id=str(e["id"]),
                     loaded=loaded,
-                    context_length=ctx or _positive_int(e.get("max_context_length")),
+                    context_length=ctx or positive_int(e.get("max_context_length")),
                 )
             )
         return ServerInfo(models=tuple(models))

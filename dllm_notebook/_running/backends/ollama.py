@@ -11,8 +11,8 @@ import httpx
 
 from ..._config import WorkerConfig
 from ..._types import ChatRequest, Completion, ModelInfo, ServerInfo
-from .base import Backend
-from .openai import _positive_int, chat_messages
+from .base import Backend, positive_int
+from .openai import chat_messages
 
 __all__ = ["OllamaBackend", "num_ctx_for"]
 
@@ -81,7 +81,7 @@ class OllamaBackend(Backend):
             details = info.get("model_info", {}) if isinstance(info, dict) else {}
             for key, value in details.items():
                 if key.endswith(".context_length"):
-                    return _positive_int(value)
+                    return positive_int(value)
         return None
 
     def payload(
@@ -120,14 +120,14 @@ class OllamaBackend(Backend):
             raise self.malformed("no message.content", model)
         if not text.strip():
             raise self.empty_answer(model)
-        eval_count = _positive_int(data.get("eval_count"))
-        eval_ns = _positive_int(data.get("eval_duration"))
+        eval_count = positive_int(data.get("eval_count"))
+        eval_ns = positive_int(data.get("eval_duration"))
         seconds = eval_ns / 1e9 if eval_ns else None
-        prompt_ns = _positive_int(data.get("prompt_eval_duration"))
+        prompt_ns = positive_int(data.get("prompt_eval_duration"))
         return Completion(
             text=text,
             model=str(data.get("model") or model),
-            prompt_tokens=_positive_int(data.get("prompt_eval_count")),
+            prompt_tokens=positive_int(data.get("prompt_eval_count")),
             completion_tokens=eval_count,
             finish_reason=data.get("done_reason"),
             generation_seconds=seconds,

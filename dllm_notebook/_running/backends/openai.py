@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ..._types import ChatRequest, Completion, ModelInfo, ServerInfo
-from .base import OPENAI_OPTIONS, Backend
+from .base import OPENAI_OPTIONS, Backend, positive_int
 
 __all__ = ["ExoBackend", "OpenAIBackend"]
 
@@ -19,12 +19,6 @@ def chat_messages(request: ChatRequest) -> list[dict[str, str]]:
         messages.append({"role": "system", "content": request.system})
     messages.append({"role": "user", "content": request.prompt})
     return messages
-
-
-def _positive_int(value: object) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        return None
-    return int(value)
 
 
 class OpenAIBackend(Backend):
@@ -46,7 +40,7 @@ class OpenAIBackend(Backend):
         models = tuple(
             ModelInfo(
                 id=str(e["id"]),
-                context_length=_positive_int(e.get("max_model_len") or e.get("context_length")),
+                context_length=positive_int(e.get("max_model_len") or e.get("context_length")),
             )
             for e in entries
             if isinstance(e, dict) and "id" in e
@@ -61,7 +55,7 @@ class OpenAIBackend(Backend):
             settings = (
                 props.get("default_generation_settings", {}) if isinstance(props, dict) else {}
             )
-            return _positive_int(settings.get("n_ctx") or props.get("n_ctx"))
+            return positive_int(settings.get("n_ctx") or props.get("n_ctx"))
         return None
 
     def payload(self, request: ChatRequest, model: str) -> dict[str, Any]:
@@ -138,8 +132,8 @@ class OpenAIBackend(Backend):
         return Completion(
             text=text,
             model=str(data.get("model") or model),
-            prompt_tokens=_positive_int(usage.get("prompt_tokens")),
-            completion_tokens=_positive_int(usage.get("completion_tokens")),
+            prompt_tokens=positive_int(usage.get("prompt_tokens")),
+            completion_tokens=positive_int(usage.get("completion_tokens")),
             finish_reason=choice.get("finish_reason"),
             generation_seconds=decode,
             prefill_seconds=prefill,

@@ -1,0 +1,78 @@
+"""One ``analyze()`` call: its arguments, and turning them into an :class:`Analysis`.
+
+``analyze()``, ``aanalyze()`` and ``submit()`` take the same arguments, written once as
+the signature of :func:`analyze_call` and carried as one :class:`AnalyzeCall`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._display.progress import Progress
+from .analysis import Analysis
+
+__all__ = ["AnalyzeCall", "analyze_call", "prepare"]
+
+
+@dataclass(frozen=True)
+class AnalyzeCall:
+    """The arguments of one ``analyze()``, ``aanalyze()`` or ``submit()`` call."""
+
+    source: Any
+    preset: Any = None
+    prompts: Any = None
+    recursive: bool = False
+    long: bool = False
+    fit: str = "chunk"
+    progress: bool = True
+    password: str | None = None
+    refresh: bool = False
+    cache: bool = True
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+def analyze_call(
+    source: Any,
+    *,
+    preset: Any = None,
+    prompts: Any = None,
+    recursive: bool = False,
+    long: bool = False,
+    fit: str = "chunk",
+    progress: bool = True,
+    password: str | None = None,
+    refresh: bool = False,
+    cache: bool = True,
+    **options: Any,
+) -> AnalyzeCall:
+    """The arguments of ``analyze()`` and its twins, gathered into one object (see
+    :meth:`AnalyzeMethods.analyze` for what each means)."""
+    return AnalyzeCall(
+        source, preset, prompts, recursive, long, fit, progress, password, refresh, cache, options
+    )
+
+
+def prepare(
+    source: Any,
+    *,
+    preset: Any,
+    prompts: Any,
+    recursive: bool,
+    password: str | None,
+    fit: str,
+    progress: bool,
+    options: Mapping[str, Any],
+) -> Analysis:
+    """Resolve the prompts and read the papers: every error here comes before any request."""
+    from .._prompts.presets import resolve_preset
+    from .._reading.papers import load_papers
+
+    chosen = resolve_preset(preset, prompts)
+    papers = load_papers(source, recursive=recursive, password=password)
+    merged = {**chosen.options, **{k: v for k, v in options.items() if v is not None}}
+    bar = Progress(len(papers) * len(chosen.prompts), enabled=progress)
+    return Analysis(
+        papers, chosen.prompts, system=chosen.system, options=merged, fit=fit, progress=bar
+    )

@@ -1,0 +1,79 @@
+"""What the dispatcher and a scheduler pass between them: tasks, attempts, placements and
+the view of the lab.
+
+These are the types a custom :class:`~dllm_notebook.Scheduler` works with; they are exported
+from the public namespace. Nothing here does anything: the dispatcher (``dispatch``)
+executes, the scheduler (``scheduler``, ``earliest_finish``) decides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .._errors import WorkerError
+from .._types import ChatRequest
+
+if TYPE_CHECKING:
+    from .pool import Worker
+    from .speed import Size
+
+__all__ = ["Attempt", "LabView", "Placement", "Task"]
+
+
+@dataclass(eq=False)
+class Task:
+    """One request's journey through the cluster."""
+
+    index: int
+    request: ChatRequest
+    needed_tokens: int | None = None
+    """Prompt plus answer, in estimated tokens: workers with a smaller window are skipped."""
+    kind: str = ""
+    """Tasks of one kind (the same prompt) have answers of similar length."""
+    attempts: int = 0
+    overloads: int = 0
+    tried: set[str] = field(default_factory=set)
+    excluded: set[str] = field(default_factory=set)
+    last_error: WorkerError | None = None
+    waiting_since: float | None = None
+    settled: bool = False
+
+
+@dataclass(eq=False)
+class Attempt:
+    """One request in flight: a task on a worker, started at ``started``."""
+
+    task: Task
+    worker: Worker
+    started: float
+    expected: float
+    """Seconds it was expected to take when it started."""
+    hedge: bool = False
+    concurrency: int = 1
+    """Requests in flight on the worker once this one started (itself included)."""
+    size: Size | None = None
+    """The task's expected size, noted by the scheduler."""
+
+    @property
+    def expected_end(self) -> float:
+        return self.started + self.expected
+
+
+@dataclass(frozen=True)
+class Placement:
+    task: Task
+    worker: Worker
+    expected: float = 0.0
+    hedge: bool = False
+
+
+@dataclass(frozen=True)
+class LabView:
+    """What the scheduler sees: the time, the workers that may take work now (healthy and
+    not resting; some may have no free slot), and every attempt running on them."""
+
+    now: float
+    workers: Sequence[Worker]
+    running: Mapping[str, Sequence[Attempt]]

@@ -1,0 +1,173 @@
+"""The package's shape: no import cycles, imports that point down the stages, and no module
+reaching into another's underscored names.
+
+The import graph is read from the source with ``ast`` (every import counts: at the top,
+inside functions, and under ``TYPE_CHECKING``), so a cycle cannot hide in a lazy import.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "dllm_notebook"
+
+CORE = {"_errors", "_types", "_events", "_loop", "_lazy", "_config"}
+# What each private stage may import besides the core modules (and itself). The same
+# rules stand in each subpackage's docstring.
+STAGES: dict[str, set[str]] = {
+    "_prompts": set(),
+    "_reading": {"_prompts"},
+    "_running": {"_reading"},
+    "_results": {"_reading", "_prompts"},
+    "_display": {"_running"},
+    "_analysis": {"_reading", "_prompts", "_running", "_results", "_display"},
+    "_local": set(),
+}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+MODULES = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def imports(name: str) -> Iterator[tuple[str, list[str]]]:
+    """``(module imported, names taken from it)`` for every import in module ``name``."""
+    path = MODULES[name]
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, []
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            names = [alias.name for alias in node.names]
+            submodules = [n for n in names if f"{target}.{n}" in MODULES]
+            for sub in submodules:
+                yield f"{target}.{sub}", []
+            yield target, [n for n in names if n not in submodules]
+
+
+@functools.cache
+def graph() -> dict[str, set[str]]:
+    edges: dict[str, set[str]] = {}
+    for name in MODULES:
+        edges[name] = {target for target, _ in imports(name) if target in MODULES} - {name}
+    return edges
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(edges[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(edges):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def stage(name: str) -> str | None:
+    parts = name.split(".")
+    return parts[1] if len(parts) > 1 else None
+
+
+def test_the_checker_sees_a_cycle() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_import_cycles() -> None:
+    assert cycles(graph()) == []
+
+
+@pytest.mark.parametrize("name", sorted(n for n in MODULES if stage(n) in STAGES))
+def test_stages_import_only_downwards(name: str) -> None:
+    own = stage(name)
+    assert own is not None
+    allowed = CORE | STAGES[own] | {own}
+    wrong = sorted(
+        target
+        for target in graph()[name]
+        if target != "dllm_notebook" and stage(target) not in allowed
+    )
+    assert wrong == [], f"{name} may import only {sorted(allowed)}"
+
+
+def test_core_modules_import_no_stage() -> None:
+    for name in (f"dllm_notebook.{core}" for core in CORE):
+        wrong = sorted(t for t in graph()[name] if stage(t) not in CORE)
+        assert wrong == [], f"{name} imports {wrong}"
+
+
+def underscored_imports(paths: list[Path]) -> list[str]:
+    """``file: name from module`` for each underscored name taken from another module."""
+    found = []
+    for path in paths:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                for alias in node.names:
+                    private = alias.name.startswith("_") and not alias.name.startswith("__")
+                    module = f"{node.module or ''}.{alias.name}".lstrip(".")
+                    is_module = any(m.endswith(module) for m in MODULES)
+                    if private and not is_module:
+                        found.append(f"{path.relative_to(ROOT)}: {alias.name} from {node.module}")
+    return found
+
+
+def test_no_module_takes_another_modules_underscored_names() -> None:
+    paths = [*PACKAGE.rglob("*.py"), *(ROOT / "bench").glob("*.py")]
+    assert underscored_imports(paths) == []
+
+
+def test_the_library_never_prints() -> None:
+    """Output goes through logging, the progress layer or the CLI (click.echo)."""
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id == "print"
+            ):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert found == []
