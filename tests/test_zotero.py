@@ -170,3 +170,22 @@ def test_analyze_over_a_collection_lists_no_file_papers(zot: FakeZotero, lab: Fa
     assert status["mcelreath2020"] == status["away2022"] == "no_file"
     assert status["lo2020"] == "ok" and status["bmc-2014-quality-improvement.pdf"] == "ok"
     assert len(server.log.generations()) == 10  # nothing sent for the no_file papers
+
+
+def test_analyze_over_the_collection_matches_the_folder_cell_for_cell(
+    zot: FakeZotero, lab: FakeLab, corpus: Path
+) -> None:
+    server = lab.add("ollama", context_length=65536)
+    prompt = {"summary": "Summarise this paper: {content}"}
+    with Cluster([server.url], **FAST) as cluster:
+        by_zotero = cluster.analyze(
+            zotero("Review 2026", url=zot.url), prompts=prompt, progress=False, cache=False
+        )
+        by_folder = cluster.analyze(
+            [corpus / row[0] for row in REVIEW], prompts=prompt, progress=False, cache=False
+        )
+    names = {row[0]: row[6] or row[0] for row in REVIEW}
+    assert len(server.log.generations()) == 20  # both runs asked: nothing from the store
+    for file, name in names.items():
+        assert by_zotero.loc[name, "summary"] == by_folder.loc[file, "summary"], file
+    assert by_zotero.loc[["mcelreath2020", "away2022"], "summary"].isna().all()
