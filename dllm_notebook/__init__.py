@@ -17,6 +17,7 @@ from ._errors import (
     ConfigError,
     ConfigProblem,
     ContextLengthExceeded,
+    CrossrefUnavailable,
     DllmError,
     JobCancelled,
     LocalWorkerError,
@@ -24,6 +25,8 @@ from ._errors import (
     NoHealthyWorkers,
     PanelUnavailable,
     PresetError,
+    ReferenceFileError,
+    ReferenceLibraryError,
     RequestRejected,
     SyncCallInLoop,
     TaskFailed,
@@ -31,6 +34,7 @@ from ._errors import (
     WorkerError,
     WorkerOverloaded,
     WorkerUnreachable,
+    ZoteroUnavailable,
 )
 from ._events import Event
 from ._lazy import when_imported as _when_imported
@@ -40,6 +44,7 @@ from ._prompts.presets import Preset, list_presets, load_preset
 from ._prompts.templates import Prompt
 from ._reading.paper import Paper
 from ._reading.papers import load_papers
+from ._reading.zotero import Zotero, zotero
 from ._results.store import ResultStore
 from ._running.chat import ChatStream
 from ._running.earliest_finish import EarliestFinish
@@ -83,6 +88,7 @@ __all__ = [
     "ConfigError",
     "ConfigProblem",
     "ContextLengthExceeded",
+    "CrossrefUnavailable",
     "DllmAccessor",
     "DllmError",
     "EarliestFinish",
@@ -101,6 +107,8 @@ __all__ = [
     "Preset",
     "PresetError",
     "Prompt",
+    "ReferenceFileError",
+    "ReferenceLibraryError",
     "RequestRejected",
     "ResultStore",
     "Scheduler",
@@ -115,9 +123,12 @@ __all__ = [
     "WorkerOverloaded",
     "WorkerUnreachable",
     "WorkerView",
+    "Zotero",
+    "ZoteroUnavailable",
     "__version__",
     "default_model_path",
     "list_presets",
     "load_papers",
     "load_preset",
+    "zotero",
 ]

@@ -14,6 +14,10 @@ boundary, with ``raise ... from exc``::
     ├── SyncCallInLoop               a blocking call made from the library's own event loop
     ├── JobCancelled                 ``job.result()`` of a cancelled background job
     ├── PanelUnavailable             ``cluster.panel()`` without ipywidgets (also an ImportError)
+    ├── ReferenceLibraryError        a reference library could not be read; ``.source`` names it
+    │   ├── ReferenceFileError       a bad .bib or .ris file; ``.path``, ``.entry``, ``.line``
+    │   └── ZoteroUnavailable        Zotero's local API is off, unreachable, or lacks the collection
+    ├── CrossrefUnavailable          Crossref (asked for explicitly) could not be reached
     └── WorkerError                  one worker failed one request; ``.worker`` names it
         ├── WorkerUnreachable        refused, reset or timed out: retried on another worker
         ├── WorkerOverloaded         429 or 503: backed off and requeued
@@ -36,6 +40,7 @@ __all__ = [
     "ConfigError",
     "ConfigProblem",
     "ContextLengthExceeded",
+    "CrossrefUnavailable",
     "DllmError",
     "JobCancelled",
     "LocalWorkerError",
@@ -43,6 +48,8 @@ __all__ = [
     "NoHealthyWorkers",
     "PanelUnavailable",
     "PresetError",
+    "ReferenceFileError",
+    "ReferenceLibraryError",
     "RequestRejected",
     "SyncCallInLoop",
     "TaskFailed",
@@ -50,6 +57,7 @@ __all__ = [
     "WorkerError",
     "WorkerOverloaded",
     "WorkerUnreachable",
+    "ZoteroUnavailable",
 ]
 
 
@@ -198,6 +206,38 @@ class PanelUnavailable(DllmError, ImportError):
             "pip install 'dllm-notebook[notebook]' (then restart the kernel). "
             "print(cluster) shows the same table as text meanwhile."
         )
+
+
+class ReferenceLibraryError(DllmError):
+    """A reference library (a .bib or .ris file, Zotero) could not be read."""
+
+    def __init__(self, message: str, *, source: str = "") -> None:
+        super().__init__(message)
+        self.source = source
+        """The file or the Zotero collection that failed."""
+
+
+class ReferenceFileError(ReferenceLibraryError):
+    """A .bib or .ris file is malformed. ``.entry`` is the entry's key (or number) and
+    ``.line`` its first line, when the problem is in one entry."""
+
+    def __init__(
+        self, message: str, *, path: str, entry: str | None = None, line: int | None = None
+    ) -> None:
+        where = path + (f", line {line}" if line else "")
+        where += f", entry {entry!r}" if entry else ""
+        super().__init__(f"{where}: {message}", source=path)
+        self.path = path
+        self.entry = entry
+        self.line = line
+
+
+class ZoteroUnavailable(ReferenceLibraryError):
+    """Zotero's local API did not answer, is not enabled, or has no such collection."""
+
+
+class CrossrefUnavailable(DllmError):
+    """Crossref enrichment was asked for and the service could not be reached."""
 
 
 class TaskFailed(DllmError):

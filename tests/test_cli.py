@@ -11,7 +11,7 @@ import pytest
 from dllm_notebook import Cluster
 from dllm_notebook.cli import cli, main
 from dllm_notebook.cli._docs import REGENERATE, render_docs
-from dllm_notebook.testing import Behaviour, FakeLab, expected_echo
+from dllm_notebook.testing import Behaviour, FakeLab, FakeZotero, expected_echo
 
 from .cli_helpers import dllm, free_port, worker, write_config
 from .conftest import ORIGINAL_REPORT_FIELDS, ROOT, SAMPLE_PAPERS
@@ -242,3 +242,45 @@ def test_docs_cli_md_is_generated_from_the_help() -> None:
     docs = ROOT / "docs" / "cli.md"
     current = docs.read_text(encoding="utf-8") if docs.exists() else ""
     assert current == render_docs(cli), f"docs/cli.md is stale; regenerate it: {REGENERATE}"
+
+
+# -- reference libraries as INPUT ---------------------------------------------------------
+def test_analyze_a_bib_file_and_a_zotero_collection(
+    lab: FakeLab, tmp_path: Path, corpus: Path
+) -> None:
+    server = lab.add("ollama", models=["llama3.2"], context_length=65536)
+    config = write_config(tmp_path / "workers.json", [worker(server, "ollama", "ollama")])
+    library = tmp_path / "refs.bib"
+    library.write_text(
+        f"@article{{webb2017, title={{VESPA}}, file={{:{corpus}/peerj-cs-2017-vespa.pdf:PDF}}}}\n"
+        "@book{mcelreath2020, title={Statistical Rethinking}}\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "bib.csv"
+    result = dllm(
+        "analyze", str(library), "-p", "What was studied?", "-c", str(config), "-o", str(out),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 3, result.stderr  # like any unreadable paper: no_file
+    assert "unreadable (no_file)" in result.stdout + result.stderr
+    assert out.read_text(encoding="utf-8-sig").splitlines()[1].startswith("webb2017,")
+    assert "mcelreath2020" in out.read_text(encoding="utf-8-sig")
+    assert len(server.log.generations()) == 1
+
+    zot = FakeZotero()
+    zot.add_item("Review 2026", title="NAR", citation_key="nar2024",
+                 pdf=corpus / "nar-2024-gkae252.pdf")  # fmt: skip
+    with zot:
+        out = tmp_path / "zotero.csv"
+        result = dllm(
+            "analyze", "zotero:Review 2026", "-p", "What was studied?", "-c", str(config),
+            "-o", str(out), cwd=tmp_path, env={"DLLM_ZOTERO_URL": zot.url},
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert out.read_text(encoding="utf-8-sig").splitlines()[1].startswith("nar2024,")
+        absent = dllm(
+            "analyze", "zotero:Nope", "-p", "What?", "-c", str(config), "-o", str(out),
+            cwd=tmp_path, env={"DLLM_ZOTERO_URL": zot.url},
+        )  # fmt: skip
+    assert absent.returncode == 1 and "no Zotero collection named 'Nope'" in absent.stderr
+    assert "Traceback" not in absent.stderr

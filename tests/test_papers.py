@@ -31,6 +31,7 @@ def test_statuses() -> None:
         "empty",
         "unsupported",
         "garbled",
+        "no_file",
     }
 
 
@@ -117,7 +118,7 @@ def test_text_file_record(tmp_path: Path) -> None:
     paper = load_papers(path)[0]
     assert paper.ok and paper.message == ""
     assert paper.title == "Soil microbes and drought"
-    assert paper.authors is None
+    assert paper.authors == ()
     assert paper.pages == ("Soil microbes and drought\n\nPage one.", "Page two.")
     assert paper.page_count == 2
     assert paper.text == "Soil microbes and drought\n\nPage one.\n\nPage two."

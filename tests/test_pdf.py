@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 
 from dllm_notebook._errors import DllmError
+from dllm_notebook._reading.first_page import heading_title
 from dllm_notebook._reading.paper import Paper
 from dllm_notebook._reading.papers import load_papers
-from dllm_notebook._reading.pdf import heading_title, read_pdf
+from dllm_notebook._reading.pdf import read_pdf
 
 pymupdf = pytest.importorskip("pymupdf", reason="needs the [pdf] extra (PyMuPDF)")
 
@@ -96,9 +97,12 @@ def test_titles_of_known_papers(corpus_papers: dict[str, Paper], name: str, star
 
 @needs_corpus
 def test_authors_come_from_metadata(corpus_papers: dict[str, Paper]) -> None:
-    assert corpus_papers["acl2020-s2orc.pdf"].authors is not None
-    assert "Kyle Lo" in (corpus_papers["acl2020-s2orc.pdf"].authors or "")
-    assert corpus_papers["eacl2023-main-121.pdf"].authors is None  # empty in the PDF
+    acl = corpus_papers["acl2020-s2orc.pdf"]
+    assert acl.authors[:2] == ("Kyle Lo", "Lucy Lu Wang") and acl.source.authors == "pdf_metadata"
+    # empty in the PDF's metadata: the names under the title, superscript marks dropped
+    eacl = corpus_papers["eacl2023-main-121.pdf"]
+    assert eacl.authors[:3] == ("Kalpesh Krishna", "Erin Bransom", "Bailey Kuehl")
+    assert eacl.authors[-1] == "Kyle Lo" and eacl.source.authors == "first_page"
 
 
 @needs_corpus
@@ -250,7 +254,7 @@ def test_meaningful_metadata_title_wins_and_placeholders_fall_back(tmp_path: Pat
     lines = ["Body text " * 12, "More body text " * 8]
     good = make_pdf(tmp_path / "a.pdf", lines, title="Heat and Trees", author="Ada Lovelace")
     assert read_pdf(good).title == "Heat and Trees"
-    assert read_pdf(good).authors == "Ada Lovelace"
+    assert read_pdf(good).authors == ("Ada Lovelace",)
 
     doc = pymupdf.open()
     page = doc.new_page()
@@ -261,7 +265,7 @@ def test_meaningful_metadata_title_wins_and_placeholders_fall_back(tmp_path: Pat
     doc.save(tmp_path / "b.pdf")
     paper = read_pdf(tmp_path / "b.pdf")
     assert paper.title == "Tree Canopy and Surface Temperature"
-    assert paper.authors is None
+    assert paper.authors == ()  # a placeholder, and no names under the title
 
 
 def test_missing_file_raises_a_clear_error(tmp_path: Path) -> None:
@@ -275,7 +279,7 @@ def test_missing_pymupdf_says_how_to_install_it(
     make_pdf(tmp_path / "a.pdf", ["text"], embed_font=False)
     (tmp_path / "notes.txt").write_text("Plain notes need no PyMuPDF.", encoding="utf-8")
     monkeypatch.setitem(sys.modules, "pymupdf", None)  # makes `import pymupdf` fail
-    with pytest.raises(DllmError, match=re.escape("pip install 'dllm-notebook[pdf]'")):
+    with pytest.raises(DllmError, match=re.escape("pip install --force-reinstall pymupdf")):
         load_papers(tmp_path)
     assert load_papers(tmp_path / "notes.txt")[0].ok
 
@@ -312,7 +316,7 @@ def test_sample_papers_read_as_complete_papers() -> None:
         source = (SOURCES / paper.name.replace(".pdf", ".md")).read_text(encoding="utf-8")
         assert paper.ok and 1 <= paper.page_count <= 2, paper.name
         assert paper.title == source.splitlines()[0].removeprefix("# ")
-        assert paper.authors and paper.authors in source
+        assert paper.authors and all(author in source for author in paper.authors)
         for section in ("Abstract", "Introduction", "Methods", "Results", "Limitations"):
             assert re.search(rf"^(\d )?{section}$", paper.text, re.MULTILINE), (paper.name, section)
         assert "Future work" in paper.text

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import hashlib
 from bisect import bisect_right
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, get_args
 
 from .._errors import DllmError
+from .metadata import META_FIELDS, Reference, Sources, merge
 from .text import (
     classify_text,
     clean_chars,
@@ -26,6 +27,7 @@ __all__ = [
     "BINARY_TEXT_MESSAGE",
     "EMPTY_FILE_MESSAGE",
     "PAPER_STATUSES",
+    "READ_EXTENSIONS",
     "UNSUPPORTED_MESSAGE",
     "Paper",
     "PaperStatus",
@@ -33,12 +35,17 @@ __all__ = [
     "unreadable_message",
 ]
 
-PaperStatus = Literal["ok", "no_text", "encrypted", "corrupt", "empty", "unsupported", "garbled"]
+PaperStatus = Literal[
+    "ok", "no_text", "encrypted", "corrupt", "empty", "unsupported", "garbled", "no_file"
+]
 """``ok``; ``no_text`` (a scan without a text layer); ``encrypted`` (needs a password);
 ``corrupt`` (damaged, truncated or not a PDF); ``empty`` (0 bytes, 0 pages or only
 whitespace); ``unsupported`` (not .pdf/.txt/.md); ``garbled`` (text that does not map to
-Unicode, or a PDF text layer whose pages read as symbols, not words)."""
+Unicode, or a PDF text layer whose pages read as symbols, not words); ``no_file`` (a
+reference library's entry without a readable attachment)."""
 PAPER_STATUSES: tuple[PaperStatus, ...] = get_args(PaperStatus)
+
+READ_EXTENSIONS = (".pdf", ".txt", ".md")
 
 UNSUPPORTED_MESSAGE = (
     "unsupported file type {suffix!r}: dllm_notebook reads .pdf, .txt and .md files; "
@@ -53,10 +60,13 @@ BINARY_TEXT_MESSAGE = (
 
 @dataclass(frozen=True, repr=False)
 class Paper:
-    """One paper: its text (page by page), title, authors, and whether it could be read.
+    """One paper: its text (page by page), reference metadata, and whether it could be read.
 
-    ``name`` is the file name (unique within one :func:`load_papers` call) and becomes the
-    DataFrame index. When ``ok`` is false, ``message`` says what went wrong and what to do.
+    ``name`` is the file name, or the citation key for a paper from a reference library
+    (unique within one :func:`load_papers` call), and becomes the DataFrame index. When
+    ``ok`` is false, ``message`` says what went wrong and what to do. ``title``,
+    ``authors``, ``year``, ``doi``, ``venue`` and ``key`` come from the best origin that
+    has them; ``source`` says which (docs/references.md).
 
     >>> paper = Paper.from_text("notes.txt", "Soil microbes and drought ...")
     >>> paper.ok, paper.page_count
@@ -68,7 +78,8 @@ class Paper:
     name: str
     path: Path | None
     title: str
-    authors: str | None
+    authors: tuple[str, ...]
+    """Each author as "First Last" (as printed when only the PDF names them)."""
     text: str
     """The cleaned full text: pages joined by a blank line."""
     pages: tuple[str, ...]
@@ -78,6 +89,15 @@ class Paper:
     """SHA-256 of the file's bytes (of the UTF-8 text for in-memory papers)."""
     status: PaperStatus = "ok"
     message: str = ""
+    year: int | None = None
+    doi: str | None = None
+    """The DOI as ``10.NNNN/...``, without a ``doi:`` label or doi.org URL."""
+    venue: str | None = None
+    """The journal, proceedings or publisher the library names."""
+    key: str | None = None
+    """The citation key in the reference library the paper came from."""
+    source: Sources = field(default_factory=Sources)
+    """Where each metadata field came from: ``str(paper.source)`` lists them."""
     page_starts: tuple[int, ...] = field(init=False, repr=False, compare=False)
     """Where each page starts in ``text`` (character offsets), from the pages as they are
     read: ``text[page_starts[i]:]`` begins with page ``i + 1``. Text and markdown files
@@ -117,14 +137,23 @@ class Paper:
             name=name,
             path=None,
             title=title if title is not None else first_line_title(cleaned, default=name),
-            authors=None,
+            authors=(),
             text=cleaned,
             pages=pages,
             page_count=len(pages),
             sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
             status=status,
             message=message,
+            source=Sources(title="given" if title is not None else "first_page"),
         )
+
+    def with_reference(self, reference: Reference) -> Paper:
+        """This paper with the fields of ``reference`` where its origin ranks higher than
+        the origin of the value held now (``metadata.ORIGIN_RANK``)."""
+        current = {name: getattr(self, name) for name in META_FIELDS}
+        values, sources = merge([reference], current, self.source)
+        values["title"] = values["title"] or self.title
+        return replace(self, **values, source=sources)
 
     def __repr__(self) -> str:
         title = self.title if len(self.title) <= 60 else self.title[:59] + "…"
@@ -140,13 +169,14 @@ def failed_paper(
         name=path.name,
         path=path,
         title=path.stem,
-        authors=None,
+        authors=(),
         text="",
         pages=("",) * page_count,
         page_count=page_count,
         sha256=sha256,
         status=status,
         message=message,
+        source=Sources(title="file_name"),
     )
 
 

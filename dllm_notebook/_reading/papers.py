@@ -6,7 +6,7 @@
 
 A bad file never raises: it comes back as a :class:`Paper` whose ``status`` says what is
 wrong and whose ``message`` says what to do. Only a missing path, a folder with nothing to
-read, or a missing PyMuPDF (the ``[pdf]`` extra) raise a :class:`~dllm_notebook.DllmError`.
+read, or a broken PyMuPDF install raise a :class:`~dllm_notebook.DllmError`.
 """
 
 from __future__ import annotations
@@ -14,23 +14,23 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
-from collections import Counter
-from collections.abc import Iterable
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import replace
 from pathlib import Path
-from typing import TypeAlias
 
 from .._errors import DllmError
+from .metadata import Sources
 from .paper import (
     BINARY_TEXT_MESSAGE,
     EMPTY_FILE_MESSAGE,
+    READ_EXTENSIONS,
     UNSUPPORTED_MESSAGE,
     Paper,
     failed_paper,
     unreadable_message,
 )
+from .references import LibraryEntry, entry_paper
+from .sources import PaperSource, collect, unique_names
 from .text import (
     classify_text,
     clean_chars,
@@ -42,15 +42,11 @@ from .text import (
 
 __all__ = ["PARALLEL_MIN_PDFS", "READ_EXTENSIONS", "PaperSource", "load_papers", "warm_up"]
 
-READ_EXTENSIONS = (".pdf", ".txt", ".md")
 PARALLEL_MIN_PDFS = 100
 """From this many PDFs on, ``workers=None`` also reads in worker processes (one per core).
 A worker needs about 2 s to start (spawn, then import dllm_notebook and PyMuPDF) and reading
 runs at about 300 pages/s per core, so fewer PDFs are read before the workers could help.
 Measured with bench/bench_ingest.py; see docs/performance.md."""
-
-PaperSource: TypeAlias = "str | os.PathLike[str] | Paper | Iterable[str | os.PathLike[str] | Paper]"
-"""A folder or file path, a Paper, or a list mixing any of those."""
 
 
 def load_papers(
@@ -59,8 +55,9 @@ def load_papers(
     recursive: bool = False,
     password: str | None = None,
     workers: int | None = None,
+    crossref: bool | str = False,
 ) -> list[Paper]:
-    """Read papers from a folder, a file, a list of paths, or already-loaded Papers.
+    """Read papers from a folder, a file, a reference library, a list, or loaded Papers.
 
     A folder gives its ``.pdf``, ``.txt`` and ``.md`` files in sorted order (hidden files
     skipped, subfolders only with ``recursive=True``); a file given explicitly is always
@@ -70,26 +67,47 @@ def load_papers(
     at least ``PARALLEL_MIN_PDFS`` PDFs. Results keep the input order. Workers are spawned
     processes: in a script, make the call under ``if __name__ == "__main__":``.
 
+    A ``.bib`` or ``.ris`` file, or a Zotero collection, gives one paper per entry: its
+    attached PDF, named by the citation key, with the library's metadata (title, authors,
+    year, DOI, venue) over what the PDF says; an entry with no readable attachment comes
+    back with status ``no_file``. ``crossref=True`` (or a Crossref URL) fills in missing
+    metadata from Crossref for papers with a DOI; it needs the network, so it is off.
+
     >>> papers = load_papers("papers/", recursive=True)
     >>> papers = load_papers(["a.pdf", "notes/b.md"], password="s3cret")
+    >>> papers = load_papers("library.bib")                 # see docs/references.md
     """
     if workers is not None and workers < 1:
         raise DllmError(
             f"workers must be 1 or more, not {workers}; use workers=1 to read sequentially"
         )
-    items = _collect(source, recursive)
-    pdfs = [item for item in items if isinstance(item, Path) and item.suffix.lower() == ".pdf"]
+    items = collect(source, recursive)
+    files = [i.readable_file() if isinstance(i, LibraryEntry) else i for i in items]
+    pdfs = list(
+        dict.fromkeys(f for f in files if isinstance(f, Path) and f.suffix.lower() == ".pdf")
+    )
     if pdfs:
         from .pdf import require_pymupdf
 
         require_pymupdf()
     processes = _process_count(workers, len(pdfs))
     read = dict(zip(pdfs, _read_pdfs(pdfs, password, processes), strict=True))
+
+    def paper_of(item: Path | Paper | None) -> Paper | None:
+        if item is None or isinstance(item, Paper):
+            return item
+        return read.get(item) or read_path(item, password=password)
+
     papers = [
-        item if isinstance(item, Paper) else read.get(item) or read_path(item, password=password)
-        for item in items
+        entry_paper(item, paper_of(file)) if isinstance(item, LibraryEntry) else paper_of(file)
+        for item, file in zip(items, files, strict=True)
     ]
-    return _unique_names(papers)
+    found = unique_names([paper for paper in papers if paper is not None])
+    if crossref:
+        from .crossref import CROSSREF_URL, enrich
+
+        return enrich(found, url=crossref if isinstance(crossref, str) else CROSSREF_URL)
+    return found
 
 
 def read_path(path: Path, *, password: str | None = None) -> Paper:
@@ -136,69 +154,23 @@ def read_text_file(path: Path) -> Paper:
     pages = tuple(normalize_whitespace(clean_chars(page)) for page in raw.split("\f"))
     text = join_pages(pages)
     status, message = classify_text(text)
+    heading = markdown_title(text) or first_line_title(text, default="")
     return Paper(
         name=path.name,
         path=path,
-        title=markdown_title(text) or first_line_title(text, default=path.stem),
-        authors=None,
+        title=heading or path.stem,
+        authors=(),
         text=text,
         pages=pages,
         page_count=len(pages),
         sha256=digest,
         status=status,
         message=message,
+        source=Sources(title="first_page" if heading else "file_name"),
     )
 
 
 # ---------------------------------------------------------------- sources and processes
-
-
-def _collect(source: PaperSource, recursive: bool) -> list[Path | Paper]:
-    entries: Iterable[str | os.PathLike[str] | Paper]
-    entries = [source] if isinstance(source, (str, os.PathLike, Paper)) else source
-    items: list[Path | Paper] = []
-    seen: set[Path] = set()
-    for entry in entries:
-        if isinstance(entry, Paper):
-            items.append(entry)
-            continue
-        path = Path(entry).expanduser()
-        if not path.exists():
-            raise DllmError(
-                f"no such file or folder: {str(path)!r} (relative paths start at {os.getcwd()}); "
-                "check the path"
-            )
-        for file in _scan(path, recursive) if path.is_dir() else [path]:
-            key = file.resolve()
-            if key not in seen:
-                seen.add(key)
-                items.append(file)
-    return items
-
-
-def _scan(folder: Path, recursive: bool) -> list[Path]:
-    found: list[tuple[str, Path]] = []
-    has_subfolders = False
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        has_subfolders = has_subfolders or bool(dirs)
-        for name in files:
-            if not name.startswith(".") and Path(name).suffix.lower() in READ_EXTENSIONS:
-                path = Path(root, name)
-                found.append((path.relative_to(folder).as_posix(), path))
-        if not recursive:
-            break
-    if not found:
-        hint = (
-            "; pass recursive=True to read its subfolders"
-            if has_subfolders and not recursive
-            else ""
-        )
-        raise DllmError(
-            f"no papers to read in {str(folder)!r}: dllm_notebook reads .pdf, .txt and .md files "
-            f"(hidden files are skipped){hint}"
-        )
-    return [path for _, path in sorted(found)]
 
 
 def _process_count(workers: int | None, pdf_count: int) -> int:
@@ -282,32 +254,3 @@ def warm_up() -> int:
 
 def _read_in_worker(path: Path, password: str | None) -> Paper:
     return read_path(path, password=password)
-
-
-def _unique_names(papers: list[Paper]) -> list[Paper]:
-    """Give papers that share a file name longer names: their paths' last parts, then a number."""
-    names = [paper.name for paper in papers]
-    counts = Counter(names)
-    for name in [n for n, count in counts.items() if count > 1]:
-        group = [i for i, n in enumerate(names) if n == name]
-        for depth in range(2, 64):
-            candidates = {i: _path_suffix(papers[i], depth) for i in group}
-            if len(set(candidates.values())) == len(group):
-                break
-        for i in group:
-            names[i] = candidates[i]
-    taken: set[str] = set()
-    for i, name in enumerate(names):
-        unique, n = name, 1
-        while unique in taken:
-            n += 1
-            unique = f"{name} ({n})"
-        taken.add(unique)
-        names[i] = unique
-    return [p if p.name == n else replace(p, name=n) for p, n in zip(papers, names, strict=True)]
-
-
-def _path_suffix(paper: Paper, depth: int) -> str:
-    if paper.path is None:
-        return paper.name
-    return "/".join(paper.path.absolute().parts[-depth:])

@@ -1,6 +1,6 @@
 """Reading one PDF with PyMuPDF: text in reading order, a title, and a status for bad files.
 
-PyMuPDF is the ``[pdf]`` extra and is imported only when a PDF is read, so that
+PyMuPDF is a dependency, imported only when a PDF is read, so that
 ``import dllm_notebook`` stays light.
 
 >>> paper = read_pdf("papers/s2orc.pdf")
@@ -27,14 +27,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from .._errors import DllmError
+from .doi import PageBlocks
 from .language import garbled_pages, page_ranges
+from .metadata import Reference, merge, pdf_references
 from .paper import (
     EMPTY_FILE_MESSAGE,
     Paper,
@@ -55,7 +55,7 @@ from .text import (
 
 __all__ = ["read_pdf", "require_pymupdf"]
 
-INSTALL_HINT = "install the pdf extra: pip install 'dllm-notebook[pdf]'"
+INSTALL_HINT = "reinstall it: pip install --force-reinstall pymupdf (a dependency of dllm-notebook)"
 MIN_CHARS_PER_PAGE = 100
 """Fewer visible characters than this per page, on average, means ``no_text``."""
 
@@ -102,7 +102,7 @@ def require_pymupdf() -> ModuleType:
         import pymupdf
     except ImportError as exc:
         raise DllmError(
-            f"reading PDFs needs PyMuPDF, which is not installed; {INSTALL_HINT}"
+            f"reading PDFs needs PyMuPDF, which could not be imported; {INSTALL_HINT}"
         ) from exc
     return pymupdf
 
@@ -153,14 +153,20 @@ def _read_document(
         return failed_paper(file, "empty", NO_PAGES_MESSAGE, sha256=digest)
     flags = pymupdf.TEXT_MEDIABOX_CLIP
     raw_pages: list[str] = []
+    first_pages: list[PageBlocks] = []  # for the DOI printed on them
     failed_pages = 0
     for number in range(count):
         try:
-            blocks = doc.load_page(number).get_text("blocks", flags=flags)
+            page = doc.load_page(number)
+            blocks = page.get_text("blocks", flags=flags)
         except Exception:
             failed_pages += 1
             blocks = []
-        raw_pages.append("\n\n".join(block[4] for block in blocks if block[6] == 0))
+        text_blocks = [block for block in blocks if block[6] == 0]
+        if number < 2 and blocks:
+            spans = tuple((b[1], b[3], clean_chars(b[4])) for b in text_blocks)
+            first_pages.append(PageBlocks(page.rect.height, spans))
+        raw_pages.append("\n\n".join(block[4] for block in text_blocks))
     cleaned = [clean_chars(page) for page in raw_pages]
     document = "\n".join(cleaned).lower()
     pages = tuple(normalize_whitespace(dehyphenate(page, document)) for page in cleaned)
@@ -179,24 +185,29 @@ def _read_document(
             message = DROPPED_PAGES_MESSAGE.format(pages=which.format(page_ranges(garbled)))
     if status == "ok" and (doc.is_repaired or failed_pages):
         message = "; ".join(m for m in (message, REPAIRED_MESSAGE) if m)
-    metadata = doc.metadata or {}
-    title = meaningful_title(metadata.get("title"))
-    if title is None and 0 not in garbled:
+
+    def first_page() -> dict[str, Any] | None:
+        if 0 in garbled:  # a garbled first page supplies no title or authors
+            return None
         try:
-            title = heading_title(doc.load_page(0).get_text("dict", flags=flags))
+            page: dict[str, Any] = doc.load_page(0).get_text("dict", flags=flags)
         except Exception:
-            title = None
+            return None
+        return page
+
+    found = pdf_references(doc.metadata or {}, first_page, first_pages)
+    meta, sources = merge([*found, Reference("file_name", title=file.stem)])
     return Paper(
         name=file.name,
         path=file,
-        title=title or file.stem,
-        authors=meaningful_authors(metadata.get("author")),
         text=text,
         pages=pages,
         page_count=count,
         sha256=digest,
         status=status,
         message=message,
+        source=sources,
+        **meta,
     )
 
 
@@ -208,110 +219,3 @@ def _classify(text: str, page_count: int) -> tuple[PaperStatus, str]:
     if visible * (1 - fraction) < MIN_CHARS_PER_PAGE * page_count:
         return "no_text", NO_TEXT_MESSAGE
     return "ok", ""
-
-
-# ---------------------------------------------------------------- title and authors
-
-_PLACEHOLDER_TITLE_RE = re.compile(
-    r"^(untitled|title|no title|document\d*|slide \d+|layout \d+|page \d+|pii:.*|doi:.*"
-    r"|microsoft (word|powerpoint|excel) - .*)$",
-    re.IGNORECASE,
-)
-_FILE_NAME_RE = re.compile(
-    r"\.(docx?|pdf|tex|dvi|rtf|odt|txt|indd|qxd|qxp|ps|eps|pages|wpd|xml)$", re.IGNORECASE
-)
-_PLACEHOLDER_AUTHORS = {
-    "admin",
-    "administrator",
-    "anonymous",
-    "author",
-    "authors",
-    "microsoft office user",
-    "owner",
-    "unknown",
-    "user",
-    "windows user",
-}
-# Article-type labels set as large as the title on some journals' first pages.
-_LABEL_RE = re.compile(
-    r"^((original|research|review|short|brief|case|clinical|technical)\s+)?"
-    r"(article|paper|report|communication|letter|review|note|open access)s?$",
-    re.IGNORECASE,
-)
-_FOOTNOTE_MARKS = " *∗†‡§¶"
-
-
-def meaningful_title(raw: str | None) -> str | None:
-    """The metadata title, unless it is empty, a placeholder or a file name."""
-    if not raw:
-        return None
-    title = " ".join(clean_chars(raw).split())
-    letters = sum(c.isalpha() for c in title)
-    if (
-        _PLACEHOLDER_TITLE_RE.match(title)
-        or _FILE_NAME_RE.search(title)
-        or letters < 4
-        or letters < 0.5 * len(title.replace(" ", ""))  # e.g. "6489122611071476 1..10"
-        or (" " not in title and any(c.isdigit() for c in title))  # e.g. "jcm-10-01234"
-        or unmappable_fraction(title) > 0.1
-    ):
-        return None
-    return title
-
-
-def meaningful_authors(raw: str | None) -> str | None:
-    """The metadata author, unless it is empty or a placeholder such as "Administrator"."""
-    if not raw:
-        return None
-    authors = " ".join(clean_chars(raw).split()).strip(" ,;")
-    if authors.lower() in _PLACEHOLDER_AUTHORS or not any(c.isalpha() for c in authors):
-        return None
-    return authors.replace(" ;", ";")
-
-
-@dataclass(frozen=True)
-class _Line:
-    size: float
-    x0: float
-    y0: float
-    y1: float
-    text: str
-
-
-def heading_title(page_dict: dict[str, Any]) -> str | None:
-    """The first page's largest-font line(s), from ``page.get_text("dict")``."""
-    lines = _horizontal_lines(page_dict)
-    if not lines:
-        return None
-    top = max(line.size for line in lines)
-    largest = sorted((ln for ln in lines if ln.size >= top - 0.5), key=lambda ln: (ln.y0, ln.x0))
-    rows: list[list[_Line]] = [[largest[0]]]
-    for line in largest[1:]:
-        previous = rows[-1][-1]
-        if abs(line.y0 - previous.y0) < 0.3 * top:  # same row
-            rows[-1].append(line)
-        elif line.y0 - previous.y1 < 0.8 * top and len(rows) < 5:  # the title's next line
-            rows.append([line])
-        else:
-            break
-    joined = "\n".join(" ".join(ln.text for ln in row) for row in rows)
-    title = " ".join(dehyphenate(joined).split()).strip(_FOOTNOTE_MARKS)
-    if len(title) > 300:
-        title = title[:299].rstrip() + "…"
-    return title or None
-
-
-def _horizontal_lines(page_dict: dict[str, Any]) -> list[_Line]:
-    lines: list[_Line] = []
-    for block in page_dict.get("blocks", ()):
-        for line in block.get("lines", ()):
-            dx, dy = line["dir"]
-            spans = [s for s in line["spans"] if s["text"].strip()]
-            if dx <= 0 or abs(dy) > 0.01 or not spans:
-                continue
-            text = " ".join(clean_chars("".join(s["text"] for s in line["spans"])).split())
-            if sum(c.isalpha() for c in text) < 3 or _LABEL_RE.match(text):
-                continue
-            x0, y0, _, y1 = line["bbox"]
-            lines.append(_Line(max(s["size"] for s in spans), x0, y0, y1, text))
-    return lines

@@ -16,18 +16,26 @@ __all__ = ["analyze", "presets"]
 OUTPUT_KINDS = (".parquet", ".csv", ".json")
 
 
+class PaperInput(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.3
+    """An existing path, or ``zotero:COLLECTION``."""
+
+    name = "input"
+
+    def convert(
+        self, value: str, param: click.Parameter | None, ctx: click.Context | None
+    ) -> Path | str:
+        if str(value).lower().startswith("zotero:"):
+            return str(value)
+        return Path(click.Path(exists=True, path_type=Path).convert(value, param, ctx))
+
+
 @click.command(short_help="Run every prompt over a folder of papers; save the table.")
-@click.argument(
-    "input_path",
-    metavar="INPUT",
-    required=False,
-    type=click.Path(exists=True, path_type=Path),
-)
+@click.argument("input_path", metavar="INPUT", required=False, type=PaperInput())
 @click.option(
     "-i",
     "--input",
     "input_option",
-    type=click.Path(exists=True, path_type=Path),
+    type=PaperInput(),
     help="The same as INPUT (the original process_directory.py's spelling).",
 )
 @click.option("--preset", help="Preset name or .toml file (default: research).")
@@ -66,8 +74,8 @@ OUTPUT_KINDS = (".parquet", ".csv", ".json")
 @click.pass_context
 def analyze(
     ctx: click.Context,
-    input_path: Path | None,
-    input_option: Path | None,
+    input_path: Path | str | None,
+    input_option: Path | str | None,
     preset: str | None,
     prompts: Sequence[str],
     config: str | None,
@@ -78,9 +86,11 @@ def analyze(
     refresh: bool,
     no_cache: bool,
 ) -> None:
-    """Ask every prompt of every paper in INPUT (a folder or a file) and save the table.
+    """Ask every prompt of every paper in INPUT and save the table.
 
-    Papers are .pdf, .txt and .md files. A progress bar shows the ETA; a summary and a
+    INPUT is a folder or a file of papers (.pdf, .txt, .md), a reference library (.bib or
+    .ris: one paper per entry, named by its citation key), or zotero:COLLECTION (Zotero 7,
+    through its local API). A progress bar shows the ETA; a summary and a
     preview follow. Exit code 3 means some tasks failed: their cells are empty and the
     .json report lists their errors. Ctrl-C writes the answers finished so far. Answers
     are kept in the result store (.dllm/results.sqlite, or $DLLM_STORE), so running the
@@ -91,12 +101,16 @@ def analyze(
       dllm analyze papers/ --preset research -c workers.json -o review.parquet
       dllm analyze papers/ -p "What dataset does {title} use?" -o datasets.csv
       dllm analyze -i papers/ -c workers.json -o report.json --max-concurrent 20
+      dllm analyze library.bib -c workers.json -o review.parquet
+      dllm analyze "zotero:Review 2026" -c workers.json -o review.csv
     """
     if input_path is not None and input_option is not None:
         raise click.UsageError("give the input once: either INPUT or --input")
     source = input_path or input_option
     if source is None:
-        raise click.UsageError("missing INPUT: a folder or a file of papers")
+        raise click.UsageError(
+            "missing INPUT: a folder or a file of papers, a .bib or .ris file, or zotero:NAME"
+        )
     if output.suffix.lower() not in OUTPUT_KINDS:
         raise click.BadParameter("use a .parquet, .csv or .json file name", param_hint="--output")
     output.parent.mkdir(parents=True, exist_ok=True)  # fail now, not after the job

@@ -18,6 +18,9 @@ written in the prompt), a server answers with a deterministic instance of it who
 that on purpose (``invalid_json``, ``out_of_schema``, ``invented_quotes``: one of
 :data:`INVENTED_QUOTES`) and ``Behaviour.reject_schema`` refuses the field with a 400.
 
+:class:`FakeZotero` (Zotero 7's local API) and :class:`FakeCrossref` (Crossref's
+``/works/{doi}``) emulate the services papers and their metadata come from.
+
 Run servers in another process with ``python -m dllm_notebook.testing serve ...`` or
 ``... lab --spec lab.json``. Needs the ``lab`` extra (aiohttp).
 """
@@ -33,12 +36,14 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from ._behaviour import Behaviour
+from ._crossref import FakeCrossref
 from ._dialects import CLIENT_TYPES, DEFAULT_PORTS, DIALECTS
 from ._lab import FakeLab, parse_spec
 from ._log import RequestLog, RequestRecord
 from ._server import FakeServer
 from ._structured import INVENTED_QUOTES
 from ._text import count_tokens, expected_echo, prompt_digest, prompt_tokens
+from ._zotero import FakeZotero
 
 __all__ = [
     "CLIENT_TYPES",
@@ -46,8 +51,10 @@ __all__ = [
     "DIALECTS",
     "INVENTED_QUOTES",
     "Behaviour",
+    "FakeCrossref",
     "FakeLab",
     "FakeServer",
+    "FakeZotero",
     "RequestLog",
     "RequestRecord",
     "count_tokens",

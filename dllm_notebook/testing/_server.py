@@ -27,7 +27,7 @@ from ._engine import Engine
 from ._log import RequestLog, RequestRecord
 from ._openai import CURRENT_RECORD
 
-__all__ = ["FakeServer", "LoopThread"]
+__all__ = ["FakeServer", "LoopThread", "listening_socket"]
 
 T = TypeVar("T")
 _ids = itertools.count(1)
@@ -211,7 +211,7 @@ class FakeServer:
         if self._kill_task is not None:
             await asyncio.shield(self._kill_task)
         port = self._port if self._port is not None else self._requested_port
-        sock = _listening_socket(self.id, port)
+        sock = listening_socket(self.id, port)
         self._port = sock.getsockname()[1]
         self._engine = Engine(lambda: self._behaviour, self._self_destruct)
         dialect = make_dialect(self.dialect, self)
@@ -301,7 +301,7 @@ class FakeServer:
         return record_requests
 
 
-def _listening_socket(server_id: str, port: int) -> socket.socket:
+def listening_socket(server_id: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
