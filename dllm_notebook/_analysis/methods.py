@@ -174,16 +174,7 @@ class Analyses:
         """Read the papers, resolve the prompts, open the store: every error before any
         request. A job passes its own ``progress`` bar (made in the caller's cell) and
         ``run_id``, and is not remembered as ``cluster.last_analysis``."""
-        analysis = prepare(
-            call.source,
-            preset=call.preset,
-            prompts=call.prompts,
-            recursive=call.recursive,
-            password=call.password,
-            fit=call.fit,
-            progress=call.progress and progress is None,
-            options=call.options,
-        )
+        analysis = prepare(call, progress=call.progress and progress is None)
         if progress is not None:
             analysis.progress = progress
             progress.set_total(analysis.total)

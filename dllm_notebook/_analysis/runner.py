@@ -224,7 +224,13 @@ class Runner:
         prompt = task.request.prompt
         text = prompt if self.store is not None and self.store.keep_prompts else None
         return _Keys(
-            request_key(paper.sha256, prompt, task.request.system, task.request.options),
+            request_key(
+                paper.sha256,
+                prompt,
+                task.request.system,
+                task.request.options,
+                task.request.schema,
+            ),
             sha256_text(prompt),
             text,
         )

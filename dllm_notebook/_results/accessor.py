@@ -59,6 +59,29 @@ class DllmAccessor:
         meta: pd.DataFrame = wide[[c for c in META_COLUMNS if c in wide.columns]]
         return meta
 
+    def evidence(self) -> pd.DataFrame:
+        """Every quote given as evidence, one row each: paper, prompt, quote, page, match.
+
+        ``match`` is ``exact`` or ``close`` for a quote the tool found in the paper (on
+        ``page``), ``unverified`` for one it did not find: that one is not evidence.
+        """
+        long = self.long()
+        rows = [
+            {"paper": paper, "prompt": prompt, **quote}
+            for paper, prompt, text in zip(
+                long["paper"], long["prompt"], long["quotes"], strict=True
+            )
+            if isinstance(text, str)
+            for quote in json.loads(text)
+        ]
+        table = pd.DataFrame(rows, columns=["paper", "prompt", "text", "page", "match"])
+        table = table.rename(columns={"text": "quote"})
+        typed: pd.DataFrame = table.astype(
+            {"paper": "string", "prompt": "string", "quote": "string", "page": "Int64",
+             "match": "string"}
+        )  # fmt: skip
+        return typed
+
     def failures(self) -> pd.DataFrame:
         """The tasks that did not produce an answer, with their errors."""
         long = self.long()
