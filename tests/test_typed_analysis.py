@@ -164,3 +164,26 @@ def test_a_prompt_named_like_a_metadata_column_is_refused(name: str) -> None:
 
     with pytest.raises(TemplateError, match=rf"{name}.*metadata column"):
         resolve_preset(prompts={name: "Question about {content}"})
+
+
+def test_a_chunked_paper_keeps_its_typed_value_and_evidence(lab: FakeLab) -> None:
+    from dllm_notebook._reading.paper import Paper
+
+    text = "\n\n".join(
+        f"Section {i}. We measured soil moisture at site {i} during the drought of 2018."
+        for i in range(300)
+    )
+    paper = Paper.from_text("long.txt", text, title="Soil moisture in a drought")
+    server = lab.add("openai", context_length=2048)
+    prompts = {"sites": {**TYPED["sample_size"], "evidence": True}}
+    with Cluster([server.url], store=None, **FAST) as cluster:
+        long = cluster.analyze([paper], prompts=prompts, long=True, progress=False, max_tokens=200)
+    (row,) = long.to_dict("records")
+    assert row["fit"] == "chunked" and row["status"] == "ok"
+    assert isinstance(json.loads(row["value"]), int)
+    assert row["evidence"] == "verified"
+    quotes = json.loads(row["quotes"])
+    assert 1 <= len(quotes) <= 3
+    assert all(q["match"] in ("exact", "close") and q["page"] == 1 for q in quotes)
+    combines = [r for r in lab.log.records() if r.is_generation and r.schema is not None]
+    assert len(combines) == len([r for r in lab.log.records() if r.is_generation])
