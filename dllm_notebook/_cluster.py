@@ -378,7 +378,8 @@ class Cluster:
         the tool checks each against the paper and gives its page
         (``df.dllm.evidence()``). A ``.bib`` or ``.ris`` file or ``zotero(...)`` as
         ``source`` reads a reference library; ``crossref=True`` fills metadata from
-        Crossref by DOI.
+        Crossref by DOI. ``model="..."`` (a model, or a group from the settings'
+        ``models``) sends every prompt only to the workers serving it.
 
         >>> df = cluster.analyze("papers/", preset="research")
         >>> df.to_parquet("review.parquet")

@@ -187,3 +187,56 @@ def test_a_chunked_paper_keeps_its_typed_value_and_evidence(lab: FakeLab) -> Non
     assert all(q["match"] in ("exact", "close") and q["page"] == 1 for q in quotes)
     combines = [r for r in lab.log.records() if r.is_generation and r.schema is not None]
     assert len(combines) == len([r for r in lab.log.records() if r.is_generation])
+
+
+# -- one model per column -------------------------------------------------------------------
+def two_model_lab(lab: FakeLab) -> list[dict[str, object]]:
+    mistral = lab.add("lm_studio", models=["mistral-7b-instruct-v0.2"], context_length=32768)
+    mistral_tag = lab.add("ollama", models=["mistral:7b"], context_length=32768)
+    llama = lab.add("openai", models=["llama-3.1-8b"], context_length=32768)
+    return [
+        {"id": "imac", "host": "127.0.0.1", "port": mistral.port, "type": "lm_studio"},
+        {"id": "studio", "host": "127.0.0.1", "port": mistral_tag.port, "type": "ollama"},
+        {"id": "mini", "host": "127.0.0.1", "port": llama.port, "type": "openai"},
+    ]
+
+
+def test_model_sends_each_prompt_only_to_workers_serving_it(lab: FakeLab) -> None:
+    workers = two_model_lab(lab)
+    groups = {"mistral": ["mistral-7b-instruct-v0.2", "mistral:7b"]}
+    with Cluster(workers, store=None, models=groups, **FAST) as cluster:
+        long = cluster.analyze(
+            SAMPLE_PAPERS, prompts={"gist": "Gist: {content}"}, model="mistral", long=True,
+            progress=False,
+        )  # fmt: skip
+    assert set(long["status"]) == {"ok"}
+    assert set(long["worker"]) <= {"imac", "studio"}
+    served = {r.server for r in lab.log.records() if r.is_generation}
+    assert all("openai" not in s for s in served)  # the llama worker got no request
+    models = long.dllm.models()
+    assert set(models.loc["gist", "models"]) <= {"mistral-7b-instruct-v0.2", "mistral:7b"}
+
+
+def test_an_unknown_model_fails_before_any_request(lab: FakeLab) -> None:
+    from dllm_notebook import ModelNotServed
+
+    workers = two_model_lab(lab)
+    with Cluster(workers, store=None, **FAST) as cluster, pytest.raises(ModelNotServed) as info:
+        cluster.analyze(SAMPLE_PAPERS, prompts={"gist": "{content}"}, model="qwen2.5")
+    message = str(info.value)
+    assert "qwen2.5" in message and "mini: llama-3.1-8b" in message and "imac:" in message
+    assert not [r for r in lab.log.records() if r.is_generation]
+
+
+def test_mixed_models_warn_once_and_models_shows_them(
+    lab: FakeLab, caplog: pytest.LogCaptureFixture
+) -> None:
+    workers = two_model_lab(lab)
+    with Cluster(workers, store=None, **FAST) as cluster:
+        long = cluster.analyze(
+            SAMPLE_PAPERS, prompts={"gist": "Gist: {content}"}, long=True, progress=False
+        )
+    warnings = [r for r in caplog.records if "serve different models" in r.getMessage()]
+    assert len(warnings) == 1
+    models = long.dllm.models()
+    assert sum(models.loc["gist", "cells"].values()) == 5

@@ -11,6 +11,7 @@ fit instead (``fit="truncated"``). Nothing is cut silently.
 from __future__ import annotations
 
 import itertools
+import logging
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -40,6 +41,7 @@ from .._reading.paper import Paper
 from .._results.cells import Cell, CellSink, MemoryCells, Row, build_columns
 from .._results.columns import LONG_COLUMNS
 from .._results.statuses import ANSWERED, CACHED, FAILED, INVALID, OK, PENDING
+from .._running.models import serving
 from .._running.pool import Health, Worker
 from .._running.tasks import Task
 from .._types import Answer, ChatRequest
@@ -48,6 +50,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["DEFAULT_MAX_TOKENS", "FIT_MODES", "UNKNOWN_WINDOW", "Analysis", "Slot"]
+
+log = logging.getLogger("dllm_notebook")
 
 DEFAULT_MAX_TOKENS = 512
 UNKNOWN_WINDOW = 4096
@@ -118,6 +122,8 @@ class Analysis:
         options: Mapping[str, Any],
         fit: str,
         progress: Progress,
+        model: str | None = None,
+        model_groups: Mapping[str, Any] | None = None,
     ) -> None:
         if fit not in FIT_MODES:
             raise ValueError(f"fit={fit!r}: use 'chunk' (map-reduce, the default) or 'truncate'")
@@ -143,6 +149,10 @@ class Analysis:
         self._counter = itertools.count()
         self._system_tokens: int | None = None
         self._workers: Sequence[Worker] = ()
+        self.model = model
+        """The one model every prompt goes to (``None``: whatever each worker serves)."""
+        self._model_groups = model_groups or {}
+        self._excluded: frozenset[str] = frozenset()
         self._indexes: dict[str, EvidenceIndex] = {}
         self._combine_budget = self._budget(UNKNOWN_WINDOW)
 
@@ -203,6 +213,26 @@ class Analysis:
                 cell.fit = "chunked"
                 yield from self._chunk_tasks(cell, (), chunks)
 
+    def choose_workers(self, workers: Sequence[Worker]) -> list[Worker]:
+        """The workers that may take this run's tasks: with ``model``, those serving it
+        (raises :class:`ModelNotServed` before any request when none does); without, all of
+        them, and a warning when they serve different models (a column may then mix them).
+        Call before :meth:`plan`."""
+        if self.model is not None:
+            chosen = serving(workers, self.model, self._model_groups)
+            ids = {w.id for w in chosen}
+            self._excluded = frozenset(w.id for w in workers if w.id not in ids)
+            return chosen
+        served = sorted({w.model for w in workers if w.health is Health.HEALTHY and w.model})
+        if len(served) > 1:
+            log.warning(
+                "the workers serve different models (%s): a column may hold answers from "
+                "several. Pass model=... to analyze() (or model = ... in the preset) for one "
+                "model per column; df.dllm.models() shows which models answered each",
+                ", ".join(served),
+            )
+        return list(workers)
+
     def _max_overhead(self, fields: dict[str, str]) -> int:
         """The costliest template's overhead: chunks sized for it fit every prompt."""
         return max(prompt_overhead(p, fields) for p in self.prompts)
@@ -250,7 +280,12 @@ class Analysis:
         kind = f"{cell.prompt.name}:{step}"
         validate = answer_validator(schema) if schema is not None else None
         return Task(
-            index, request, needed_tokens=tokens + self.max_tokens, kind=kind, validate=validate
+            index,
+            request,
+            needed_tokens=tokens + self.max_tokens,
+            kind=kind,
+            validate=validate,
+            excluded=set(self._excluded),
         )
 
     # -- results ----------------------------------------------------------------------

@@ -32,6 +32,7 @@ class AnalyzeCall:
     cache: bool = True
     evidence: bool | None = None
     crossref: bool | str = False
+    model: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -49,6 +50,7 @@ def analyze_call(
     cache: bool = True,
     evidence: bool | None = None,
     crossref: bool | str = False,
+    model: str | None = None,
     **options: Any,
 ) -> AnalyzeCall:
     """The arguments of ``analyze()`` and its twins, gathered into one object (see
@@ -66,11 +68,14 @@ def analyze_call(
         cache,
         evidence,
         crossref,
+        model,
         options,
     )
 
 
-def prepare(call: AnalyzeCall, *, progress: bool) -> Analysis:
+def prepare(
+    call: AnalyzeCall, *, progress: bool, model_groups: Mapping[str, Any] | None = None
+) -> Analysis:
     """Resolve the prompts and read the papers: every error here comes before any request.
 
     ``evidence`` (when not ``None``) turns supporting quotes on or off for every prompt,
@@ -88,5 +93,12 @@ def prepare(call: AnalyzeCall, *, progress: bool) -> Analysis:
     merged = {**chosen.options, **{k: v for k, v in call.options.items() if v is not None}}
     bar = Progress(len(papers) * len(prompts), enabled=progress)
     return Analysis(
-        papers, prompts, system=chosen.system, options=merged, fit=call.fit, progress=bar
+        papers,
+        prompts,
+        system=chosen.system,
+        options=merged,
+        fit=call.fit,
+        progress=bar,
+        model=call.model or chosen.model,
+        model_groups=model_groups,
     )

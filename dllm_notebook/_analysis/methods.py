@@ -174,7 +174,11 @@ class Analyses:
         """Read the papers, resolve the prompts, open the store: every error before any
         request. A job passes its own ``progress`` bar (made in the caller's cell) and
         ``run_id``, and is not remembered as ``cluster.last_analysis``."""
-        analysis = prepare(call, progress=call.progress and progress is None)
+        analysis = prepare(
+            call,
+            progress=call.progress and progress is None,
+            model_groups=self.settings.models,
+        )
         if progress is not None:
             analysis.progress = progress
             progress.set_total(analysis.total)

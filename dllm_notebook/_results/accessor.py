@@ -82,6 +82,26 @@ class DllmAccessor:
         )  # fmt: skip
         return typed
 
+    def models(self) -> pd.DataFrame:
+        """Which models answered each prompt: one row per prompt, with the models (sorted)
+        and how many cells each answered. One model per column is what a methods section
+        can name; ``analyze(model=...)`` makes it so."""
+        long = self.long()
+        answered = long[long["status"].isin(ANSWERED)]
+        rows = []
+        for prompt, group in answered.groupby("prompt", sort=False):
+            counts = group["model"].value_counts()
+            rows.append(
+                {
+                    "prompt": prompt,
+                    "models": sorted(counts.index),
+                    "cells": {str(m): int(n) for m, n in counts.items()},
+                }
+            )
+        table: pd.DataFrame = pd.DataFrame(rows, columns=["prompt", "models", "cells"])
+        indexed: pd.DataFrame = table.set_index("prompt")
+        return indexed
+
     def failures(self) -> pd.DataFrame:
         """The tasks that did not produce an answer, with their errors."""
         long = self.long()
