@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dllm_notebook._local import model_files as _model_files
 from dllm_notebook._errors import LocalWorkerError
+from dllm_notebook._local import model_files as _model_files
 from dllm_notebook._local.model_files import cache_dir, default_model_path, sha256_of
 
 needs_model_package = pytest.mark.skipif(
