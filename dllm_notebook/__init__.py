@@ -29,6 +29,7 @@ from ._errors import (
     TaskFailed,
     TemplateError,
     WorkerError,
+    WorkerLoading,
     WorkerOverloaded,
     WorkerUnreachable,
 )
@@ -102,6 +103,7 @@ __all__ = [
     "TemplateError",
     "WorkerConfig",
     "WorkerError",
+    "WorkerLoading",
     "WorkerOverloaded",
     "WorkerUnreachable",
     "__version__",

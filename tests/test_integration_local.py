@@ -39,7 +39,7 @@ def local() -> Iterator[Cluster]:
 def test_health_and_model_listing(local: Cluster) -> None:
     frame = local.check()
     (row,) = frame.to_dict("records")
-    assert row["healthy"] and row["type"] == "openai"
+    assert row["healthy"] and row["type"] == "llama_cpp"
     assert "gemma-3-270m" in row["models"] and row["model"] == local.workers[0].model
     assert row["context_length"] == 4096
     assert local.workers[0].max_concurrent_requests == local.local_servers[0].n_parallel == 2

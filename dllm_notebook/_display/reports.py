@@ -180,6 +180,8 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 def _light(worker: Worker, now: float) -> str:
     if worker.health is Health.HEALTHY:
         return "amber" if worker.paused_until > now else "green"
+    if worker.health is Health.LOADING:
+        return "amber"
     return "grey" if worker.health is Health.UNKNOWN else "red"
 
 

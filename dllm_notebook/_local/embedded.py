@@ -1,8 +1,8 @@
 """``Cluster.local()``: real llama.cpp servers on this machine, registered as workers.
 
-The servers are ordinary workers: the panel, ``check()`` and ``metrics()`` show them like
-any other. Each is llama.cpp's own server with ``n_parallel`` slots that it decodes
-together, so each local worker takes ``n_parallel`` requests at once.
+The servers are ordinary ``llama_cpp``-type workers: the panel, ``check()`` and
+``metrics()`` show them like any other. Each is llama.cpp's own server with ``n_parallel``
+slots that it decodes together, so each local worker takes ``n_parallel`` requests at once.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def local_worker_configs(servers: list[LocalServer]) -> list[WorkerConfig]:
             id=f"local-{i + 1}",
             host="127.0.0.1",
             port=server.port,
-            type="openai",
+            type="llama_cpp",
             model=server.model_id,
             max_concurrent_requests=server.n_parallel,
             context_length=server.n_ctx,
