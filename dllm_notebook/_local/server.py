@@ -37,7 +37,7 @@ from .._errors import LocalWorkerError
 from .launch import QA_CHAT_FORMAT
 from .model_files import INSTALL_HINT, default_model_path
 
-__all__ = ["QA_CHAT_FORMAT", "LocalServer", "usable_cpus"]
+__all__ = ["QA_CHAT_FORMAT", "LocalServer", "default_threads", "usable_cpus"]
 
 _LAUNCHER = Path(__file__).with_name("launch.py")
 _BOOTSTRAP = (
@@ -111,7 +111,7 @@ class LocalServer:
         self._model_path = Path(model_path).expanduser() if model_path is not None else None
         self.n_ctx = n_ctx
         self.n_parallel = n_parallel
-        self.n_threads = n_threads if n_threads is not None else _default_threads()
+        self.n_threads = n_threads if n_threads is not None else default_threads()
         self.n_batch = n_batch
         self.n_ubatch = n_ubatch
         if chat_template is None and model_path is None:
@@ -380,7 +380,7 @@ def _python() -> str:
     return sys.executable
 
 
-def _default_threads() -> int:
+def default_threads() -> int:
     """Half the CPUs: on 2 busy cores, 1 thread read prompts 2.5x faster than 2 (llama.cpp's
     threads wait for each other at every step, so one descheduled thread stalls them all)."""
     return max(1, usable_cpus() // 2)
