@@ -157,3 +157,23 @@ def test_emulated_context_error_carries_the_counts(lab: FakeLab) -> None:
     props = httpx.get(server.url + "/props").json()
     assert props["default_generation_settings"]["n_ctx"] == 256
     assert props["total_slots"] == 1 and props["model_alias"] == "fake-model"
+
+
+def test_a_worker_configured_above_its_slots_never_queues_in_the_server(
+    lab: FakeLab, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = lab.add("llamacpp", behaviour=Behaviour(slots=2, decode_tps=100, answer_tokens=20))
+    spec = {
+        "id": "box",
+        "host": "127.0.0.1",
+        "port": server.port,
+        "type": "llama_cpp",
+        "max_concurrent_requests": 4,
+    }
+    with Cluster([spec], **FAST) as cluster:
+        answers = cluster.map([f"prompt {i}" for i in range(10)], max_tokens=20)
+    assert all(a.ok for a in answers)
+    assert server.log.max_in_flight() == 2
+    waits = [r.started_at - r.received_at for r in server.log.generations() if r.started_at]
+    assert len(waits) == 10 and max(waits) < 0.05  # none waited in the server's queue
+    assert "configured for 4 requests at once but the server has 2 slots" in caplog.text

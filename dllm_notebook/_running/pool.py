@@ -374,6 +374,8 @@ class WorkerPool:
             worker.context_length = min(windows)
         if info.slots and worker.config.slots_from_server:
             self._use_server_slots(worker, info.slots)
+        elif info.slots and info.slots != worker.concurrency.maximum:
+            self._cap_at_server_slots(worker, info.slots)
         if worker.health is not Health.HEALTHY and worker.trips:
             # A worker that failed requests sits out a while even when its checks pass.
             worker.paused_until = time.monotonic() + min(
@@ -392,6 +394,22 @@ class WorkerPool:
         worker.config = replace(worker.config, max_concurrent_requests=slots)
         worker.concurrency = AdaptiveLimit(slots)
         worker.limit = worker.concurrency.limit
+        self.notify()
+
+    def _cap_at_server_slots(self, worker: Worker, slots: int) -> None:
+        """Configured above the slots the server has: more would only queue there, seen
+        late (when the answers come), so the limit is corrected before any is sent."""
+        before = worker.concurrency.maximum
+        worker.limit = worker.concurrency.on_server_slots(slots)
+        if worker.concurrency.maximum < before:
+            log.warning(
+                "worker %s is configured for %d requests at once but the server has %d "
+                "slots; sending at most %d (lower max_concurrent_requests to match)",
+                worker.id,
+                worker.config.max_concurrent_requests,
+                slots,
+                worker.concurrency.maximum,
+            )
         self.notify()
 
     async def _watch(self, worker: Worker) -> None:
