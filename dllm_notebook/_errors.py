@@ -22,6 +22,7 @@ boundary, with ``raise ... from exc``::
     └── WorkerError                  one worker failed one request; ``.worker`` names it
         ├── WorkerUnreachable        refused, reset or timed out: retried on another worker
         ├── WorkerOverloaded         429 or 503: backed off and requeued
+        │   └── WorkerLoading        503 from llama.cpp's /health: the model is loading
         ├── ModelNotAvailable        404, model not found or not loaded: not retried there
         ├── ContextLengthExceeded    the prompt does not fit the worker's context window
         ├── RequestRejected          another 4xx (bad request, not authorised): not retried
@@ -57,6 +58,7 @@ __all__ = [
     "TaskFailed",
     "TemplateError",
     "WorkerError",
+    "WorkerLoading",
     "WorkerOverloaded",
     "WorkerUnreachable",
     "ZoteroUnavailable",
@@ -163,6 +165,13 @@ class WorkerOverloaded(WorkerError):
     ) -> None:
         super().__init__(message, worker=worker, model=model, status_code=status_code)
         self.retry_after = retry_after
+
+
+class WorkerLoading(WorkerOverloaded):
+    """The server is up but still loading its model (llama.cpp's ``/health`` answers 503).
+
+    The worker shows as ``loading``, not down, takes no work, and is checked again every
+    second or two until it is ready."""
 
 
 class ModelNotAvailable(WorkerError):

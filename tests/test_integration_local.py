@@ -23,7 +23,7 @@ from .conftest import SAMPLE_PAPERS, llama_server_pids
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(
-        importlib.util.find_spec("llama_cpp") is None,
+        importlib.util.find_spec("xllamacpp") is None,
         reason="needs the local extra: pip install 'dllm-notebook[local]'",
     ),
 ]
@@ -40,9 +40,10 @@ def local() -> Iterator[Cluster]:
 def test_health_and_model_listing(local: Cluster) -> None:
     frame = local.check()
     (row,) = frame.to_dict("records")
-    assert row["healthy"] and row["type"] == "openai"
+    assert row["healthy"] and row["type"] == "llama_cpp"
     assert "gemma-3-270m" in row["models"] and row["model"] == local.workers[0].model
     assert row["context_length"] == 4096
+    assert local.workers[0].max_concurrent_requests == local.local_servers[0].n_parallel == 2
 
 
 def test_ask_returns_text_and_real_token_counts(local: Cluster) -> None:
