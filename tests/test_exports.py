@@ -19,8 +19,10 @@ from bibtexparser import middlewares
 from bibtexparser.entrypoint import parse_string
 
 from dllm_notebook import Cluster, StylerUnavailable
+from dllm_notebook.cli._jobs import write_results
 from dllm_notebook.testing import FakeLab
 
+from .cli_helpers import dllm, worker, write_config
 from .conftest import CORPUS, FAST, SAMPLE_PAPERS
 
 TYPED = {
@@ -309,3 +311,41 @@ def test_show_without_jinja2_says_what_to_install(
     monkeypatch.setitem(sys.modules, "jinja2", None)  # as if it were not installed
     with pytest.raises(StylerUnavailable, match=r"pip install 'dllm-notebook\[notebook\]'"):
         library.dllm.show()
+
+
+# -- dllm analyze -o ----------------------------------------------------------------------
+
+
+def test_cli_analyze_writes_a_workbook(lab: FakeLab, tmp_path: Path) -> None:
+    server = lab.add("ollama", models=["llama3.2"], context_length=32768)
+    config = write_config(tmp_path / "workers.json", [worker(server, "ollama", "ollama")])
+    out = tmp_path / "review.xlsx"
+    result = dllm(
+        "analyze", str(SAMPLE_PAPERS), "-p", "Gist of {title}: {content}",
+        "-c", str(config), "-o", str(out), cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"Wrote {out}" in result.stdout
+    book = openpyxl.load_workbook(out)
+    assert book.sheetnames == ["table", "evidence", "provenance"]
+    names = sorted(p.name for p in SAMPLE_PAPERS.iterdir() if p.suffix == ".pdf")
+    table = list(book["table"].values)
+    assert table[0][:2] == ("paper", "gist_title_content")
+    assert sorted(row[0] for row in table[1:]) == names
+    assert all(row[1].startswith("ECHO ") for row in table[1:])
+    provenance = [v for row in book["provenance"].values for v in row]
+    assert "ollama" in provenance and "llama3.2:latest" in provenance
+
+
+def test_cli_writes_each_export_by_its_extension(typed: pd.DataFrame, tmp_path: Path) -> None:
+    long = typed.dllm.long()
+    for suffix in (".csv", ".md", ".bib", ".ris"):
+        wide = write_results(long, tmp_path / f"review{suffix}")
+        assert list(wide.index) == list(typed.index)
+    csv = tmp_path / "review.csv"
+    assert csv.read_bytes().startswith(b"\xef\xbb\xbf")
+    back = pd.read_csv(csv, encoding="utf-8-sig", index_col="paper")
+    assert list(back.columns) == list(typed.columns)
+    assert (tmp_path / "review.md").read_text(encoding="utf-8") == typed.dllm.to_markdown()
+    assert (tmp_path / "review.bib").read_text(encoding="utf-8") == typed.dllm.to_bibtex()
+    assert (tmp_path / "review.ris").read_text(encoding="utf-8") == typed.dllm.to_ris()
