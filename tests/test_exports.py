@@ -139,6 +139,19 @@ def test_excel_table_sheet_is_typed_wrapped_and_frozen(typed: pd.DataFrame, tmp_
     assert widths["effect"] < 20
 
 
+def test_excel_of_a_table_read_back_from_parquet(typed: pd.DataFrame, tmp_path: Path) -> None:
+    typed.to_parquet(tmp_path / "review.parquet")
+    back = pd.read_parquet(tmp_path / "review.parquet")  # list cells come back as arrays
+    back.dllm.to_excel(tmp_path / "back.xlsx")
+    book = openpyxl.load_workbook(tmp_path / "back.xlsx")
+    rows = list(book["table"].values)
+    column = rows[0].index("datasets")
+    assert [r[column] for r in rows[1:]] == ["; ".join(v) for v in typed["datasets"]]
+    cells = [v for row in book["provenance"].values for v in row]
+    assert typed.attrs["dllm_run"] in cells  # the run id came through Parquet's attrs
+    assert back.dllm.to_bibtex() == typed.dllm.to_bibtex()
+
+
 def test_excel_evidence_and_provenance_sheets(typed: pd.DataFrame, tmp_path: Path) -> None:
     typed.dllm.to_excel(tmp_path / "review.xlsx")
     book = openpyxl.load_workbook(tmp_path / "review.xlsx")
@@ -189,6 +202,12 @@ def test_csv_is_utf8_with_a_bom_and_lists_as_json(library: pd.DataFrame, tmp_pat
     assert authors == list(library.loc["gersingComprehensiveMapHuman2023", "authors"])
     assert "Atina G. Coté" in authors  # the accent survives
     assert back.loc["lo_s2orc_2020", "gist"] == library.loc["lo_s2orc_2020", "gist"]
+    # A table read back from the CSV still exports its papers with their authors.
+    entries = parse_string(
+        back.dllm.to_bibtex(), append_middleware=[middlewares.LatexDecodingMiddleware()]
+    ).entries
+    author = next(f.value for f in entries[1].fields if f.key == "author")
+    assert author.split(" and ") == authors
 
 
 def test_csv_of_the_long_form_keeps_quotes_as_json(typed: pd.DataFrame, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ library), or one made from its file name (``battery-degradation.pdf`` ->
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -76,16 +77,30 @@ def _references(wide: pd.DataFrame) -> Iterator[_Reference]:
             key = f"{base}_{count}"
         seen.add(key)
         year: Any = row.get("year")
-        authors = row.get("authors")
         yield _Reference(
             key=key,
             title=_text(row.get("title")),
-            authors=tuple(str(a) for a in authors) if isinstance(authors, (list, tuple)) else (),
+            authors=_authors(row.get("authors")),
             year=None if missing(year) else int(year),
             doi=_text(row.get("doi")),
             venue=_text(row.get("venue")),
             note=answers_note(row, prompts),
         )
+
+
+def _authors(value: Any) -> tuple[str, ...]:
+    """The authors: a list, or the JSON text ``to_csv`` wrote (a table read from CSV)."""
+    if isinstance(value, str) and value.startswith("["):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return (value,)
+    if hasattr(value, "tolist"):
+        value = value.tolist()  # a list read back from Parquet is an array
+    if isinstance(value, (list, tuple)):
+        return tuple(str(a) for a in value if not missing(a))
+    text = _text(value)
+    return (text,) if text else ()
 
 
 def _text(value: Any) -> str | None:
