@@ -23,7 +23,15 @@ import pandas as pd
 from . import frames
 from .statuses import ANSWERED
 
-__all__ = ["cell_text", "missing", "to_csv", "to_excel", "to_markdown", "write_text"]
+__all__ = [
+    "cell_text",
+    "missing",
+    "provenance",
+    "to_csv",
+    "to_excel",
+    "to_markdown",
+    "write_text",
+]
 
 EXCEL_CELL_LIMIT = 32_767
 """The most characters an Excel cell holds; longer text is cut and marked."""
