@@ -15,6 +15,7 @@ boundary, with ``raise ... from exc``::
     ├── SyncCallInLoop               a blocking call made from the library's own event loop
     ├── JobCancelled                 ``job.result()`` of a cancelled background job
     ├── PanelUnavailable             ``cluster.panel()`` without ipywidgets (also an ImportError)
+    ├── StylerUnavailable            ``df.dllm.show()`` without jinja2 (also an ImportError)
     ├── ReferenceLibraryError        a reference library could not be read; ``.source`` names it
     │   ├── ReferenceFileError       a bad .bib or .ris file; ``.path``, ``.entry``, ``.line``
     │   └── ZoteroUnavailable        Zotero's local API is off, unreachable, or lacks the collection
@@ -54,6 +55,7 @@ __all__ = [
     "ReferenceFileError",
     "ReferenceLibraryError",
     "RequestRejected",
+    "StylerUnavailable",
     "SyncCallInLoop",
     "TaskFailed",
     "TemplateError",
@@ -221,6 +223,17 @@ class PanelUnavailable(DllmError, ImportError):
             "the live worker panel needs ipywidgets; install it with "
             "pip install 'dllm-notebook[notebook]' (then restart the kernel). "
             "print(cluster) shows the same table as text meanwhile."
+        )
+
+
+class StylerUnavailable(DllmError, ImportError):
+    """jinja2 is not installed, and pandas' Styler (``df.dllm.show()``) needs it."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "df.dllm.show() styles the table with pandas' Styler, which needs jinja2; "
+            "install it with pip install 'dllm-notebook[notebook]' (then restart the "
+            "kernel). The table itself still shows as a plain DataFrame meanwhile."
         )
 
 
