@@ -237,7 +237,9 @@ class Analysis:
         tokens = prompt_tokens + self._system_tokens
         request = ChatRequest(prompt, self.system, self.options, prompt_tokens_estimate=tokens)
         kind = f"{cell.prompt.name}:{step}"
-        return Task(index, request, needed_tokens=tokens + self.max_tokens, kind=kind)
+        # a paper's prompts (or chunk k of each) share their beginning: the prefix cache's key
+        group = f"{cell.paper.name}#{'.'.join(map(str, part))}" if content is not None else ""
+        return Task(index, request, needed_tokens=tokens + self.max_tokens, kind=kind, group=group)
 
     # -- results ----------------------------------------------------------------------
     def slot(self, index: int) -> Slot:

@@ -225,6 +225,7 @@ class WorkerPool:
             work = (completion.prefill_seconds or 0.0) + (completion.generation_seconds or 0.0)
         else:
             prompt = completion.prompt_tokens or prompt_tokens_estimate or 0
+            prompt = max(0, prompt - (completion.cached_tokens or 0))  # what it really read
             answer = completion.completion_tokens or len(completion.text) // 4
             work = AdaptiveLimit.work(prompt, answer)
         worker.limit = worker.concurrency.on_success(latency, work, concurrency, exact=exact)
