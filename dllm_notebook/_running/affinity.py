@@ -160,7 +160,11 @@ class PrefixAffinity(EarliestFinish):
         follow_up: bool,
     ) -> None:
         """Start ``task`` on a free slot of ``c``, which is then busy for ``reserve`` s."""
-        placements.append(Placement(task, c.worker, seconds))
+        size = None
+        if follow_up:
+            full = task_size(self.speeds, task)
+            size = Size(full.prompt * (1 - self._saving(c.id)), full.answer)
+        placements.append(Placement(task, c.worker, seconds, size=size))
         c.free -= 1
         if c.slots and c.slots[0] <= now:
             heapq.heapreplace(c.slots, now + reserve)

@@ -206,10 +206,12 @@ class WorkerPool:
         *,
         concurrency: int,
         prompt_tokens_estimate: int | None = None,
+        adapt: bool = True,
     ) -> None:
         """Count one answer and adapt the worker's limit. ``concurrency``: requests in flight
         on the worker when this one started (itself included); ``prompt_tokens_estimate``:
-        the prompt's size when the server did not report it."""
+        the prompt's size when the server did not report it; ``adapt=False``: count it but
+        leave the limit alone (an answer served from the prefix cache)."""
         s = worker.stats
         s.successes += 1
         s.latency_total += latency
@@ -219,6 +221,8 @@ class WorkerPool:
         worker.consecutive_failures = 0
         if s.successes % 10 == 0:
             worker.trips = 0
+        if not adapt:
+            return
         exact = bool(completion.prefill_seconds and completion.generation_seconds)
         if exact:
             # The server's own time for this request, without its queue: the exact measure.

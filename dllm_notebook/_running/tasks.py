@@ -75,6 +75,9 @@ class Placement:
     worker: Worker
     expected: float = 0.0
     hedge: bool = False
+    size: Size | None = None
+    """The size the scheduler expects there (smaller when the worker's cache holds the
+    prompt's beginning); becomes the attempt's ``size``."""
 
 
 @dataclass(frozen=True)
