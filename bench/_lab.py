@@ -25,16 +25,26 @@ from typing import Any
 import pandas as pd
 
 from dllm_notebook import Prompt, load_papers
-from dllm_notebook.testing import CLIENT_TYPES, count_tokens, expected_echo, markers, prompt_digest
+from dllm_notebook.testing import (
+    CHARS_PER_TOKEN,
+    CLIENT_TYPES,
+    common_prefix_length,
+    count_tokens,
+    expected_echo,
+    markers,
+    prompt_digest,
+)
 
 __all__ = [
     "ANSWER_TOKENS",
+    "PAPER_FIRST",
     "PROMPTS",
     "TIERS",
     "AnswerCheck",
     "Expected",
     "Machine",
     "Tier",
+    "cached_work",
     "check_answers",
     "expected_cells",
     "expected_work",
@@ -108,10 +118,11 @@ class Machine:
         """Work (speed-1 seconds) this machine does per second: slots x speed."""
         return self.tier.slots * self.tier.speed
 
-    def behaviour(self, time_scale: float) -> dict[str, Any]:
+    def behaviour(self, time_scale: float, *, prefix_cache: bool = False) -> dict[str, Any]:
         """The fake server's :class:`~dllm_notebook.testing.Behaviour` fields."""
         speed = self.tier.speed
         return {
+            "prefix_cache": prefix_cache,
             "prefill_tps": BASE_PREFILL_TPS * speed,
             "decode_tps": BASE_DECODE_TPS * speed,
             "base_latency": BASE_LATENCY_S / speed,
@@ -141,15 +152,20 @@ def mixed_lab(count: int, *, extra: int = 0) -> list[Machine]:
     return machines
 
 
-def lab_spec(machines: Sequence[Machine], *, time_scale: float) -> dict[str, Any]:
-    """The JSON-like spec for ``FakeLab.from_spec`` or ``python -m dllm_notebook.testing lab``."""
+def lab_spec(
+    machines: Sequence[Machine], *, time_scale: float, prefix_cache: bool = False
+) -> dict[str, Any]:
+    """The JSON-like spec for ``FakeLab.from_spec`` or ``python -m dllm_notebook.testing lab``.
+
+    ``prefix_cache``: every server keeps a prefix cache per slot (``Behaviour.prefix_cache``).
+    """
     return {
         "servers": [
             {
                 "dialect": m.dialect,
                 "id": m.id,
                 "context_length": CONTEXT_LENGTH,
-                "behaviour": m.behaviour(time_scale),
+                "behaviour": m.behaviour(time_scale, prefix_cache=prefix_cache),
             }
             for m in machines
         ]
@@ -216,7 +232,15 @@ PROMPTS = {
     "q4": "[[prompt-q4]] What are the main findings?\n\n{content}\n\nAnswer:",
     "q5": "[[prompt-q5]] What limitations do the authors state?\n\n{content}\n\nAnswer:",
 }
-"""Five prompts; each carries a marker the fake servers echo."""
+"""Five prompts; each carries a marker the fake servers echo. The marker and question come
+first, so no two prompts of a paper share a prefix (the layout before issue #15)."""
+
+PAPER_FIRST = {
+    name: "Title: {title}\n\n{content}\n\nQuestion: " + text.split("\n\n")[0] + "\nAnswer:"
+    for name, text in PROMPTS.items()
+}
+"""The same five prompts in the built-in presets' layout: title and paper first, then the
+marked question, so a paper's prompts share everything up to the question."""
 
 _VOCABULARY = (
     "soil moisture crop yield drought stress root growth nitrogen uptake canopy cover leaf area "
@@ -274,6 +298,8 @@ class Expected:
     digest: str
     echo: str
     prompt_tokens: int
+    shared_tokens: int = 0
+    """Tokens at the start of the prompt that every prompt of its paper shares."""
 
 
 def expected_cells(
@@ -283,8 +309,10 @@ def expected_cells(
     out: dict[tuple[str, str], Expected] = {}
     for paper in load_papers(folder):
         fields = {"content": paper.text, "filename": paper.name, "title": paper.title}
-        for name, template in prompts.items():
-            text = Prompt(name, template).render(fields)
+        texts = {name: Prompt(name, t).render(fields) for name, t in prompts.items()}
+        first = next(iter(texts.values()))
+        shared = min(common_prefix_length(first, t) for t in texts.values()) // CHARS_PER_TOKEN
+        for name, text in texts.items():
             out[(paper.name, name)] = Expected(
                 paper=paper.name,
                 prompt=name,
@@ -292,6 +320,7 @@ def expected_cells(
                 digest=prompt_digest(text),
                 echo=expected_echo(text),
                 prompt_tokens=count_tokens(text),
+                shared_tokens=shared if len(texts) > 1 else 0,
             )
     return out
 
@@ -396,6 +425,23 @@ def logged_work(
             )
         work += task_work(*tokens)
     return work, problems
+
+
+def cached_work(records: Iterable[Any], expected: Mapping[tuple[str, str], Expected]) -> float:
+    """Total work if each paper's shared prefix were read once: the ideal with a perfect
+    prefix cache (the servers' counted tokens, as in :func:`logged_work`)."""
+    seen: dict[str, tuple[int, int]] = {}
+    for r in records:
+        if r.digest and r.generated and r.digest not in seen:
+            seen[r.digest] = (int(r.prompt_tokens or 0), int(r.completion_tokens or 0))
+    work, read = 0.0, set()
+    for cell in expected.values():
+        prompt, answer = seen.get(cell.digest, (cell.prompt_tokens, ANSWER_TOKENS))
+        if cell.paper in read:
+            prompt -= cell.shared_tokens
+        read.add(cell.paper)
+        work += task_work(prompt, answer)
+    return work
 
 
 def expected_work(expected: Mapping[tuple[str, str], Expected]) -> float:

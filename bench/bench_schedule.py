@@ -18,6 +18,15 @@ is lost, doubled or misplaced.
 requests more than they run at once, so the extra ones wait in the server's queue until the
 adaptive limit finds out.
 
+``cache10``, ``cache35``: the 10- or 35-Mac lab whose servers keep a prefix cache per slot
+(``Behaviour.prefix_cache``: a request takes the free slot with the longest common prefix,
+prefills only the rest and reports the cached tokens in its dialect's field), with the
+prompts in the built-in presets' layout (title and paper first, the question last). Each
+run is reported against two bounds: the cache-oblivious ideal (every prompt read in full,
+the ``ideal`` of the other labs) and the cache ideal (each paper read once). Only today's
+scheduler (``earliest-finish``) and the default (``PrefixAffinity``) run here.
+``nocache10``: the same prompts on the 10-Mac lab without a cache, the same two schedulers.
+
 ``die``: the 10-Mac lab, two Macs killed at 40% of the ideal makespan; the ideal counts
 their capacity only until they died.
 
@@ -47,11 +56,13 @@ from typing import Any
 
 from _cpu import bench_cpu, bench_import, lab_process
 from _lab import (
+    PAPER_FIRST,
     PROMPTS,
     QUEUE_EXTRA,
     AnswerCheck,
     Expected,
     Machine,
+    cached_work,
     check_answers,
     expected_cells,
     expected_work,
@@ -64,14 +75,29 @@ from _lab import (
 )
 
 from dllm_notebook import Cluster
+from dllm_notebook._running.earliest_finish import EarliestFinish
 from dllm_notebook._running.scheduler import LeastLoaded, Scheduler
 from dllm_notebook.testing._log import RequestRecord
 
-SCENARIOS = ("mixed10", "mixed35", "queue10", "queue35", "die", "cpu", "import")
+SCENARIOS = (
+    "mixed10",
+    "mixed35",
+    "queue10",
+    "queue35",
+    "cache10",
+    "cache35",
+    "nocache10",
+    "die",
+    "cpu",
+    "import",
+)
 SCHEDULERS: dict[str, Callable[[], Scheduler | None]] = {
     "least-loaded": LeastLoaded,
+    "earliest-finish": EarliestFinish,
     "default": lambda: None,
 }
+CACHE_SCENARIOS = ("cache10", "cache35", "nocache10")
+"""Scenarios with the paper-first prompts, run with today's scheduler and the default."""
 KILLED = ("pro-05", "studio-10")
 VERBOSE = False
 KILL_AT = 0.4
@@ -90,10 +116,17 @@ class Run:
     requests: int
     """Generation requests the servers received (hedges and retries included)."""
     notes: list[str] = field(default_factory=list)
+    cache_ideal: float = float("nan")
+    """The bound if each paper's shared prefix were read once (a perfect prefix cache)."""
 
     @property
     def efficiency(self) -> float:
         return self.ideal / self.makespan
+
+    @property
+    def of_ideal(self) -> float:
+        """Makespan over the cache-oblivious ideal (the issue's acceptance measure)."""
+        return self.makespan / self.ideal
 
     @property
     def serving_efficiency(self) -> float:
@@ -119,11 +152,15 @@ def run_lab(
     expected: dict[tuple[str, str], Expected],
     time_scale: float,
     kill: Sequence[str] = (),
+    *,
+    prompts: dict[str, str] = PROMPTS,
+    prefix_cache: bool = False,
 ) -> Run:
     """One analyze() on a fresh lab; kills ``kill`` at KILL_AT of the predicted ideal."""
     predicted = ideal_makespan(expected_work(expected), machines) * time_scale
     deaths: dict[str, float] = {}
-    with lab_process(lab_spec(machines, time_scale=time_scale)) as lab:
+    spec = lab_spec(machines, time_scale=time_scale, prefix_cache=prefix_cache)
+    with lab_process(spec) as lab:
         ports = lab.ports
         workers = worker_configs(machines, ports)
         with Cluster(
@@ -147,11 +184,13 @@ def run_lab(
                 thread.start()
             try:
                 frame = cluster.analyze(
-                    folder, prompts=PROMPTS, cache=False, progress=False, long=True
+                    folder, prompts=prompts, cache=False, progress=False, long=True
                 )
             finally:
                 makespan = time.monotonic() - started
                 done.set()
+            if VERBOSE:
+                print("    limits at the end:", {w.id: w.limit for w in cluster.workers})
         records = lab.log()
     if kill:
         thread.join()
@@ -160,10 +199,14 @@ def run_lab(
     work, problems = logged_work(records, expected)
     check.problems.extend(problems)
     ideal = ideal_makespan(work, machines, deaths) * time_scale
+    cache_ideal = ideal_makespan(cached_work(records, expected), machines, deaths) * time_scale
     arrivals = [r.received_at for r in records if r.is_generation]
     if VERBOSE:
         print_workers(records, machines, started, makespan)
     notes = [f"killed {k} at {t * time_scale:.2f} s" for k, t in deaths.items()]
+    if prefix_cache:
+        hits = sum(1 for r in records if r.generated and (r.cached_tokens or 0) > 100)
+        notes.append(f"{hits} prompts found their paper in the slot's cache")
     if kill and len(deaths) < len(kill):
         notes.append("the run ended before the kill")
     return Run(
@@ -177,6 +220,7 @@ def run_lab(
         check,
         len(arrivals),
         notes,
+        cache_ideal,
     )
 
 
@@ -207,18 +251,32 @@ def bench_labs(scenarios: Sequence[str], papers: int, target: float, repeat: int
         folder = Path(tmp) / "papers"
         write_papers(folder, papers)
         expected = expected_cells(folder)
-        work = expected_work(expected)
+        paper_first = expected_cells(folder, PAPER_FIRST)
         for scenario in scenarios:
             machines = mixed_lab(
                 35 if scenario.endswith("35") else 10,
                 extra=QUEUE_EXTRA if scenario.startswith("queue") else 0,
             )
-            time_scale = target / ideal_makespan(work, machines)
+            cells = paper_first if scenario in CACHE_SCENARIOS else expected
+            prompts = PAPER_FIRST if scenario in CACHE_SCENARIOS else PROMPTS
+            time_scale = target / ideal_makespan(expected_work(cells), machines)
             kill = KILLED if scenario == "die" else ()
             order = list(SCHEDULERS)
+            if scenario in CACHE_SCENARIOS:
+                order = ["earliest-finish", "default"]
             for round_ in range(repeat):
                 for scheduler in order if round_ % 2 == 0 else order[::-1]:
-                    run = run_lab(scenario, scheduler, machines, folder, expected, time_scale, kill)
+                    run = run_lab(
+                        scenario,
+                        scheduler,
+                        machines,
+                        folder,
+                        cells,
+                        time_scale,
+                        kill,
+                        prompts=prompts,
+                        prefix_cache=scenario.startswith("cache"),
+                    )
                     print_run(run)
                     runs.append(run)
     return runs
@@ -230,7 +288,8 @@ def print_run(run: Run) -> None:
     )
     print(
         f"  {run.scenario:8} {run.scheduler:13} makespan {run.makespan:6.2f} s, ideal "
-        f"{run.ideal:6.2f} s, efficiency {run.efficiency:5.3f}, first request after "
+        f"{run.ideal:6.2f} s ({run.of_ideal:5.3f}x; cache ideal {run.cache_ideal:6.2f} s), "
+        f"efficiency {run.efficiency:5.3f}, first request after "
         f"{run.first_request:.2f} s, {run.requests} requests and {run.check.generations} "
         f"generations for {run.tasks} tasks; {status}"
         + ("; " + ", ".join(run.notes) if run.notes else ""),
@@ -241,17 +300,19 @@ def print_run(run: Run) -> None:
 def print_lab_table(runs: Sequence[Run]) -> None:
     print()
     print(
-        "| scenario | scheduler | workers | tasks | runs | makespan s | ideal s | efficiency "
-        "| worst | first request s | efficiency from first request | requests | generations "
-        "| answers |"
+        "| scenario | scheduler | workers | tasks | runs | makespan s | ideal s | cache ideal s "
+        "| x ideal | efficiency | worst | first request s | efficiency from first request "
+        "| requests | generations | answers |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     groups: dict[tuple[str, str], list[Run]] = {}
     for run in runs:
         groups.setdefault((run.scenario, run.scheduler), []).append(run)
     for (scenario, scheduler), group in groups.items():
         makespan = statistics.median(r.makespan for r in group)
         ideal = statistics.median(r.ideal for r in group)
+        cache_ideal = statistics.median(r.cache_ideal for r in group)
+        of_ideal = statistics.median(r.of_ideal for r in group)
         efficiency = statistics.median(r.efficiency for r in group)
         worst = min(r.efficiency for r in group)
         first = statistics.median(r.first_request for r in group)
@@ -261,7 +322,8 @@ def print_lab_table(runs: Sequence[Run]) -> None:
         ok = "ok" if all(r.check.ok for r in group) else "PROBLEMS"
         print(
             f"| {scenario} | {scheduler} | {group[0].workers} | {group[0].tasks} | {len(group)} "
-            f"| {makespan:.2f} | {ideal:.2f} | {efficiency:.3f} | {worst:.3f} | {first:.2f} "
+            f"| {makespan:.2f} | {ideal:.2f} | {cache_ideal:.2f} | {of_ideal:.3f} "
+            f"| {efficiency:.3f} | {worst:.3f} | {first:.2f} "
             f"| {serving:.3f} "
             f"| {requests} | {generations} | {ok} |"
         )

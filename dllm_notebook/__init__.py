@@ -49,6 +49,7 @@ from ._reading.paper import Paper
 from ._reading.papers import load_papers
 from ._reading.zotero import Zotero, zotero
 from ._results.store import ResultStore
+from ._running.affinity import PrefixAffinity
 from ._running.chat import ChatStream
 from ._running.earliest_finish import EarliestFinish
 from ._running.scheduler import LeastLoaded, Scheduler, TaskQueue
@@ -108,6 +109,7 @@ __all__ = [
     "PanelUnavailable",
     "Paper",
     "Placement",
+    "PrefixAffinity",
     "Preset",
     "PresetError",
     "Prompt",

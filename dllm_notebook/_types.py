@@ -49,6 +49,11 @@ class Completion:
     prefill_seconds: float | None = None
     """Time the server says it spent reading the prompt (Ollama's prompt_eval_duration, LM
     Studio's time_to_first_token, llama.cpp's timings.prompt_ms)."""
+    cached_tokens: int | None = None
+    """Prompt tokens the server reused from its prefix cache instead of reading them again
+    (llama.cpp's ``timings.cache_n``, OpenAI-style
+    ``usage.prompt_tokens_details.cached_tokens``, Ollama's ``prompt_eval_count`` below the
+    prompt's size); ``None`` where the server does not say."""
 
 
 @dataclass(frozen=True)

@@ -193,6 +193,22 @@ def test_presets_lists_the_three_presets(tmp_path: Path) -> None:
     names = [line.split(":")[0] for line in result.stdout.splitlines() if ":" in line]
     assert {"research", "summary", "critical"} <= set(names)
     assert "  - research_question" in result.stdout
+    assert "note:" not in result.stdout  # the built-ins share their prefix
+
+
+def test_presets_points_out_a_prompt_that_defeats_the_cache(tmp_path: Path) -> None:
+    folder = tmp_path / "presets"
+    folder.mkdir()
+    (folder / "mine.toml").write_text(
+        'description = "x"\n'
+        '[[prompts]]\nname = "aim"\ntemplate = "{content}\\nWhat is the aim?"\n'
+        '[[prompts]]\nname = "data"\ntemplate = "{content}\\nWhich data?"\n'
+        '[[prompts]]\nname = "methods"\ntemplate = "Methods of:\\n{content}"\n',
+        encoding="utf-8",
+    )
+    result = dllm("presets", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "  note: prompt 'methods' puts 'Methods of:' before {content}" in result.stdout
 
 
 def test_init_writes_a_workers_file_that_cluster_reads(lab: FakeLab, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from dllm_notebook import load_papers
 from dllm_notebook._errors import PresetError, TemplateError
 from dllm_notebook._prompts.presets import (
     ENV_VAR,
@@ -72,7 +73,47 @@ def test_built_in_prompts_are_short_and_end_with_the_question(preset_name: str) 
         assert len(instruction_part) < 200, prompt.name  # a small model needs it short
         assert after.rstrip().endswith("Answer:"), prompt.name
         question = prompt.instruction()
-        assert question.endswith("?") and question in after, prompt.name
+        assert "?" in question and question in after, prompt.name
+
+
+@pytest.mark.parametrize("preset_name", BUILT_IN)
+def test_built_in_prompts_share_the_paper_as_their_prefix(preset_name: str, corpus: Path) -> None:
+    """A server reads a paper once for all its prompts: everything up to the question is
+    byte-identical (the system message is the preset's, the same for every prompt)."""
+    preset = load_preset(preset_name)
+    assert preset.check() == []
+    for paper in load_papers(corpus)[:3]:
+        fields = {"content": paper.text, "filename": paper.name, "title": paper.title}
+        rendered = [prompt.render(fields) for prompt in preset.prompts]
+        shared = f"Title: {paper.title}\n\n{paper.text}\n\nQuestion: "
+        assert all(text.startswith(shared) for text in rendered), paper.name
+        tails = [text[len(shared) :] for text in rendered]
+        assert len(set(tails)) == len(tails)  # the questions differ, and only they do
+        assert all(len(tail) < 200 for tail in tails)
+
+
+def test_check_points_out_prompts_that_put_their_own_text_before_the_paper(
+    tmp_path: Path,
+) -> None:
+    path = write(
+        tmp_path,
+        "mine",
+        'description = "x"\n'
+        '[[prompts]]\nname = "aim"\ntemplate = "Title: {title}\\n{content}\\nWhat is the aim?"\n'
+        '[[prompts]]\nname = "data"\ntemplate = "Title: {title}\\n{content}\\nWhich data?"\n'
+        '[[prompts]]\nname = "methods"\ntemplate = "List the methods of:\\n{content}"\n',
+    )
+    preset = load_preset(path)
+    (problem,) = preset.check()
+    assert problem.startswith("prompt 'methods' puts 'List the methods of:' before {content}")
+    assert "docs/prompts.md" in problem
+    # it still runs as written
+    assert preset.prompts[2].render({"content": "C"}) == "List the methods of:\nC"
+    shared = 'description = "x"\n' + "".join(
+        f'[[prompts]]\nname = "q{i}"\ntemplate = "Read this.\\n{{content}}\\nQ{i}?"\n'
+        for i in range(3)
+    )
+    assert load_preset(write(tmp_path, "same", shared)).check() == []
 
 
 def test_list_presets_shows_the_built_ins_sorted() -> None:

@@ -279,6 +279,8 @@ class Analysis:
         )
         kind = f"{cell.prompt.name}:{step}"
         validate = answer_validator(schema) if schema is not None else None
+        # a paper's prompts (or chunk k of each) share their beginning: the prefix cache's key
+        group = f"{cell.paper.name}#{'.'.join(map(str, part))}" if content is not None else ""
         return Task(
             index,
             request,
@@ -286,6 +288,7 @@ class Analysis:
             kind=kind,
             validate=validate,
             excluded=set(self._excluded),
+            group=group,
         )
 
     # -- results ----------------------------------------------------------------------

@@ -13,13 +13,11 @@ A preset file looks like this (``presets/research.toml`` ships with the package)
     [[prompts]]
     name = "research_question"    # the results column
     type = "text"                 # optional: text | integer | number | boolean | category | list
-    template = \"\"\"Read the paper below, then answer in one or two sentences.
-
-    Title: {title}
+    template = \"\"\"Title: {title}
 
     {content}
 
-    Question: What is the main research question?
+    Question: What is the main research question? Answer in one sentence.
     Answer:\"\"\"
 
 Where presets are found, lowest priority first (a later source overrides an earlier one
@@ -51,6 +49,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Union
 
 from .._errors import PresetError
+from .layout import cache_problems
 from .specs import prompt_from_table, prompts_from_code
 from .templates import Prompt, PromptsArg
 
@@ -122,6 +121,18 @@ class Preset:
     def names(self) -> list[str]:
         """The prompt names, i.e. the results columns, in order."""
         return [p.name for p in self.prompts]
+
+    def check(self) -> list[str]:
+        """Advice about the preset's layout, one line per problem (empty: none).
+
+        A prompt that puts different text before ``{content}`` than the others makes the
+        servers read each paper again for it instead of reusing their prefix cache (see
+        docs/prompts.md, Prompt layout). Such a preset still runs as written.
+
+        >>> load_preset("research").check()
+        []
+        """
+        return cache_problems(self.prompts)
 
     def __str__(self) -> str:
         lines = [f"{self.name}: {self.description}".rstrip(": ")]

@@ -60,6 +60,16 @@ class _Batch:
     """Live attempts of each running task (two while hedged), by ``id(task)``."""
 
 
+def _served_from_cache(attempt: Attempt, completion: Completion) -> bool:
+    """Whether most of the prompt came from the server's prefix cache, by its report or by
+    the size the scheduler expected. Such an answer's latency is mostly fixed costs, so it
+    says nothing about the server's queue (the adaptive limit skips it)."""
+    full = attempt.task.request.prompt_tokens_estimate or 0
+    if completion.cached_tokens is not None:
+        return completion.cached_tokens > 0.5 * (completion.prompt_tokens or full)
+    return attempt.size is not None and full > 0 and attempt.size.prompt < 0.5 * full
+
+
 class Dispatcher:
     def __init__(
         self, pool: WorkerPool, settings: ClusterSettings, scheduler: Scheduler, hub: EventHub
@@ -280,7 +290,13 @@ class Dispatcher:
         task.waiting_since = None
         self.pool.acquire(worker)
         attempt = Attempt(
-            task, worker, now, placement.expected, placement.hedge, concurrency=worker.in_flight
+            task,
+            worker,
+            now,
+            placement.expected,
+            placement.hedge,
+            concurrency=worker.in_flight,
+            size=placement.size,
         )
         self._running.setdefault(worker.id, []).append(attempt)
         batch.copies.setdefault(id(task), []).append(attempt)
@@ -335,6 +351,7 @@ class Dispatcher:
                 latency,
                 concurrency=attempt.concurrency,
                 prompt_tokens_estimate=attempt.task.request.prompt_tokens_estimate,
+                adapt=not _served_from_cache(attempt, outcome),
             )
             self.scheduler.observe(attempt, outcome, latency)
             if task.settled:

@@ -94,7 +94,7 @@ def task_size(model: SpeedModel, task: Task) -> Size:
     return model.size(estimated, task.kind, request.max_tokens)
 
 
-class _Candidate:
+class Candidate:
     """A worker during one planning pass: when each of its slots frees up."""
 
     __slots__ = ("decode", "free", "id", "prefill", "slots", "window", "worker")
@@ -128,7 +128,7 @@ class EarliestFinish:
         return self.speeds.speed(worker.id).seconds(task_size(self.speeds, task))
 
     # -- placing --------------------------------------------------------------------
-    def _candidates(self, view: LabView) -> list[_Candidate]:
+    def _candidates(self, view: LabView) -> list[Candidate]:
         now = view.now
         candidates = []
         for worker in view.workers:
@@ -142,7 +142,7 @@ class EarliestFinish:
                 busy += [now + 1e-6] * (worker.limit - free - len(busy))
             slots = [now] * free + busy
             heapq.heapify(slots)
-            candidates.append(_Candidate(worker, slots, free, self.speeds))
+            candidates.append(Candidate(worker, slots, free, self.speeds))
         return candidates
 
     def assign(self, queue: TaskQueue, view: LabView, budget: int) -> list[Placement]:
@@ -171,7 +171,7 @@ class EarliestFinish:
             self._backfill(queue, candidates, now, placements, budget, end)
         return placements
 
-    def _fluid_end(self, queue: SizedQueue, candidates: list[_Candidate], now: float) -> float:
+    def _fluid_end(self, queue: SizedQueue, candidates: list[Candidate], now: float) -> float:
         typical = queue.mean_size()
         reference = typical.reference_seconds
         work = queue.total_seconds
@@ -186,7 +186,7 @@ class EarliestFinish:
     def _backfill(
         self,
         queue: SizedQueue,
-        candidates: list[_Candidate],
+        candidates: list[Candidate],
         now: float,
         placements: list[Placement],
         budget: int,
@@ -217,13 +217,13 @@ class EarliestFinish:
                         break
 
     def _place(
-        self, task: Task, candidates: list[_Candidate], now: float, placements: list[Placement]
+        self, task: Task, candidates: list[Candidate], now: float, placements: list[Placement]
     ) -> bool:
         """Reserve the slot where ``task`` finishes first; True if that slot is free now."""
         size = task_size(self.speeds, task)
         prompt, answer = size.prompt, size.answer
         needed, excluded, tried = task.needed_tokens, task.excluded, task.tried
-        best: _Candidate | None = None
+        best: Candidate | None = None
         best_key = (True, float("inf"))
         for c in candidates:  # the hot loop of planning: kept to plain arithmetic
             if not c.slots or (excluded and c.id in excluded):

@@ -223,10 +223,12 @@ class WorkerPool:
         *,
         concurrency: int,
         prompt_tokens_estimate: int | None = None,
+        adapt: bool = True,
     ) -> None:
         """Count one answer and adapt the worker's limit. ``concurrency``: requests in flight
         on the worker when this one started (itself included); ``prompt_tokens_estimate``:
-        the prompt's size when the server did not report it."""
+        the prompt's size when the server did not report it; ``adapt=False``: count it but
+        leave the limit alone (an answer served from the prefix cache)."""
         s = worker.stats
         s.successes += 1
         s.latency_total += latency
@@ -236,12 +238,15 @@ class WorkerPool:
         worker.consecutive_failures = 0
         if s.successes % 10 == 0:
             worker.trips = 0
+        if not adapt:
+            return
         exact = bool(completion.prefill_seconds and completion.generation_seconds)
         if exact:
             # The server's own time for this request, without its queue: the exact measure.
             work = (completion.prefill_seconds or 0.0) + (completion.generation_seconds or 0.0)
         else:
             prompt = completion.prompt_tokens or prompt_tokens_estimate or 0
+            prompt = max(0, prompt - (completion.cached_tokens or 0))  # what it really read
             answer = completion.completion_tokens or len(completion.text) // 4
             work = AdaptiveLimit.work(prompt, answer)
         worker.limit = worker.concurrency.on_success(latency, work, concurrency, exact=exact)

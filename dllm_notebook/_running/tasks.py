@@ -32,6 +32,10 @@ class Task:
     """Prompt plus answer, in estimated tokens: workers with a smaller window are skipped."""
     kind: str = ""
     """Tasks of one kind (the same prompt) have answers of similar length."""
+    group: str = ""
+    """Tasks of one group start with the same text (a paper, or chunk k of a paper, under
+    each prompt of a preset): a worker that read one of them has the rest in its prefix
+    cache. ``""``: a task of its own."""
     validate: Callable[[str], str | None] | None = None
     """What is wrong with an answer's text (``None``: nothing). An answer with a problem is
     asked again once, preferably on another worker; the next answer is kept either way."""
@@ -71,6 +75,9 @@ class Placement:
     worker: Worker
     expected: float = 0.0
     hedge: bool = False
+    size: Size | None = None
+    """The size the scheduler expects there (smaller when the worker's cache holds the
+    prompt's beginning); becomes the attempt's ``size``."""
 
 
 @dataclass(frozen=True)

@@ -206,3 +206,5 @@ def presets(templates: bool) -> None:
             if templates:
                 for line in prompt.template.strip().splitlines():
                     click.echo(f"      {line}".rstrip())
+        for problem in preset.check():
+            click.echo(f"  note: {problem}")

@@ -42,10 +42,19 @@ from ._lab import FakeLab, parse_spec
 from ._log import RequestLog, RequestRecord
 from ._server import FakeServer
 from ._structured import INVENTED_QUOTES
-from ._text import count_tokens, expected_echo, markers, prompt_digest, prompt_tokens
+from ._text import (
+    CHARS_PER_TOKEN,
+    common_prefix_length,
+    count_tokens,
+    expected_echo,
+    markers,
+    prompt_digest,
+    prompt_tokens,
+)
 from ._zotero import FakeZotero
 
 __all__ = [
+    "CHARS_PER_TOKEN",
     "CLIENT_TYPES",
     "DEFAULT_PORTS",
     "DIALECTS",
@@ -57,6 +66,7 @@ __all__ = [
     "FakeZotero",
     "RequestLog",
     "RequestRecord",
+    "common_prefix_length",
     "count_tokens",
     "expected_echo",
     "markers",

@@ -43,6 +43,16 @@ class Behaviour:
         ``answer_tokens`` is the length of an answer when ``max_tokens`` does not cut it.
         ``slots_endpoint``: llama.cpp's ``/slots`` is on (``False``: ``--no-slots``).
 
+    Prefix cache
+        ``prefix_cache``: each slot keeps the prompt it read last, as llama.cpp's server
+        (and LM Studio, Ollama, vLLM) do. A request goes to the free slot whose prompt
+        shares the longest beginning with its own (else the least recently used one),
+        prefills only the rest, and reports the cached tokens in the dialect's own field
+        (llama.cpp ``timings.cache_n``, OpenAI-style
+        ``usage.prompt_tokens_details.cached_tokens``, Ollama's smaller
+        ``prompt_eval_count``, LM Studio's shorter ``time_to_first_token``; exo reports
+        nothing). Off by default: every request then prefills its whole prompt.
+
     Faults (generation requests only)
         ``error_rate``: fraction answered 500 (drawn from ``random.Random(seed)`` once per
         request, in arrival order). ``hang``: accept, take a slot and never answer (the slot is
@@ -77,6 +87,7 @@ class Behaviour:
     max_queue: int | None = None
     answer_tokens: int = 16
     slots_endpoint: bool = True
+    prefix_cache: bool = False
 
     error_rate: float = 0.0
     seed: int = 0

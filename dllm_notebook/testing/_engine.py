@@ -24,10 +24,12 @@ from ._structured import structured_text
 from ._text import (
     CHARS_PER_TOKEN,
     answer_words,
+    common_prefix_length,
     content_text,
     count_tokens,
     last_user_message,
     prompt_digest,
+    prompt_text,
     prompt_tokens,
 )
 
@@ -136,6 +138,8 @@ class Generation:
     record: RequestRecord
     _decode_tps: float | None
     _time_scale: float
+    cached_tokens: int | None = None
+    """Prompt tokens the slot had cached (``None``: the server models no prefix cache)."""
 
     @property
     def content(self) -> str:
@@ -218,6 +222,50 @@ class SlotGate:
                 self.active += 1
 
 
+SLOT_SIMILARITY = 0.5
+"""llama.cpp's ``--slot-prompt-similarity`` default."""
+
+
+class SlotCache:
+    """Which prompt each slot read last, and which slots are busy (``prefix_cache``).
+
+    Like llama.cpp's server: a request takes the free slot whose prompt shares the
+    longest beginning with its own, if that is at least half of its prompt
+    (``--slot-prompt-similarity``, 0.5); otherwise the least recently used free slot.
+    """
+
+    def __init__(self) -> None:
+        self._texts: list[str] = []
+        self._used: list[int] = []
+        self._busy: set[int] = set()
+        self._clock = 0
+
+    def take(self, text: str, slots: int) -> tuple[int, int]:
+        """A free slot for ``text`` and the characters it has cached already."""
+        while len(self._texts) < slots:
+            self._texts.append("")
+            self._used.append(0)
+        free = [i for i in range(slots) if i not in self._busy] or [len(self._texts)]
+        if free[0] == len(self._texts):  # more requests than slots (slots shrank): a new one
+            self._texts.append("")
+            self._used.append(0)
+        shared = {i: common_prefix_length(self._texts[i], text) for i in free}
+        slot = max(free, key=lambda i: (shared[i], -self._used[i]))
+        if shared[slot] < SLOT_SIMILARITY * len(text):  # too little in common: the LRU slot
+            slot = min(free, key=lambda i: self._used[i])
+        self._busy.add(slot)
+        self._clock += 1
+        self._used[slot] = self._clock
+        return slot, shared[slot]
+
+    def read(self, slot: int, text: str) -> None:
+        """The slot has read ``text``: later requests may reuse it."""
+        self._texts[slot] = text
+
+    def release(self, slot: int) -> None:
+        self._busy.discard(slot)
+
+
 class Engine:
     """One server run's admission and pacing state (recreated on every start)."""
 
@@ -228,6 +276,7 @@ class Engine:
         self._seed = behaviour().seed
         self._rng = random.Random(self._seed)
         self.arrivals = 0
+        self.cache = SlotCache()
 
     def reseed(self, seed: int) -> None:
         self._seed = seed
@@ -260,14 +309,27 @@ class Engine:
             refused.status, refused.retry_after = b.overload_status, b.retry_after
             raise
         record.started_at = time.monotonic()
+        slot: int | None = None
+        text = ""
         try:
             b = self._behaviour()
+            cached: int | None = None
+            if b.prefix_cache:
+                text = prompt_text(call.messages)
+                slot, shared = self.cache.take(text, b.slots)
+                # llama.cpp always evaluates at least the prompt's last token
+                cached = (
+                    0 if plan.truncated else min(shared // CHARS_PER_TOKEN, plan.prompt_used - 1)
+                )
+                cached = max(cached, 0)
             if b.hang:  # a wedged generation: it keeps its slot until the client gives up
                 record.outcome = "hung"
                 await asyncio.Event().wait()
             await _sleep(resolved.load_seconds * b.time_scale)
-            prefill_s = _nominal(plan.prompt_used, b.prefill_tps)
+            prefill_s = _nominal(plan.prompt_used - (cached or 0), b.prefill_tps)
             await _sleep(prefill_s * b.time_scale)
+            if slot is not None:
+                self.cache.read(slot, text)
             pieces, completion, finish = _answer(call, plan, b)
             generation = Generation(
                 model=resolved.name,
@@ -283,14 +345,18 @@ class Engine:
                 record=record,
                 _decode_tps=b.decode_tps,
                 _time_scale=b.time_scale,
+                cached_tokens=cached,
             )
             record.prompt_tokens_used = plan.prompt_used
+            record.cached_tokens = cached
             record.truncated = plan.truncated
             record.completion_tokens = completion
             record.outcome = "garbage" if b.garbage else "empty" if b.empty_answer else "ok"
             yield generation
         finally:
             record.released_at = time.monotonic()
+            if slot is not None:
+                self.cache.release(slot)
             self.gate.release()
 
 

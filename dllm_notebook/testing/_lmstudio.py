@@ -98,6 +98,8 @@ class LMStudioDialect(OpenAIDialect):
         self, request: web.Request, call: Call, generation: Generation
     ) -> dict[str, Any]:
         payload = super().completion_payload(request, call, generation)
+        # LM Studio shows a cache hit only as a shorter time_to_first_token in its stats
+        payload["usage"].pop("prompt_tokens_details", None)
         if request.path.startswith("/api/v0/"):
             payload.update(self._v0_extras(generation))
         return payload

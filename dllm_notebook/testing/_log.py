@@ -52,6 +52,8 @@ class RequestRecord:
     schema: dict[str, Any] | None = None
     prompt_tokens: int | None = None
     prompt_tokens_used: int | None = None
+    cached_tokens: int | None = None
+    """Prompt tokens the slot had cached (``Behaviour.prefix_cache``; else ``None``)."""
     truncated: bool = False
     completion_tokens: int | None = None
     status: int | None = None

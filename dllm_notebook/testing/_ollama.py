@@ -193,7 +193,8 @@ class OllamaDialect(OpenAIDialect):
             "done": True,
             "total_duration": load + prefill + decode + latency,
             "load_duration": load,
-            "prompt_eval_count": generation.prompt_tokens,
+            # Ollama counts only the prompt tokens it evaluated: fewer after a cache hit
+            "prompt_eval_count": generation.prompt_tokens - (generation.cached_tokens or 0),
             "prompt_eval_duration": prefill,
             "eval_count": generation.completion_tokens,
             "eval_duration": decode,

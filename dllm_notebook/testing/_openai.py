@@ -282,12 +282,16 @@ class OpenAIDialect:
         return 400, _openai_error(refused.message, "invalid_request_error", None, None)
 
 
-def usage(generation: Generation) -> dict[str, int]:
-    return {
+def usage(generation: Generation) -> dict[str, Any]:
+    """OpenAI's ``usage``; with a prefix cache, ``prompt_tokens_details.cached_tokens``."""
+    out: dict[str, Any] = {
         "prompt_tokens": generation.prompt_tokens,
         "completion_tokens": generation.completion_tokens,
         "total_tokens": generation.prompt_tokens + generation.completion_tokens,
     }
+    if generation.cached_tokens is not None:
+        out["prompt_tokens_details"] = {"cached_tokens": generation.cached_tokens}
+    return out
 
 
 def _openai_error(message: str, type_: str, param: str | None, code: str | None) -> Any:

@@ -209,7 +209,8 @@ class VLLMDialect(OpenAIDialect):
     ) -> dict[str, Any]:
         payload = super().completion_payload(request, call, generation)
         payload["choices"][0]["stop_reason"] = None
-        payload["usage"]["prompt_tokens_details"] = None
+        if generation.cached_tokens is None:  # vLLM reports it only with a prefix cache
+            payload["usage"]["prompt_tokens_details"] = None
         return payload
 
     def error_parts(self, refused: Refused) -> tuple[int, Any]:
@@ -304,16 +305,16 @@ def hugging_face_id(model: str) -> str:
 
 
 def _timings(generation: Generation) -> dict[str, float]:
-    """llama.cpp's ``timings``: the server's own time for this request, without its queue
-    (``cache_n``: prompt tokens reused from the slot's cache; the fake has no cache)."""
+    """llama.cpp's ``timings``: ``prompt_n`` counts only the tokens it read, ``cache_n``
+    those it reused from the slot's cache."""
     prompt_ms = max(generation.prefill_s, 1e-6) * 1000
     predicted_ms = max(generation.decode_s, 1e-6) * 1000
+    cached = generation.cached_tokens or 0
     return {
-        "cache_n": 0,
-        "prompt_n": generation.prompt_tokens,
+        "cache_n": cached,
+        "prompt_n": generation.prompt_tokens - cached,
         "prompt_ms": prompt_ms,
-        "prompt_per_token_ms": prompt_ms / max(generation.prompt_tokens, 1),
-        "prompt_per_second": generation.prompt_tokens / prompt_ms * 1000,
+        "prompt_per_second": (generation.prompt_tokens - cached) / prompt_ms * 1000,
         "predicted_n": generation.completion_tokens,
         "predicted_ms": predicted_ms,
         "predicted_per_token_ms": predicted_ms / max(generation.completion_tokens, 1),

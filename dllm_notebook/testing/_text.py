@@ -26,12 +26,14 @@ from typing import Any
 
 __all__ = [
     "answer_words",
+    "common_prefix_length",
     "content_text",
     "count_tokens",
     "expected_echo",
     "last_user_message",
     "markers",
     "prompt_digest",
+    "prompt_text",
     "prompt_tokens",
 ]
 
@@ -65,6 +67,26 @@ def content_text(content: Any) -> str:
 def prompt_tokens(messages: Iterable[Mapping[str, Any]]) -> int:
     """Tokens of a whole conversation: the sum of its messages' content tokens."""
     return sum(count_tokens(content_text(message.get("content"))) for message in messages)
+
+
+def prompt_text(messages: Iterable[Mapping[str, Any]]) -> str:
+    """A whole conversation as one text, in order (what a server's prefix cache compares)."""
+    return "".join(
+        f"<{message.get('role')}>{content_text(message.get('content'))}" for message in messages
+    )
+
+
+def common_prefix_length(a: str, b: str) -> int:
+    """Characters at the start of ``a`` and ``b`` that are the same (binary search over
+    slices, so long prompts compare at C speed)."""
+    low, high = 0, min(len(a), len(b))
+    while low < high:
+        middle = (low + high + 1) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def last_user_message(messages: Sequence[Mapping[str, Any]]) -> str:

@@ -72,4 +72,5 @@ class LMStudioBackend(OpenAIBackend):
             generation_seconds=float(gen) if isinstance(gen, (int, float)) else None,
             tokens_per_second=float(tps) if isinstance(tps, (int, float)) else None,
             prefill_seconds=float(ttft) if isinstance(ttft, (int, float)) else None,
+            cached_tokens=base.cached_tokens,
         )

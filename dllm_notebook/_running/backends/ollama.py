@@ -15,7 +15,7 @@ from .base import Backend, positive_int
 from .openai import chat_messages
 from .options import wire_options
 
-__all__ = ["OllamaBackend", "num_ctx_for"]
+__all__ = ["OllamaBackend", "num_ctx_for", "ollama_cached"]
 
 MIN_NUM_CTX = 4096
 """Ollama reloads a model whenever ``num_ctx`` changes, so windows come in a few sizes only,
@@ -105,11 +105,11 @@ class OllamaBackend(Backend):
                 model=model,
                 timeout=self.config.timeout,
             )
-            return self._completion(data, model)
+            return self._completion(data, model, prepared.prompt_tokens_estimate)
 
         return await self.send_structured(request, send)
 
-    def _completion(self, data: Any, model: str) -> Completion:
+    def _completion(self, data: Any, model: str, estimate: int | None = None) -> Completion:
         if not isinstance(data, dict):
             raise self.malformed("/api/chat did not return an object", model)
         message = data.get("message")
@@ -122,10 +122,14 @@ class OllamaBackend(Backend):
         eval_ns = positive_int(data.get("eval_duration"))
         seconds = eval_ns / 1e9 if eval_ns else None
         prompt_ns = positive_int(data.get("prompt_eval_duration"))
+        evaluated = positive_int(data.get("prompt_eval_count"))
+        cached = ollama_cached(evaluated, estimate)
         return Completion(
             text=text,
             model=str(data.get("model") or model),
-            prompt_tokens=positive_int(data.get("prompt_eval_count")),
+            # after a cache hit Ollama counts only what it read: the prompt's size is unknown
+            prompt_tokens=None if cached else evaluated,
+            cached_tokens=cached,
             completion_tokens=eval_count,
             finish_reason=data.get("done_reason"),
             generation_seconds=seconds,
@@ -164,3 +168,18 @@ class OllamaBackend(Backend):
                     break
         if not wrote:
             raise self.empty_answer(model)
+
+
+CACHE_HIT_SHARE = 0.5
+"""Ollama counts only the prompt tokens it evaluated: a count below this share of the
+prompt's estimate means the rest came from its cache (estimates are within ~20%)."""
+
+
+def ollama_cached(evaluated: int | None, estimate: int | None) -> int | None:
+    """Prompt tokens Ollama took from its cache, judged from ``prompt_eval_count``: ``None``
+    when either number is missing, 0 when it read about the whole prompt."""
+    if evaluated is None or not estimate:
+        return None
+    if evaluated >= CACHE_HIT_SHARE * estimate:
+        return 0
+    return estimate - evaluated

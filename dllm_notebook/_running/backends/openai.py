@@ -12,7 +12,7 @@ from .base import Backend, positive_int
 from .options import wire_options
 from .structured import response_format
 
-__all__ = ["ExoBackend", "OpenAIBackend"]
+__all__ = ["ExoBackend", "OpenAIBackend", "cached_tokens"]
 
 
 def chat_messages(request: ChatRequest) -> list[dict[str, str]]:
@@ -142,7 +142,21 @@ class OpenAIBackend(Backend):
             finish_reason=choice.get("finish_reason"),
             generation_seconds=decode,
             prefill_seconds=prefill,
+            cached_tokens=cached_tokens(usage, timings),
         )
+
+
+def cached_tokens(usage: Any, timings: Any) -> int | None:
+    """Prompt tokens served from the prefix cache: OpenAI-style
+    ``usage.prompt_tokens_details.cached_tokens``, else llama.cpp's ``timings.cache_n``."""
+    details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
+    for value in (
+        details.get("cached_tokens") if isinstance(details, dict) else None,
+        timings.get("cache_n") if isinstance(timings, dict) else None,
+    ):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+            return int(value)
+    return None
 
 
 def _seconds(milliseconds: Any) -> float | None:

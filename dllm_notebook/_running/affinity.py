@@ -1,0 +1,339 @@
+"""Prefix affinity: a paper's prompts go to the worker that read the paper, back to back.
+
+Every prompt of a paper starts with the same text (the built-in layout: system message,
+title, paper, then the question), so a server that keeps a prefix cache reads the paper
+once if the paper's prompts reach the same slot one after another. Tasks carry a
+``group`` (the paper, or chunk k of it) for this. :class:`PrefixAffinity` keeps
+:class:`~.earliest_finish.EarliestFinish` as its frame (learned speeds, largest work first
+where it finishes first, hedging at the end) and changes the unit it plans:
+
+1. **Follow-ups first.** When the worker that last read a group has a free slot and no
+   task of that group is running, the group's next task goes there; the server puts it on
+   the slot that holds the paper (the free slot with the longest common prefix).
+2. **A new group is planned whole.** Its tasks run back to back on one slot: the chain
+   costs one full prefill, then for each further prompt only what the cache does not save
+   there. Chains go largest first to where they finish first, and the group stays with
+   that worker.
+3. **Near the end, chains are split.** A slot that planning leaves free takes the last
+   task of the chain expected to end last, when that task, prefilled in full there, still
+   ends before the chain would have reached it: the cache saves less than the wait costs.
+
+Whether a worker caches is learned (``cache.py``), never assumed: a worker starts unknown,
+plans as if its cache saved nothing, yet keeps its groups so that follow-ups measure it. A
+worker whose follow-ups save little is treated as having no cache, and when no worker
+caches the plan is exactly ``EarliestFinish``'s.
+
+Like the rest of the family this is pure: ``now`` is passed in (tests/test_affinity.py
+runs whole labs with slot caches on a fake clock).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from .cache import CacheModel
+from .earliest_finish import LOOKAHEAD, Candidate, EarliestFinish, SizedQueue, task_size
+from .scheduler import TaskQueue, can_take
+from .speed import Size, SpeedModel
+from .tasks import Attempt, LabView, Placement, Task
+
+if TYPE_CHECKING:
+    from .._types import Completion
+
+__all__ = ["PrefixAffinity"]
+
+
+class PrefixAffinity(EarliestFinish):
+    """``EarliestFinish`` that keeps a paper's prompts on the worker that read the paper.
+
+    ``speeds`` and ``cache`` are shared by the cluster's batches, so what one batch
+    learns the next uses.
+    """
+
+    def __init__(
+        self,
+        speeds: SpeedModel | None = None,
+        *,
+        hedge: bool = True,
+        cache: CacheModel | None = None,
+    ) -> None:
+        super().__init__(speeds, hedge=hedge)
+        self.cache = cache or CacheModel()
+        self._reader: dict[str, str] = {}
+        """Group -> the worker that last started one of its tasks (and keeps it)."""
+        self._follow_ups: set[tuple[int, str]] = set()
+        """(id(task), worker) of attempts placed where their group had been read."""
+
+    # -- costs ------------------------------------------------------------------------
+    def _saving(self, worker: str) -> float:
+        """The share of a follow-up's prefill to plan with: 0 until measured."""
+        return self.cache.saving(worker) or 0.0
+
+    def _holds(self, worker: str) -> bool:
+        """Whether groups stay with this worker: it caches, or it is not measured yet."""
+        return self.cache.caches(worker) is not False
+
+    def _seconds(self, c: Candidate, size: Size, cached: bool) -> float:
+        prefill = c.prefill * size.prompt
+        if cached:
+            prefill *= 1 - self._saving(c.id)
+        return prefill + c.decode * size.answer
+
+    def _chain(self, c: Candidate, tasks: Sequence[Task], read: bool = False) -> float:
+        """Seconds ``tasks`` take back to back on one slot of ``c`` (``read``: the slot
+        holds their paper already)."""
+        if not self._holds(c.id):
+            return sum(self._seconds(c, task_size(self.speeds, t), False) for t in tasks)
+        return sum(
+            self._seconds(c, task_size(self.speeds, t), read or i > 0) for i, t in enumerate(tasks)
+        )
+
+    # -- placing ----------------------------------------------------------------------
+    def assign(self, queue: TaskQueue, view: LabView, budget: int) -> list[Placement]:
+        if (
+            not isinstance(queue, SizedQueue)
+            or not self._any_cache(view)
+            or not any(task.group for task in queue)
+        ):
+            return super().assign(queue, view, budget)
+        candidates = self._candidates(view)
+        if not sum(c.free for c in candidates) or budget <= 0 or not len(queue):
+            return []
+        now = view.now
+        by_id = {c.id: c for c in candidates}
+        running = Counter(
+            (a.task.group, worker)
+            for worker, attempts in view.running.items()
+            for a in attempts
+            if a.task.group
+        )
+        groups: dict[str, list[Task]] = {}
+        units: list[list[Task]] = []
+        for task in queue:  # largest first
+            if task.group:
+                groups.setdefault(task.group, []).append(task)
+            else:
+                units.append([task])
+        placements: list[Placement] = []
+        held: dict[str, Candidate] = {}
+        for group, tasks in groups.items():
+            reader = by_id.get(self._reader.get(group, ""))
+            if reader is None or not self._holds(reader.id):
+                units.append(tasks)
+                continue
+            held[group] = reader
+            if running[group, reader.id]:  # the slot reading it is busy: the chain follows
+                self._extend(reader, group, tasks, view, now)
+                continue
+            if reader.free <= 0 or len(placements) >= budget:
+                continue
+            follow = next((t for t in tasks if can_take(reader.worker, t)), None)
+            if follow is not None:
+                tasks.remove(follow)
+                seconds = self._seconds(reader, task_size(self.speeds, follow), True)
+                reserve = seconds + self._chain(reader, tasks, read=True)
+                self._start(placements, follow, reader, now, seconds, reserve, follow_up=True)
+                running[group, reader.id] += 1
+        units.sort(key=lambda u: -sum(task_size(self.speeds, t).reference_seconds for t in u))
+        end = self._plan(units, candidates, now, placements, budget)
+        self._backfill_units(units, candidates, now, placements, budget, end)
+        self._split(groups, held, running, view, candidates, now, placements, budget)
+        return placements
+
+    def _any_cache(self, view: LabView) -> bool:
+        """Plan by groups unless every answer so far says no worker caches."""
+        known = [self.cache.caches(w.id) for w in view.workers]
+        return any(known) or not any(k is False for k in known)
+
+    def _start(
+        self,
+        placements: list[Placement],
+        task: Task,
+        c: Candidate,
+        now: float,
+        seconds: float,
+        reserve: float,
+        *,
+        follow_up: bool,
+    ) -> None:
+        """Start ``task`` on a free slot of ``c``, which is then busy for ``reserve`` s."""
+        size = None
+        if follow_up:
+            full = task_size(self.speeds, task)
+            size = Size(full.prompt * (1 - self._saving(c.id)), full.answer)
+        placements.append(Placement(task, c.worker, seconds, size=size))
+        c.free -= 1
+        if c.slots and c.slots[0] <= now:
+            heapq.heapreplace(c.slots, now + reserve)
+        if follow_up:
+            self._follow_ups.add((id(task), c.id))
+        if task.group and self._holds(c.id):
+            self._reader[task.group] = c.id
+
+    def _extend(
+        self, reader: Candidate, group: str, tasks: Sequence[Task], view: LabView, now: float
+    ) -> None:
+        """The slot running ``group`` on ``reader`` stays busy for the rest of its chain."""
+        mine = [a for a in view.running.get(reader.id, ()) if a.task.group == group]
+        if not mine or not tasks:
+            return
+        ends = now + self._remaining(mine[0], now) + 1e-6  # as ``_candidates`` computed it
+        for index, slot in enumerate(reader.slots):
+            if abs(slot - ends) < 1e-9:
+                reader.slots[index] = slot + self._chain(reader, tasks, read=True)
+                heapq.heapify(reader.slots)
+                return
+
+    def _plan(
+        self,
+        units: list[list[Task]],
+        candidates: list[Candidate],
+        now: float,
+        placements: list[Placement],
+        budget: int,
+    ) -> float:
+        """Each unit (a group's chain, or one task) where it finishes first; start the
+        first task of those whose slot is free now. Returns the plan's end."""
+        end = now
+        for unit in units[:LOOKAHEAD]:
+            if len(placements) >= budget or not any(c.free > 0 for c in candidates):
+                break
+            first = unit[0]
+            best: Candidate | None = None
+            best_key = (True, float("inf"))
+            for c in candidates:
+                if not c.slots or not can_take(c.worker, first):
+                    continue
+                finish = c.slots[0] + self._chain(c, unit)
+                key = (c.id in first.tried, finish)
+                if key < best_key:
+                    best, best_key = c, key
+            if best is None:
+                continue
+            end = max(end, best_key[1])
+            start = heapq.heapreplace(best.slots, best_key[1])
+            if start <= now and best.free > 0:
+                unit.remove(first)
+                seconds = self._seconds(best, task_size(self.speeds, first), False)
+                placements.append(Placement(first, best.worker, seconds))
+                best.free -= 1
+                if first.group and self._holds(best.id):
+                    self._reader[first.group] = best.id
+        return end
+
+    def _split(
+        self,
+        groups: dict[str, list[Task]],
+        held: dict[str, Candidate],
+        running: Counter[tuple[str, str]],
+        view: LabView,
+        candidates: list[Candidate],
+        now: float,
+        placements: list[Placement],
+        budget: int,
+    ) -> None:
+        """Free slots take the last task of the chain expected to end last, while that
+        task, read in full there, still ends before the chain would have reached it."""
+        free = [c for c in candidates if c.free > 0]
+        if not free or len(placements) >= budget:
+            return
+        chains: list[tuple[float, str]] = []
+        for group, reader in held.items():
+            if not groups[group]:
+                continue
+            start = now
+            if running[group, reader.id]:
+                mine = [a for a in view.running.get(reader.id, ()) if a.task.group == group]
+                start += max((self._remaining(a, now) for a in mine), default=0.0)
+            ends = start + self._chain(reader, groups[group], read=True)
+            heapq.heappush(chains, (-ends, group))
+        while chains and free and len(placements) < budget:
+            negative_end, group = heapq.heappop(chains)
+            chain_end, reader, tasks = -negative_end, held[group], groups[group]
+            task = tasks[-1]
+            size = task_size(self.speeds, task)
+            options = [
+                (now + self._seconds(c, size, False), c)
+                for c in free
+                if c.free > 0 and can_take(c.worker, task)
+            ]
+            if not options:
+                continue
+            finish, c = min(options, key=lambda o: o[0])
+            if finish >= chain_end:
+                continue  # the chain gets there sooner than a second reading would
+            tasks.remove(task)
+            placements.append(Placement(task, c.worker, finish - now))
+            c.free -= 1
+            free = [f for f in free if f.free > 0]
+            if tasks:
+                left = chain_end - self._seconds(reader, size, True)
+                heapq.heappush(chains, (-left, group))
+
+    def _backfill_units(
+        self,
+        units: list[list[Task]],
+        candidates: list[Candidate],
+        now: float,
+        placements: list[Placement],
+        budget: int,
+        horizon: float,
+    ) -> None:
+        """A slot still free takes the largest unit waiting for another worker that it
+        finishes by the plan's end."""
+        for c in candidates:
+            while c.free > 0 and len(placements) < budget:
+                unit = next(
+                    (
+                        u
+                        for u in units
+                        if u and can_take(c.worker, u[0]) and now + self._chain(c, u) <= horizon
+                    ),
+                    None,
+                )
+                if unit is None:
+                    break
+                first = unit.pop(0)
+                seconds = self._seconds(c, task_size(self.speeds, first), False)
+                reserve = seconds + self._chain(c, unit, read=True)
+                self._start(placements, first, c, now, seconds, reserve, follow_up=False)
+
+    # -- learning -----------------------------------------------------------------------
+    def _remaining(self, attempt: Attempt, now: float) -> float:
+        if attempt.size is None and (id(attempt.task), attempt.worker.id) in self._follow_ups:
+            size = task_size(self.speeds, attempt.task)
+            attempt.size = Size(size.prompt * (1 - self._saving(attempt.worker.id)), size.answer)
+        return super()._remaining(attempt, now)
+
+    def observe(self, attempt: Attempt, completion: Completion, latency: float) -> None:
+        task, worker = attempt.task, attempt.worker.id
+        key = (id(task), worker)
+        follow_up = key in self._follow_ups
+        self._follow_ups.discard(key)
+        size = task_size(self.speeds, task)
+        estimated = task.request.prompt_tokens_estimate or 0
+        self.speeds.observe_tokens(
+            estimated, task.kind, completion.prompt_tokens, completion.completion_tokens
+        )
+        if follow_up:
+            speed = self.speeds.speed(worker)
+            self.cache.observe_follow_up(worker, completion, size, latency, speed)
+            if completion.cached_tokens is None:
+                return  # the cache and the speed cannot be told apart in this answer
+        else:
+            self.cache.observe_cold(worker, completion, completion.prompt_tokens or size.prompt)
+        prompt = (completion.prompt_tokens or size.prompt) - (completion.cached_tokens or 0)
+        actual = Size(
+            prompt=max(prompt, 1.0),
+            answer=completion.completion_tokens or size.answer,
+        )
+        self.speeds.observe(
+            worker,
+            actual,
+            latency,
+            prefill_seconds=completion.prefill_seconds,
+            decode_seconds=completion.generation_seconds,
+        )

@@ -1,0 +1,140 @@
+"""The servers' prefix cache: emulated per slot, reported in each dialect's own field, and
+read by each backend into ``Completion.cached_tokens``.
+
+Real HTTP servers on loopback (dllm_notebook.testing) with ``prefix_cache`` on; the paper is
+the text of a real PDF from the shared corpus, the prompts the research preset's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+import pytest
+
+from dllm_notebook._config import WorkerConfig
+from dllm_notebook._prompts.presets import load_preset
+from dllm_notebook._reading.pdf import read_pdf
+from dllm_notebook._running.backends import make_backend
+from dllm_notebook._types import ChatRequest, Completion
+from dllm_notebook.testing import CLIENT_TYPES, Behaviour, FakeLab, FakeServer
+
+# Each dialect's cache report: the exact count, or only a shorter prefill (LM Studio), or
+# nothing at all (exo).
+COUNTED = ["openai", "llamacpp", "vllm", "ollama"]
+PREFILL_TPS = 20000.0  # 6,000 characters (1,500 tokens) take 75 ms to read
+
+
+def cached(**changes: object) -> Behaviour:
+    """A server that keeps a prefix cache per slot and reads 20,000 prompt tokens a second."""
+    settings: dict[str, object] = {
+        "prefix_cache": True,
+        "prefill_tps": PREFILL_TPS,
+        "context_length": 8192,
+    }
+    return Behaviour.from_dict(settings | changes)
+
+
+@pytest.fixture
+def paper(corpus: Path) -> dict[str, str]:
+    text = read_pdf(corpus / "acl2020-s2orc.pdf").text[:6000]
+    return {"content": text, "title": "S2ORC", "filename": "acl2020-s2orc.pdf"}
+
+
+def research_requests(paper: dict[str, str]) -> list[ChatRequest]:
+    preset = load_preset("research")
+    return [
+        ChatRequest(
+            p.render(paper),
+            preset.system,
+            {"max_tokens": 8},
+            prompt_tokens_estimate=len(p.render(paper)) // 4 + 20,
+        )
+        for p in preset.prompts
+    ]
+
+
+def records_prompt(server: FakeServer, completion: Completion) -> int:
+    """The prompt tokens the server counted for the request that got ``completion``."""
+    short = completion.text.split()[1]
+    (record,) = [r for r in server.log.generations() if (r.digest or "").startswith(short)]
+    return int(record.prompt_tokens or 0)
+
+
+def send_in_turn(
+    server: FakeServer, dialect: str, requests: Sequence[ChatRequest]
+) -> list[Completion]:
+    """Send the requests one after another with the backend the cluster would use."""
+    config = WorkerConfig(id="w", host="127.0.0.1", port=server.port, type=CLIENT_TYPES[dialect])
+
+    async def send() -> list[Completion]:
+        async with httpx.AsyncClient(base_url=config.base_url, timeout=10) as client:
+            backend = make_backend(config, client)
+            return [
+                await backend.chat(r, model="fake-model", context_length=None) for r in requests
+            ]
+
+    return asyncio.run(send())
+
+
+@pytest.mark.parametrize("dialect", COUNTED)
+def test_a_papers_second_prompt_reports_the_paper_as_cached(
+    lab: FakeLab, dialect: str, paper: dict[str, str]
+) -> None:
+    server = lab.add(dialect, behaviour=cached(slots=2))
+    first, second, third = send_in_turn(server, dialect, research_requests(paper)[:3])
+    assert first.cached_tokens == 0
+    paper_tokens = len(paper["content"]) // 4
+    for later in (second, third):  # the system message, the title and the paper
+        assert later.cached_tokens is not None and later.cached_tokens >= paper_tokens
+        assert later.cached_tokens < records_prompt(server, later)
+    if dialect in ("llamacpp", "ollama"):  # the servers that report their prefill time
+        assert first.prefill_seconds is not None and second.prefill_seconds is not None
+        assert second.prefill_seconds < first.prefill_seconds / 10
+    records = server.log.generations()
+    if dialect != "ollama":
+        assert [r.cached_tokens for r in records] == [0, second.cached_tokens, third.cached_tokens]
+        assert second.prompt_tokens == records[1].prompt_tokens
+    else:  # Ollama counts only what it read: the cache is judged against the estimate
+        assert second.cached_tokens == pytest.approx(records[1].cached_tokens, rel=0.05)
+        assert second.prompt_tokens is None
+
+
+def test_lm_studio_shows_the_cache_only_as_a_shorter_time_to_first_token(
+    lab: FakeLab, paper: dict[str, str]
+) -> None:
+    server = lab.add("lm_studio", behaviour=cached())
+    first, second = send_in_turn(server, "lm_studio", research_requests(paper)[:2])
+    assert first.cached_tokens is None and second.cached_tokens is None
+    assert first.prefill_seconds is not None and second.prefill_seconds is not None
+    assert second.prefill_seconds < first.prefill_seconds / 10
+    assert server.log.generations()[1].cached_tokens > 1000
+
+
+@pytest.mark.parametrize("dialect", ["llamacpp", "ollama"])
+def test_without_a_prefix_cache_every_prompt_reads_the_whole_paper(
+    lab: FakeLab, dialect: str, paper: dict[str, str]
+) -> None:
+    server = lab.add(dialect, behaviour=cached(prefix_cache=False))
+    first, second = send_in_turn(server, dialect, research_requests(paper)[:2])
+    assert first.cached_tokens in (0, None) and second.cached_tokens in (0, None)
+    assert second.prefill_seconds == pytest.approx(first.prefill_seconds, rel=0.05)
+
+
+def test_a_request_takes_the_free_slot_that_read_its_paper(
+    lab: FakeLab, paper: dict[str, str], corpus: Path
+) -> None:
+    """Two papers on two slots, interleaved: each prompt finds its own paper's slot."""
+    other = {**paper, "content": read_pdf(corpus / "acl2020-s2orc.pdf").text[6000:12000]}
+    a, b = research_requests(paper), research_requests(other)
+    server = lab.add("llamacpp", behaviour=cached(slots=2))
+    done = send_in_turn(server, "llamacpp", [a[0], b[0], a[1], b[1], a[2]])
+    reused = [c.cached_tokens or 0 for c in done]
+    assert reused[0] == 0 and reused[1] < 50  # b shares only the system message with a
+    assert all(n > 1000 for n in reused[2:]), reused
+    # a third paper evicts the least recently used slot (b's), not the one a just used
+    third = {**paper, "content": "x" * 4000}
+    done = send_in_turn(server, "llamacpp", [research_requests(third)[0], a[3], b[2]])
+    assert [(c.cached_tokens or 0) > 1000 for c in done] == [False, True, False]
