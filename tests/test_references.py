@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from dllm_notebook._errors import ReferenceFileError
@@ -294,3 +295,43 @@ def test_a_cut_ris_record_is_refused(tmp_path: Path) -> None:
         load_papers(library)
     assert (caught.value.entry, caught.value.line) == ("#2", 5)
     assert "'ER  - ' end line" in str(caught.value)
+
+
+def test_analyze_over_a_bib_library_fills_the_metadata_columns(
+    corpus: Path, tmp_path: Path
+) -> None:
+    from dllm_notebook import Cluster
+    from dllm_notebook.testing import FakeLab
+
+    from .conftest import FAST
+
+    library = tmp_path / "library.bib"
+    library.write_text(_bib(corpus, tmp_path), encoding="utf-8")
+    with FakeLab() as lab:
+        server = lab.add("lm_studio", context_length=131072)
+        with Cluster([server.url], store=None, **FAST) as cluster:
+            long = cluster.analyze(
+                library, prompts={"gist": "Gist: {content}"}, progress=False, long=True
+            )
+        sent = len([r for r in lab.log.records() if r.is_generation])
+    wide = long.dllm.wide()
+    assert list(wide.index) == [
+        "lo_s2orc_2020",
+        "gersingComprehensiveMapHuman2023",
+        "Webb2017",
+        "thomason2018",
+        "mcelreath2020",
+        "moved2021",
+    ]  # the citation keys
+    assert list(wide.columns) == ["gist", "title", "authors", "year", "doi", "venue", "source"]
+    s2orc = wide.loc["lo_s2orc_2020"]
+    assert s2orc["title"] == "S2ORC: The Semantic Scholar Open Research Corpus"
+    assert next(iter(s2orc["authors"])) == "Kyle Lo" and s2orc["year"] == 2020
+    assert s2orc["doi"] == "10.18653/v1/2020.acl-main.447"
+    assert s2orc["source"].startswith("bibtex:")
+    assert str(wide["year"].dtype) == "Int64"
+    status = long.set_index("paper")["status"]
+    assert status["mcelreath2020"] == "no_file"  # listed, never sent
+    assert status["moved2021"] == "no_file"
+    assert pd.isna(wide.loc["mcelreath2020", "gist"])
+    assert sent == 4  # the four entries with a readable PDF
