@@ -14,6 +14,7 @@ from ._cluster import Cluster
 from ._config import ClusterSettings, Secret, WorkerConfig
 from ._errors import (
     BadResponse,
+    ChartsUnavailable,
     ConfigError,
     ConfigProblem,
     ContextLengthExceeded,
@@ -29,6 +30,7 @@ from ._errors import (
     ReferenceLibraryError,
     RequestRejected,
     SyncCallInLoop,
+    SynthesisFileError,
     TaskFailed,
     TemplateError,
     WorkerError,
@@ -66,21 +68,27 @@ _when_imported("pandas", _register_accessor)
 
 
 def __getattr__(name: str) -> _Any:
+    # Both need pandas, which `import dllm_notebook` does not load.
     if name == "DllmAccessor":
         from ._results.accessor import DllmAccessor
 
         return DllmAccessor
+    if name == "Synthesis":
+        from ._results.synthesis import Synthesis
+
+        return Synthesis
     raise AttributeError(f"module 'dllm_notebook' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), "DllmAccessor"})
+    return sorted({*globals(), "DllmAccessor", "Synthesis"})
 
 
 __all__ = [
     "Answer",
     "Attempt",
     "BadResponse",
+    "ChartsUnavailable",
     "ChatRequest",
     "ChatStream",
     "Cluster",
@@ -114,6 +122,8 @@ __all__ = [
     "Scheduler",
     "Secret",
     "SyncCallInLoop",
+    "Synthesis",
+    "SynthesisFileError",
     "Task",
     "TaskFailed",
     "TaskQueue",

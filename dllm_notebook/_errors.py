@@ -14,6 +14,8 @@ boundary, with ``raise ... from exc``::
     ├── SyncCallInLoop               a blocking call made from the library's own event loop
     ├── JobCancelled                 ``job.result()`` of a cancelled background job
     ├── PanelUnavailable             ``cluster.panel()`` without ipywidgets (also an ImportError)
+    ├── ChartsUnavailable            a review report's charts without matplotlib (an ImportError)
+    ├── SynthesisFileError           a synthesis file (``dllm report --synthesis``) is not one
     ├── ReferenceLibraryError        a reference library could not be read; ``.source`` names it
     │   ├── ReferenceFileError       a bad .bib or .ris file; ``.path``, ``.entry``, ``.line``
     │   └── ZoteroUnavailable        Zotero's local API is off, unreachable, or lacks the collection
@@ -37,6 +39,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "BadResponse",
+    "ChartsUnavailable",
     "ConfigError",
     "ConfigProblem",
     "ContextLengthExceeded",
@@ -52,6 +55,7 @@ __all__ = [
     "ReferenceLibraryError",
     "RequestRejected",
     "SyncCallInLoop",
+    "SynthesisFileError",
     "TaskFailed",
     "TemplateError",
     "WorkerError",
@@ -206,6 +210,28 @@ class PanelUnavailable(DllmError, ImportError):
             "pip install 'dllm-notebook[notebook]' (then restart the kernel). "
             "print(cluster) shows the same table as text meanwhile."
         )
+
+
+class ChartsUnavailable(DllmError, ImportError):
+    """matplotlib is not installed, so a review report cannot draw its charts."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the review report draws its charts with matplotlib; install it with "
+            "pip install 'dllm-notebook[notebook]' (or pip install matplotlib), or pass "
+            "charts=False to write the report without charts."
+        )
+
+
+class SynthesisFileError(DllmError):
+    """A file given as a synthesis (``dllm report --synthesis``) could not be read as one."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(
+            f"{path} is not a synthesis file ({reason}); write one with "
+            "`dllm synthesize results.parquet -o synthesis.json` or Synthesis.to_json()."
+        )
+        self.path = path
 
 
 class ReferenceLibraryError(DllmError):
