@@ -16,6 +16,8 @@ boundary, with ``raise ... from exc``::
     ├── PanelUnavailable             ``cluster.panel()`` without ipywidgets (also an ImportError)
     ├── ChartsUnavailable            a review report's charts without matplotlib (an ImportError)
     ├── SynthesisFileError           a synthesis file (``dllm report --synthesis``) is not one
+    ├── SynthesisFailed              ``synthesize()`` could not finish: an empty table, a group
+    │                                that failed on every worker, windows too small
     ├── ReferenceLibraryError        a reference library could not be read; ``.source`` names it
     │   ├── ReferenceFileError       a bad .bib or .ris file; ``.path``, ``.entry``, ``.line``
     │   └── ZoteroUnavailable        Zotero's local API is off, unreachable, or lacks the collection
@@ -55,6 +57,7 @@ __all__ = [
     "ReferenceLibraryError",
     "RequestRejected",
     "SyncCallInLoop",
+    "SynthesisFailed",
     "SynthesisFileError",
     "TaskFailed",
     "TemplateError",
@@ -221,6 +224,10 @@ class ChartsUnavailable(DllmError, ImportError):
             "pip install 'dllm-notebook[notebook]' (or pip install matplotlib), or pass "
             "charts=False to write the report without charts."
         )
+
+
+class SynthesisFailed(DllmError):
+    """``synthesize()`` could not finish; the message says why and what to do."""
 
 
 class SynthesisFileError(DllmError):

@@ -89,3 +89,11 @@ class DllmAccessor:
         from .report import write_report
 
         return write_report(self._frame, path, synthesis=synthesis, charts=charts)
+
+    def synthesize(self, cluster: Any, question: str | None = None, **options: Any) -> Synthesis:
+        """``cluster.synthesize(df, question, ...)``: see ``Cluster.synthesize``.
+
+        >>> s = df.dllm.synthesize(cluster, "Which methods dominate?")  # doctest: +SKIP
+        """
+        synthesis: Synthesis = cluster.synthesize(self._frame, question, **options)
+        return synthesis
