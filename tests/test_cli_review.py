@@ -69,3 +69,43 @@ def test_report_refuses_what_it_cannot_read_and_says_what_to_give(tmp_path: Path
     assert refused.returncode == 1
     assert refused.stderr.startswith(f"error: {bad} is not a synthesis file (not JSON")
     assert "dllm synthesize" in refused.stderr
+
+
+def test_synthesize_then_report_with_the_synthesis(lab: FakeLab, tmp_path: Path) -> None:
+    from dllm_notebook.testing import Behaviour
+
+    plain = lab.add("lm_studio", id="plain", context_length=16384)
+    citing = lab.add(
+        "lm_studio", id="citing", context_length=2048, behaviour=Behaviour(cite_prompt_keys=True)
+    )
+    results = tmp_path / "results.parquet"
+    analyzed = dllm(
+        "analyze", str(SAMPLE_PAPERS), "-p", "Which method? {content}", "-o", str(results),
+        "-c", str(write_config(tmp_path / "a.json", [worker(plain, "plain", "lm_studio")])),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert analyzed.returncode == 0, analyzed.stderr
+    config = write_config(tmp_path / "s.json", [worker(citing, "citing", "lm_studio")])
+    out = tmp_path / "synthesis.json"
+    done = dllm(
+        "synthesize", str(results), "-q", "What do they share?", "-c", str(config), "-o", str(out),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"Wrote {out}: 5 citations, 0 flagged; 5 of 5 papers cited."
+    saved = json.loads(out.read_text(encoding="utf-8"))
+    assert saved["question"] == "What do they share?"
+    assert {c["key"] for c in saved["citations"]} == {p.name for p in SAMPLE_PAPERS.glob("*.pdf")}
+
+    shown = dllm("synthesize", str(results), "-q", "What do they share?", "-c", str(config),
+                 cwd=tmp_path)  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("**What do they share?**")
+    assert "[battery-degradation.pdf](#row-battery-degradation.2e.pdf)" in shown.stdout
+
+    review = dllm("report", str(results), "-o", str(tmp_path / "r.html"), "--synthesis", str(out),
+                  cwd=tmp_path)  # fmt: skip
+    assert review.returncode == 0, review.stderr
+    assert 'class="citation ok" href="#row-battery-degradation.2e.pdf"' in (
+        tmp_path / "r.html"
+    ).read_text(encoding="utf-8")

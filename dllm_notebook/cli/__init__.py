@@ -1,7 +1,7 @@
 """The ``dllm`` command: the batch job and its helpers, for SSH sessions and cron.
 
 One module per group of subcommands: ``_jobs`` (analyze, presets), ``_workers`` (check),
-``_bench``, ``_repl`` (chat), ``_discover``, ``_init`` and ``_review`` (report);
+``_bench``, ``_repl`` (chat), ``_discover``, ``_init`` and ``_review`` (report, synthesize);
 ``_app`` holds the group, the exit codes and the error messages. ``docs/cli.md`` is
 generated from the help texts (``_docs``).
 
@@ -27,7 +27,7 @@ from ._discover import discover
 from ._init import init
 from ._jobs import analyze, presets
 from ._repl import chat
-from ._review import report
+from ._review import report, synthesize
 from ._workers import check
 
 __all__ = [
@@ -41,5 +41,5 @@ __all__ = [
     "main",
 ]
 
-for _command in (analyze, bench, chat, check, discover, init, presets, report):
+for _command in (analyze, bench, chat, check, discover, init, presets, report, synthesize):
     cli.add_command(_command)
