@@ -103,6 +103,15 @@ def test_unknown_and_outside_the_group_citations_are_flagged(lab: FakeLab, tmp_p
     html = synthesis._repr_html_()
     assert '<mark class="citation unknown"' in html
 
+    # through a file and into the report, each flagged citation says which text it is in
+    synthesis.to_json(tmp_path / "synthesis.json")
+    read = Synthesis.from_json(tmp_path / "synthesis.json")
+    assert list(read.citations["level"]) == list(citations["level"])
+    report = df.dllm.to_report(tmp_path / "review.html", synthesis=read).read_text("utf-8")
+    assert report.count("<td>a level 1 summary (taken out)</td>") == len(outside) + len(
+        ghost[ghost["level"] == 1]
+    )
+
 
 def test_citations_are_checked_per_sentence() -> None:
     titles = {"a.pdf": "A", "b.pdf": "B"}

@@ -244,6 +244,7 @@ def _synthesis(synthesis: Synthesis | None) -> dict[str, Any] | None:
                 "title": _cell(r["title"]),
                 "status": _cell(r["status"]),
                 "anchor": row_anchor(_cell(r["key"])),
+                "where": _where(r.get("level"), synthesis.levels),
             }
             for r in synthesis.citations.to_dict("records")
         ],
@@ -252,3 +253,10 @@ def _synthesis(synthesis: Synthesis | None) -> dict[str, Any] | None:
         "not_cited": [str(k) for k in coverage.index[~coverage["cited"]]],
         "flagged": len(synthesis.flagged),
     }
+
+
+def _where(level: Any, levels: int) -> str:
+    """Which text a citation is in: the final answer, or an intermediate summary."""
+    if level is None or level is pd.NA or int(level) >= levels:
+        return "final text"
+    return f"a level {int(level)} summary (taken out)"

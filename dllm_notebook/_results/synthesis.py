@@ -117,7 +117,9 @@ class Synthesis:
     >>> s.coverage[~s.coverage.cited]        # papers the text never cites  # doctest: +SKIP
 
     ``text`` is the final summary; ``citations`` one row per citation in it (sentence, key,
-    title, status ``ok`` / ``unknown`` / ``unsupported``); ``titles`` every paper of the
+    title, status ``ok`` / ``unknown`` / ``unsupported``), and from ``synthesize()`` a
+    ``level`` (the final text's is ``levels``; a lower one is a flagged citation of an
+    intermediate summary, taken out of what went up); ``titles`` every paper of the
     table by key. ``run_id`` names the run in the result store (``history()``).
     """
 
@@ -192,7 +194,8 @@ class Synthesis:
             "question": self.question,
             "text": self.text,
             "citations": [
-                {k: _plain(v) for k, v in row.items()} for row in self.citations.to_dict("records")
+                {k: (int(v) if k == "level" else _plain(v)) for k, v in row.items()}
+                for row in self.citations.to_dict("records")
             ],
             "titles": self.titles,
             "levels": self.levels,
@@ -228,6 +231,8 @@ class Synthesis:
             raise SynthesisFileError(where, "'titles' is not an object")
         rows = data.get("citations") or []
         citations = pd.DataFrame(rows, columns=list(CITATION_COLUMNS)).astype("string")
+        if rows and all(isinstance(r, dict) and "level" in r for r in rows):
+            citations["level"] = [int(r["level"]) for r in rows]
         return cls(
             text=data["text"],
             question=str(data.get("question") or ""),
