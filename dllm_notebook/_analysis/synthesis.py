@@ -35,6 +35,7 @@ from .._results.cells import decode_json
 from .._results.frames import PROMPTS_ATTR, RUN_ATTR, prompt_columns
 from .._results.statuses import ANSWERED
 from .._results.synthesis import OK, Synthesis, check_citations, cited_keys
+from .._results.values import is_missing, text_or_none
 
 __all__ = ["DEFAULT_QUESTION", "Reduction", "asynthesize", "synthesize"]
 
@@ -110,8 +111,7 @@ class Reduction:
             raise SynthesisFailed("the table has no paper to synthesize; analyze papers first.")
         self.question = (question or DEFAULT_QUESTION).strip()
         self.titles: dict[str, str | None] = {
-            str(k): (None if pd.isna(t) else str(t))
-            for k, t in zip(wide.index, _column(wide, "title"), strict=True)
+            str(k): text_or_none(t) for k, t in zip(wide.index, _column(wide, "title"), strict=True)
         }
         self.max_tokens = max_tokens
         header = f"Question: {self.question}\n\n"
@@ -233,10 +233,10 @@ def material(
     out: dict[str, str] = {}
     for key, row in wide.iterrows():
         title = row.get("title")
-        lines = [f"[{key}]" + ("" if pd.isna(title) else f" {title}")]
+        lines = [f"[{key}]" + ("" if is_missing(title) else f" {title}")]
         for column in chosen:
             value = row[column]
-            if isinstance(value, list) or not pd.isna(value):
+            if not is_missing(value):
                 lines.append(f"{column}: {_text(value)}")
             for text, page in quotes.get((str(key), column), []):
                 where = f" (p. {page})" if page else ""

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from .._errors import ChartsUnavailable
+from .values import is_missing
 
 __all__ = ["CHARTED", "chart_uri"]
 
@@ -30,7 +31,7 @@ def chart_uri(name: str, values: pd.Series, spec: Mapping[str, Any]) -> str | No
     """An SVG chart of one typed column as a ``data:image/svg+xml`` URI (``None`` when the
     column has no value to draw)."""
     kind = spec.get("type", "text")
-    present = [v for v in values.tolist() if not _missing(v)]
+    present = [v for v in values.tolist() if not is_missing(v)]
     if kind not in CHARTED or not present:
         return None
     try:
@@ -84,9 +85,3 @@ def _label(value: Any) -> str:
         return "yes" if value else "no"
     text = str(value)
     return text if len(text) <= 40 else text[:39] + "…"
-
-
-def _missing(value: Any) -> bool:
-    if isinstance(value, list):
-        return False
-    return value is None or value is pd.NA or (isinstance(value, float) and value != value)

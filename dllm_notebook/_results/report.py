@@ -31,6 +31,7 @@ from .cells import decode_json
 from .charts import CHARTED, chart_uri
 from .statuses import ANSWERED, FAILED, INVALID, PENDING
 from .synthesis import Synthesis, row_anchor
+from .values import is_missing
 
 __all__ = ["report_context", "write_report"]
 
@@ -143,7 +144,7 @@ def _rows(wide: pd.DataFrame, prompts: list[str]) -> list[dict[str, Any]]:
 def _cell(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "; ".join(_cell(v) for v in value)
-    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+    if is_missing(value):
         return ""
     if isinstance(value, bool):
         return "yes" if value else "no"
@@ -257,6 +258,6 @@ def _synthesis(synthesis: Synthesis | None) -> dict[str, Any] | None:
 
 def _where(level: Any, levels: int) -> str:
     """Which text a citation is in: the final answer, or an intermediate summary."""
-    if level is None or level is pd.NA or int(level) >= levels:
+    if is_missing(level) or int(level) >= levels:
         return "final text"
     return f"a level {int(level)} summary (taken out)"

@@ -27,6 +27,7 @@ from typing import Any, Final
 import pandas as pd
 
 from .._errors import SynthesisFileError
+from .values import text_or_none
 
 __all__ = [
     "CITATION_COLUMNS",
@@ -91,7 +92,7 @@ def check_citations(text: str, titles: Mapping[str, Any], support: Collection[st
                 status, title = UNKNOWN, None
             else:
                 status = OK if key in support else UNSUPPORTED
-                title = _plain(titles[key])
+                title = text_or_none(titles[key])
             rows.append({"sentence": sentence, "key": key, "title": title, "status": status})
     table: pd.DataFrame = pd.DataFrame(rows, columns=list(CITATION_COLUMNS)).astype("string")
     return table
@@ -100,12 +101,6 @@ def check_citations(text: str, titles: Mapping[str, Any], support: Collection[st
 def row_anchor(key: str) -> str:
     """The HTML id of a paper's row in a review report (any key gives a valid id)."""
     return "row-" + re.sub(r"[^A-Za-z0-9_-]", lambda m: f".{ord(m.group()):x}.", key)
-
-
-def _plain(value: Any) -> str | None:
-    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
-        return None
-    return str(value)
 
 
 @dataclass
@@ -194,7 +189,7 @@ class Synthesis:
             "question": self.question,
             "text": self.text,
             "citations": [
-                {k: (int(v) if k == "level" else _plain(v)) for k, v in row.items()}
+                {k: (int(v) if k == "level" else text_or_none(v)) for k, v in row.items()}
                 for row in self.citations.to_dict("records")
             ],
             "titles": self.titles,
@@ -237,7 +232,7 @@ class Synthesis:
             text=data["text"],
             question=str(data.get("question") or ""),
             citations=citations,
-            titles={str(k): _plain(v) for k, v in titles.items()},
+            titles={str(k): text_or_none(v) for k, v in titles.items()},
             levels=int(data.get("levels") or 1),
             groups=int(data.get("groups") or 1),
             run_id=data.get("run_id"),
