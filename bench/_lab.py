@@ -25,8 +25,7 @@ from typing import Any
 import pandas as pd
 
 from dllm_notebook import Prompt, load_papers
-from dllm_notebook.testing import CLIENT_TYPES, count_tokens, expected_echo, prompt_digest
-from dllm_notebook.testing._text import markers
+from dllm_notebook.testing import CLIENT_TYPES, count_tokens, expected_echo, markers, prompt_digest
 
 __all__ = [
     "ANSWER_TOKENS",

@@ -372,6 +372,17 @@ class Cluster:
         or cut with ``fit="truncate"``. Options (``max_tokens``, ``temperature`` ...)
         override the preset's.
 
+        A typed prompt (``type = "integer"``, ``"category"`` ... in its preset, or
+        ``prompts={"n": {"template": ..., "type": "integer"}}``) gets a column with a real
+        dtype; an answer that does not match its type is asked again once, then kept as
+        ``invalid`` with its raw text. ``evidence=True`` (or ``evidence = true`` in the
+        preset; ``False`` turns it off) asks for up to three supporting quotes per answer;
+        the tool checks each against the paper and gives its page
+        (``df.dllm.evidence()``). A ``.bib`` or ``.ris`` file or ``zotero(...)`` as
+        ``source`` reads a reference library; ``crossref=True`` fills metadata from
+        Crossref by DOI. ``model="..."`` (a model, or a group from the settings'
+        ``models``) sends every prompt only to the workers serving it.
+
         >>> df = cluster.analyze("papers/", preset="research")
         >>> df.to_parquet("review.parquet")
         >>> df.dllm.long()          # provenance: worker, tokens, errors

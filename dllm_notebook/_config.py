@@ -132,6 +132,10 @@ class ClusterSettings:
     """At the end of a batch, start a second copy of a straggler on an idle faster worker
     (the first answer wins, the other is cancelled). Off: each prompt is sent once, except
     for retries."""
+    models: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Model groups: one name for the same model as different servers call it, e.g.
+    ``{"mistral": ("mistral-7b-instruct-v0.2", "mistral:7b")}`` (LM Studio ids and Ollama
+    tags differ). ``analyze(model="mistral")`` then uses every worker serving either."""
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -302,9 +306,29 @@ def _read_settings(chk: _Checker, raw: Mapping[str, Any]) -> dict[str, Any]:
             out[key] = chk.integer(where, raw[key], 0 if key == "max_retries" else 1)
         elif key == "hedge":
             out[key] = chk.boolean(where, raw[key])
+        elif key == "models":
+            out[key] = _model_groups(chk, raw[key])
         else:
             out[key] = chk.number(where, raw[key])
     return {k: v for k, v in out.items() if v is not None}
+
+
+def _model_groups(chk: _Checker, raw: object) -> dict[str, tuple[str, ...]] | None:
+    where = "setting 'models'"
+    if not isinstance(raw, Mapping):
+        chk.add(where, 'expected an object like {"mistral": ["mistral-7b-instruct-v0.2", ...]}')
+        return None
+    groups: dict[str, tuple[str, ...]] = {}
+    for name, aliases in raw.items():
+        if (
+            not isinstance(aliases, Sequence)
+            or isinstance(aliases, str)
+            or not all(isinstance(a, str) and a for a in aliases)
+        ):
+            chk.add(f"{where}: group {name!r}", "expected a list of model names")
+            continue
+        groups[str(name)] = tuple(aliases)
+    return groups
 
 
 def parse_config(

@@ -10,6 +10,7 @@ boundary, with ``raise ... from exc``::
     ├── TemplateError                an unknown placeholder in a prompt template
     ├── LocalWorkerError             the embedded llama.cpp server could not start
     ├── NoHealthyWorkers             no worker could take a task within the wait limit
+    │   └── ModelNotServed           ``model=`` names a model no healthy worker serves
     ├── TaskFailed                   every try of a task failed; ``.last_error`` says why
     ├── SyncCallInLoop               a blocking call made from the library's own event loop
     ├── JobCancelled                 ``job.result()`` of a cancelled background job
@@ -50,6 +51,7 @@ __all__ = [
     "JobCancelled",
     "LocalWorkerError",
     "ModelNotAvailable",
+    "ModelNotServed",
     "NoHealthyWorkers",
     "PanelUnavailable",
     "PresetError",
@@ -112,6 +114,11 @@ class LocalWorkerError(DllmError):
 
 class NoHealthyWorkers(DllmError):
     """No worker was healthy (or able to take the task) within the wait limit."""
+
+
+class ModelNotServed(NoHealthyWorkers):
+    """``analyze(model=...)`` names a model that no healthy worker serves (raised before any
+    request; the message lists each worker's model)."""
 
 
 class SyncCallInLoop(DllmError):

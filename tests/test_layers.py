@@ -171,3 +171,10 @@ def test_the_library_never_prints() -> None:
             ):
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert found == []
+
+
+def test_the_metadata_columns_are_named_once_for_both_stages() -> None:
+    from dllm_notebook._prompts.templates import METADATA_COLUMNS
+    from dllm_notebook._results.columns import LONG_COLUMNS, META_COLUMNS
+
+    assert META_COLUMNS == METADATA_COLUMNS and set(META_COLUMNS) <= set(LONG_COLUMNS)

@@ -181,6 +181,20 @@ def check_custom_prompts(notebook: Any, out: Path) -> None:
     assert "field_notes / study_system:" in one_paper
 
 
+def check_typed_review(notebook: Any, out: Path) -> None:
+    dtypes = printed(cell(notebook, "analyze"))
+    assert re.search(r"design\s+category", dtypes) and re.search(r"sample_size\s+Int64", dtypes)
+    assert re.search(r"effect\s+Float64", dtypes) and re.search(r"replicated\s+boolean", dtypes)
+    assert html_rows(cell(notebook, "analyze")) == 5
+    counts = shown(cell(notebook, "counts"))
+    assert "design" in counts and "count" in counts
+    assert images(cell(notebook, "histogram")) == 1
+    assert "20 of 20 answers have verified evidence" in printed(cell(notebook, "verified"))
+    evidence = cell(notebook, "evidence")
+    assert html_rows(evidence) == 10 and "exact" in shown(evidence)
+    assert "unverified" not in shown(evidence)
+
+
 def check_synthesis(notebook: Any, out: Path) -> None:
     assert html_rows(cell(notebook, "analyze")) == 5
     synthesis = shown(cell(notebook, "synthesize"))
@@ -200,6 +214,7 @@ CHECKS: dict[str, Callable[[Any, Path], None]] = {
     "01_quickstart": check_quickstart,
     "02_literature_review": check_review,
     "03_custom_prompts": check_custom_prompts,
+    "04_typed_review": check_typed_review,
     "05_synthesis": check_synthesis,
 }
 

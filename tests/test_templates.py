@@ -146,7 +146,7 @@ def test_good_prompt_names(name: str) -> None:
         ("a" * 41, "not a column name"),
         ("", "non-empty string"),
         ("class", "Python keyword"),
-        ("title", "clashes with a column"),
+        ("title", "metadata column"),
         ("filename", "clashes with a column"),
     ],
 )

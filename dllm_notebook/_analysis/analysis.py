@@ -11,6 +11,7 @@ fit instead (``fit="truncated"``). Nothing is cut silently.
 from __future__ import annotations
 
 import itertools
+import logging
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._display.progress import Progress
 from .._errors import ContextLengthExceeded
+from .._prompts.schemas import answer_validator
 from .._prompts.templates import Prompt
 from .._reading.chunking import (
     MIN_CHUNK_TOKENS,
@@ -34,10 +36,12 @@ from .._reading.chunking import (
     truncated_prompt,
     with_part_notes,
 )
+from .._reading.evidence import EvidenceIndex, evidence_status
 from .._reading.paper import Paper
 from .._results.cells import Cell, CellSink, MemoryCells, Row, build_columns
 from .._results.columns import LONG_COLUMNS
-from .._results.statuses import ANSWERED, CACHED, FAILED, OK, PENDING
+from .._results.statuses import ANSWERED, CACHED, FAILED, INVALID, OK, PENDING
+from .._running.models import serving
 from .._running.pool import Health, Worker
 from .._running.tasks import Task
 from .._types import Answer, ChatRequest
@@ -47,10 +51,17 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_MAX_TOKENS", "FIT_MODES", "UNKNOWN_WINDOW", "Analysis", "Slot"]
 
+log = logging.getLogger("dllm_notebook")
+
 DEFAULT_MAX_TOKENS = 512
 UNKNOWN_WINDOW = 4096
 """The window assumed for a worker that does not say its own (set ``context_length``)."""
 FIT_MODES = ("chunk", "truncate")
+MAX_QUOTES = 3
+"""Quotes kept per answer (the schema asks for at most three)."""
+EVIDENCE_INDEXES = 8
+"""Papers whose normalized text is kept for checking quotes: papers are planned in order,
+so a paper's cells finish close together."""
 
 
 def planning_windows(workers: Sequence[Worker]) -> tuple[int, int]:
@@ -111,6 +122,8 @@ class Analysis:
         options: Mapping[str, Any],
         fit: str,
         progress: Progress,
+        model: str | None = None,
+        model_groups: Mapping[str, Any] | None = None,
     ) -> None:
         if fit not in FIT_MODES:
             raise ValueError(f"fit={fit!r}: use 'chunk' (map-reduce, the default) or 'truncate'")
@@ -136,6 +149,11 @@ class Analysis:
         self._counter = itertools.count()
         self._system_tokens: int | None = None
         self._workers: Sequence[Worker] = ()
+        self.model = model
+        """The one model every prompt goes to (``None``: whatever each worker serves)."""
+        self._model_groups = model_groups or {}
+        self._excluded: frozenset[str] = frozenset()
+        self._indexes: dict[str, EvidenceIndex] = {}
         self._combine_budget = self._budget(UNKNOWN_WINDOW)
 
     def _budget(self, window: int) -> Budget:
@@ -195,6 +213,26 @@ class Analysis:
                 cell.fit = "chunked"
                 yield from self._chunk_tasks(cell, (), chunks)
 
+    def choose_workers(self, workers: Sequence[Worker]) -> list[Worker]:
+        """The workers that may take this run's tasks: with ``model``, those serving it
+        (raises :class:`ModelNotServed` before any request when none does); without, all of
+        them, and a warning when they serve different models (a column may then mix them).
+        Call before :meth:`plan`."""
+        if self.model is not None:
+            chosen = serving(workers, self.model, self._model_groups)
+            ids = {w.id for w in chosen}
+            self._excluded = frozenset(w.id for w in workers if w.id not in ids)
+            return chosen
+        served = sorted({w.model for w in workers if w.health is Health.HEALTHY and w.model})
+        if len(served) > 1:
+            log.warning(
+                "the workers serve different models (%s): a column may hold answers from "
+                "several. Pass model=... to analyze() (or model = ... in the preset) for one "
+                "model per column; df.dllm.models() shows which models answered each",
+                ", ".join(served),
+            )
+        return list(workers)
+
     def _max_overhead(self, fields: dict[str, str]) -> int:
         """The costliest template's overhead: chunks sized for it fit every prompt."""
         return max(prompt_overhead(p, fields) for p in self.prompts)
@@ -235,9 +273,20 @@ class Analysis:
         if self._system_tokens is None:
             self._system_tokens = estimate_tokens(self.system) if self.system else 0
         tokens = prompt_tokens + self._system_tokens
-        request = ChatRequest(prompt, self.system, self.options, prompt_tokens_estimate=tokens)
+        schema = cell.prompt.schema
+        request = ChatRequest(
+            prompt, self.system, self.options, prompt_tokens_estimate=tokens, schema=schema
+        )
         kind = f"{cell.prompt.name}:{step}"
-        return Task(index, request, needed_tokens=tokens + self.max_tokens, kind=kind)
+        validate = answer_validator(schema) if schema is not None else None
+        return Task(
+            index,
+            request,
+            needed_tokens=tokens + self.max_tokens,
+            kind=kind,
+            validate=validate,
+            excluded=set(self._excluded),
+        )
 
     # -- results ----------------------------------------------------------------------
     def slot(self, index: int) -> Slot:
@@ -269,11 +318,11 @@ class Analysis:
         cell.parts[part] = answer
         if any(p is None for p in cell.parts.values()):
             return None
-        texts = [a.text for _, a in sorted(cell.parts.items()) if a is not None]
-        if len(texts) == 1:
-            self._finish(cell, texts[0])
+        answers = [a.text for _, a in sorted(cell.parts.items()) if a is not None]
+        if len(answers) == 1:
+            self._finish(cell, answers[0])
             return None
-        return self._combine(cell, texts)
+        return self._combine(cell, answers)
 
     def _split_again(self, cell: Cell, part: PartKey, content: str) -> list[Task] | None:
         """A server refused this part as longer than its window, though the estimate said it
@@ -302,7 +351,18 @@ class Analysis:
         cell.fit = "chunked"
         return self._chunk_tasks(cell, part, chunks)
 
-    def _combine(self, cell: Cell, texts: list[str]) -> list[Task] | None:
+    def _combine(self, cell: Cell, raw: list[str]) -> list[Task] | None:
+        """Combine the parts' answers. A typed prompt's parts answered in JSON: what goes
+        into the combine prompt is each part's answer, and their quotes are kept (checked
+        against the whole paper when the cell finishes)."""
+        texts = []
+        for text in raw:
+            parsed = cell.prompt.parse_answer(text) if cell.prompt.schema else None
+            if parsed is not None and parsed.ok:
+                cell.part_quotes.extend(parsed.quotes)
+                texts.append(_as_text(parsed.value))
+            else:
+                texts.append(text)
         try:
             groups = combine_groups(cell.prompt, cell.paper.title, texts, self._combine_budget)
         except ContextLengthExceeded as exc:
@@ -312,21 +372,61 @@ class Analysis:
         tasks = []
         for i, group in enumerate(groups):
             if len(group) == 1:
-                cell.parts[(i,)] = Answer(text=group[0], worker=cell.worker, model=cell.model)
+                text = group[0] if len(groups) > 1 or not cell.prompt.schema else raw[0]
+                cell.parts[(i,)] = Answer(text=text, worker=cell.worker, model=cell.model)
             else:
                 cell.parts[(i,)] = None
                 prompt = combine_prompt(cell.prompt, cell.paper.title, group)
                 tasks.append(self._task(cell, (i,), prompt, f"combine {i + 1}/{len(groups)}"))
         if not tasks:  # every group was a lone answer: one round more is not needed
             cell.parts = {}
-            self._finish(cell, groups[0][0])
+            self._finish(cell, raw[0] if len(raw) == 1 else groups[0][0])
             return None
         return tasks
 
     def _finish(self, cell: Cell, text: str) -> None:
-        cell.answer, cell.parts = text.strip(), {}
+        """The cell's final answer: parsed against its prompt's type, its quotes checked
+        against the whole paper. An answer that does not match its type (after the one
+        retry the dispatcher makes) ends ``invalid``, keeping the model's raw text."""
+        cell.parts = {}
+        prompt = cell.prompt
         cell.status = OK if cell.fresh else CACHED
+        if prompt.schema is None:
+            cell.answer = text.strip()
+        else:
+            parsed = prompt.parse_answer(text)
+            if parsed.ok:
+                cell.answer = _as_text(parsed.value)
+                if prompt.type != "text":
+                    cell.value = parsed.value
+                quotes = [*parsed.quotes, *cell.part_quotes]
+            else:
+                cell.answer, cell.status = text.strip(), INVALID
+                cell.error, cell.error_type = parsed.error, "InvalidAnswer"
+                quotes = list(cell.part_quotes)
+            if prompt.evidence:
+                self._check_quotes(cell, quotes)
         self._settle(cell)
+
+    def _check_quotes(self, cell: Cell, quotes: Sequence[str]) -> None:
+        """Verify up to three distinct quotes against the paper (verified ones first)."""
+        checked = sorted(
+            self._evidence_index(cell.paper).verify(dict.fromkeys(quotes)),
+            key=lambda q: not q.verified,
+        )
+        kept = checked[:MAX_QUOTES]
+        cell.quotes = [{"text": q.text, "page": q.page, "match": q.match} for q in kept]
+        cell.evidence = evidence_status(kept)
+
+    def _evidence_index(self, paper: Paper) -> EvidenceIndex:
+        """One index per paper, kept for its next cells (papers are planned in order)."""
+        index = self._indexes.get(paper.name)
+        if index is None:
+            index = EvidenceIndex(paper)
+            self._indexes[paper.name] = index
+            while len(self._indexes) > EVIDENCE_INDEXES:
+                self._indexes.pop(next(iter(self._indexes)))
+        return index
 
     def _fail(self, cell: Cell, error: str, error_type: str | None) -> None:
         cell.status, cell.error, cell.parts = FAILED, error, {}
@@ -342,7 +442,7 @@ class Analysis:
             self.progress.add(cached=1)
         else:
             self.progress.add(failed=1)
-            if cell.status == FAILED:
+            if cell.status in (FAILED, INVALID):
                 self.failures[cell.error_type or "error"] += 1
         self.sink.add(cell.position, cell.values())
 
@@ -367,7 +467,10 @@ class Analysis:
         columns = build_columns(self.sink, self.total, self._pending, LONG_COLUMNS)
         table = long_frame(columns, run_id=self.run_id, elapsed_s=elapsed, store=self.store_path)
         table.attrs[SUMMARY_ATTR] = summary
-        table.attrs[PROMPTS_ATTR] = {p.name: {"type": "text"} for p in self.prompts}
+        table.attrs[PROMPTS_ATTR] = {
+            p.name: {"type": p.type, "choices": list(p.choices or ()), "evidence": p.evidence}
+            for p in self.prompts
+        }
         return table if long else wide_frame(table)
 
     def summary(self, elapsed: float) -> str:
@@ -396,6 +499,15 @@ class Analysis:
         if reasons:
             line += "; " + ", ".join(reasons) + ". See .dllm.failures() for each error"
         return line
+
+
+def _as_text(value: Any) -> str:
+    """A typed value as the long form's ``answer`` text."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "; ".join(str(v) for v in value)
+    return str(value).strip()
 
 
 def _count(n: int, noun: str) -> str:

@@ -30,6 +30,9 @@ class AnalyzeCall:
     password: str | None = None
     refresh: bool = False
     cache: bool = True
+    evidence: bool | None = None
+    crossref: bool | str = False
+    model: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -45,34 +48,57 @@ def analyze_call(
     password: str | None = None,
     refresh: bool = False,
     cache: bool = True,
+    evidence: bool | None = None,
+    crossref: bool | str = False,
+    model: str | None = None,
     **options: Any,
 ) -> AnalyzeCall:
     """The arguments of ``analyze()`` and its twins, gathered into one object (see
-    :meth:`AnalyzeMethods.analyze` for what each means)."""
+    :meth:`Cluster.analyze` for what each means)."""
     return AnalyzeCall(
-        source, preset, prompts, recursive, long, fit, progress, password, refresh, cache, options
+        source,
+        preset,
+        prompts,
+        recursive,
+        long,
+        fit,
+        progress,
+        password,
+        refresh,
+        cache,
+        evidence,
+        crossref,
+        model,
+        options,
     )
 
 
 def prepare(
-    source: Any,
-    *,
-    preset: Any,
-    prompts: Any,
-    recursive: bool,
-    password: str | None,
-    fit: str,
-    progress: bool,
-    options: Mapping[str, Any],
+    call: AnalyzeCall, *, progress: bool, model_groups: Mapping[str, Any] | None = None
 ) -> Analysis:
-    """Resolve the prompts and read the papers: every error here comes before any request."""
+    """Resolve the prompts and read the papers: every error here comes before any request.
+
+    ``evidence`` (when not ``None``) turns supporting quotes on or off for every prompt,
+    whatever the preset says."""
     from .._prompts.presets import resolve_preset
     from .._reading.papers import load_papers
 
-    chosen = resolve_preset(preset, prompts)
-    papers = load_papers(source, recursive=recursive, password=password)
-    merged = {**chosen.options, **{k: v for k, v in options.items() if v is not None}}
-    bar = Progress(len(papers) * len(chosen.prompts), enabled=progress)
+    chosen = resolve_preset(call.preset, call.prompts)
+    prompts = chosen.prompts
+    if call.evidence is not None:
+        prompts = tuple(p.with_evidence(call.evidence) for p in prompts)
+    papers = load_papers(
+        call.source, recursive=call.recursive, password=call.password, crossref=call.crossref
+    )
+    merged = {**chosen.options, **{k: v for k, v in call.options.items() if v is not None}}
+    bar = Progress(len(papers) * len(prompts), enabled=progress)
     return Analysis(
-        papers, chosen.prompts, system=chosen.system, options=merged, fit=fit, progress=bar
+        papers,
+        prompts,
+        system=chosen.system,
+        options=merged,
+        fit=call.fit,
+        progress=bar,
+        model=call.model or chosen.model,
+        model_groups=model_groups,
     )

@@ -175,14 +175,9 @@ class Analyses:
         request. A job passes its own ``progress`` bar (made in the caller's cell) and
         ``run_id``, and is not remembered as ``cluster.last_analysis``."""
         analysis = prepare(
-            call.source,
-            preset=call.preset,
-            prompts=call.prompts,
-            recursive=call.recursive,
-            password=call.password,
-            fit=call.fit,
+            call,
             progress=call.progress and progress is None,
-            options=call.options,
+            model_groups=self.settings.models,
         )
         if progress is not None:
             analysis.progress = progress

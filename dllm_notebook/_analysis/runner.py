@@ -193,8 +193,9 @@ class Runner:
     # -- running -------------------------------------------------------------------------
     async def run(self, dispatcher: Dispatcher, workers: Sequence[Worker]) -> None:
         self._workers = {w.id: w for w in workers}
-        self._models = sorted({normalise_model(w.model) for w in workers if w.model})
-        self._plan = self.analysis.plan(workers)
+        chosen = self.analysis.choose_workers(workers)
+        self._models = sorted({normalise_model(w.model) for w in chosen if w.model})
+        self._plan = self.analysis.plan(chosen)
         await dispatcher.run(self._refill(), self._on_result)
 
     def _refill(self) -> list[Task]:
@@ -224,7 +225,13 @@ class Runner:
         prompt = task.request.prompt
         text = prompt if self.store is not None and self.store.keep_prompts else None
         return _Keys(
-            request_key(paper.sha256, prompt, task.request.system, task.request.options),
+            request_key(
+                paper.sha256,
+                prompt,
+                task.request.system,
+                task.request.options,
+                task.request.schema,
+            ),
             sha256_text(prompt),
             text,
         )

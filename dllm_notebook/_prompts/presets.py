@@ -94,7 +94,7 @@ _OPTIONS: dict[str, tuple[str, float | None, float | None]] = {
     "frequency_penalty": ("number", -2, 2),
     "stop": ("stop", None, None),
 }
-_TOP_KEYS = ("description", "system", "evidence", "options", "prompts")
+_TOP_KEYS = ("description", "system", "evidence", "model", "options", "prompts")
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,9 @@ class Preset:
     evidence: bool = False
     """The preset's ``evidence = true``: each prompt that does not say otherwise asks for
     supporting quotes (see :attr:`Prompt.evidence`)."""
+    model: str | None = None
+    """The preset's ``model = "..."``: every prompt goes only to workers serving it (one
+    model per column); ``analyze(model=...)`` overrides it."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
@@ -308,6 +311,10 @@ def _build(data: Mapping[str, Any], *, name: str, source: Path) -> Preset:
     if not isinstance(evidence, bool):
         problems.append("'evidence' must be true or false")
         evidence = False
+    model = data.get("model")
+    if model is not None and (not isinstance(model, str) or not model.strip()):
+        problems.append("'model' must be a model name, e.g. model = \"mistral-7b-instruct\"")
+        model = None
     for number, raw in enumerate(raw_prompts, start=1):
         prompt = prompt_from_table(raw, number, problems, evidence=evidence)
         if prompt is None:
@@ -330,6 +337,7 @@ def _build(data: Mapping[str, Any], *, name: str, source: Path) -> Preset:
         options=dict(options),
         source=source,
         evidence=evidence,
+        model=model.strip() if model else None,
     )
 
 

@@ -40,7 +40,11 @@ __all__ = [
 PLACEHOLDERS: tuple[str, ...] = ("content", "filename", "title")
 """The only placeholders a template may use."""
 
-RESERVED_NAMES: frozenset[str] = frozenset({"content", "filename", "title", "path", "paper"})
+METADATA_COLUMNS: tuple[str, ...] = ("title", "authors", "year", "doi", "venue", "source")
+"""The paper's reference metadata, which follows the prompt columns in the wide table."""
+RESERVED_NAMES: frozenset[str] = frozenset(
+    {"content", "filename", "path", "paper", *METADATA_COLUMNS}
+)
 """Prompt names that would clash with the paper's own columns in the results table."""
 
 _NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,39}")
@@ -199,6 +203,12 @@ def check_prompt_name(name: object) -> str | None:
         )
     if keyword.iskeyword(name):
         return f"prompt name {name!r} is a Python keyword; choose another name"
+    if name in METADATA_COLUMNS:
+        return (
+            f"prompt name {name!r} is the name of the paper's metadata column {name!r} in "
+            "the results (title, authors, year, doi, venue, source); choose another, e.g. "
+            f"'{name}_answer'"
+        )
     if name in RESERVED_NAMES:
         return f"prompt name {name!r} clashes with a column of the results; choose another"
     return None

@@ -63,6 +63,49 @@ class DllmAccessor:
         meta: pd.DataFrame = wide[[c for c in META_COLUMNS if c in wide.columns]]
         return meta
 
+    def evidence(self) -> pd.DataFrame:
+        """Every quote given as evidence, one row each: paper, prompt, quote, page, match.
+
+        ``match`` is ``exact`` or ``close`` for a quote the tool found in the paper (on
+        ``page``), ``unverified`` for one it did not find: that one is not evidence.
+        """
+        long = self.long()
+        rows = [
+            {"paper": paper, "prompt": prompt, **quote}
+            for paper, prompt, text in zip(
+                long["paper"], long["prompt"], long["quotes"], strict=True
+            )
+            if isinstance(text, str)
+            for quote in json.loads(text)
+        ]
+        table = pd.DataFrame(rows, columns=["paper", "prompt", "text", "page", "match"])
+        table = table.rename(columns={"text": "quote"})
+        typed: pd.DataFrame = table.astype(
+            {"paper": "string", "prompt": "string", "quote": "string", "page": "Int64",
+             "match": "string"}
+        )  # fmt: skip
+        return typed
+
+    def models(self) -> pd.DataFrame:
+        """Which models answered each prompt: one row per prompt, with the models (sorted)
+        and how many cells each answered. One model per column is what a methods section
+        can name; ``analyze(model=...)`` makes it so."""
+        long = self.long()
+        answered = long[long["status"].isin(ANSWERED)]
+        rows = []
+        for prompt, group in answered.groupby("prompt", sort=False):
+            counts = group["model"].value_counts()
+            rows.append(
+                {
+                    "prompt": prompt,
+                    "models": sorted(counts.index),
+                    "cells": {str(m): int(n) for m, n in counts.items()},
+                }
+            )
+        table: pd.DataFrame = pd.DataFrame(rows, columns=["prompt", "models", "cells"])
+        indexed: pd.DataFrame = table.set_index("prompt")
+        return indexed
+
     def failures(self) -> pd.DataFrame:
         """The tasks that did not produce an answer, with their errors."""
         long = self.long()

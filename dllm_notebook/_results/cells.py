@@ -69,6 +69,8 @@ class Cell:
     """Supporting quotes, checked against the paper: ``{text, page, match}`` each."""
     evidence: str | None = None
     """``verified``, ``unverified`` or ``none`` when the prompt asks for evidence."""
+    part_quotes: list[str] = field(default_factory=list)
+    """Quotes the parts of a chunked paper gave, kept through the combine step."""
     parts: dict[tuple[int, ...], Answer | None] = field(default_factory=dict)
     """The answers of its parts while it is chunked, by part (see ``_analysis``)."""
 
@@ -84,7 +86,7 @@ class Cell:
         """This cell's row, in :data:`ROW_FIELDS` order."""
         latency = self.latency_s if self.answer is not None or self.latency_s else None
         paper = self.paper
-        authors = [paper.authors] if paper.authors else None
+        authors = list(paper.authors) if paper.authors else None
         return (
             paper.name,
             paper.title,
@@ -102,10 +104,10 @@ class Cell:
             self.evidence,
             _json(self.quotes),
             _json(authors),
-            None,
-            None,
-            None,
-            None,
+            paper.year,
+            paper.doi,
+            paper.venue,
+            str(paper.source) or None,
             self.error_type,
         )
 

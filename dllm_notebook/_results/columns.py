@@ -39,8 +39,10 @@ the checked quotes as JSON text, a list of ``{text, page, match}`` (``df.dllm.ev
 gives them as a table). JSON text keeps a long table with several types in one column
 writable to Parquet. The paper's reference metadata follows."""
 
-META_COLUMNS = ("title", "authors", "year", "doi", "venue", "source")
-"""The paper's reference metadata, in the order the wide table shows it after the prompts."""
+META_COLUMNS: tuple[str, ...] = ("title", "authors", "year", "doi", "venue", "source")
+"""The paper's reference metadata, in the order the wide table shows it after the prompts
+(``_prompts.templates`` rejects a prompt named like one; ``tests/test_layers.py`` keeps the
+two lists the same)."""
 
 JSON_COLUMNS = frozenset({"authors"})
 """Columns that hold Python values (lists): the store keeps them as JSON text."""

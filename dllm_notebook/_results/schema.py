@@ -197,20 +197,25 @@ def canonical_options(options: Mapping[str, Any]) -> str:
 
 
 def request_key(
-    paper_sha256: str, prompt: str, system: str | None, options: Mapping[str, Any]
+    paper_sha256: str,
+    prompt: str,
+    system: str | None,
+    options: Mapping[str, Any],
+    schema: Mapping[str, Any] | None = None,
 ) -> str:
-    """What is asked, whoever answers: paper, rendered prompt, system message, options."""
-    payload = json.dumps(
-        [
-            KEY_VERSION,
-            paper_sha256,
-            sha256_text(prompt),
-            sha256_text(system) if system else None,
-            canonical_options(options),
-        ],
-        separators=(",", ":"),
-    )
-    return sha256_text(payload)
+    """What is asked, whoever answers: paper, rendered prompt, system message, options, and
+    the answer's JSON schema (a prompt that changes type or starts asking for quotes is
+    asked again; a free-text prompt's key is as it always was)."""
+    parts: list[Any] = [
+        KEY_VERSION,
+        paper_sha256,
+        sha256_text(prompt),
+        sha256_text(system) if system else None,
+        canonical_options(options),
+    ]
+    if schema is not None:
+        parts.append(sha256_text(json.dumps(schema, sort_keys=True, separators=(",", ":"))))
+    return sha256_text(json.dumps(parts, separators=(",", ":")))
 
 
 def normalise_model(model: str | None) -> str:

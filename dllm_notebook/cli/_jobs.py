@@ -71,6 +71,12 @@ class PaperInput(click.ParamType):  # type: ignore[type-arg]  # generic from cli
 @click.option(
     "--no-cache", is_flag=True, help="Neither read nor write the result store for this run."
 )
+@click.option(
+    "--evidence/--no-evidence",
+    default=None,
+    help="Ask for up to three supporting quotes per answer, checked against the paper with "
+    "their pages (default: as the preset says; research asks for them).",
+)
 @click.pass_context
 def analyze(
     ctx: click.Context,
@@ -85,6 +91,7 @@ def analyze(
     max_tokens: int | None,
     refresh: bool,
     no_cache: bool,
+    evidence: bool | None,
 ) -> None:
     """Ask every prompt of every paper in INPUT and save the table.
 
@@ -127,6 +134,7 @@ def analyze(
                 max_tokens=max_tokens,
                 refresh=refresh,
                 cache=not no_cache,
+                evidence=evidence,
             )
         except KeyboardInterrupt:
             job = cluster.last_analysis

@@ -42,7 +42,7 @@ from ._lab import FakeLab, parse_spec
 from ._log import RequestLog, RequestRecord
 from ._server import FakeServer
 from ._structured import INVENTED_QUOTES
-from ._text import count_tokens, expected_echo, prompt_digest, prompt_tokens
+from ._text import count_tokens, expected_echo, markers, prompt_digest, prompt_tokens
 from ._zotero import FakeZotero
 
 __all__ = [
@@ -59,6 +59,7 @@ __all__ = [
     "RequestRecord",
     "count_tokens",
     "expected_echo",
+    "markers",
     "parse_spec",
     "prompt_digest",
     "prompt_tokens",
