@@ -1,8 +1,9 @@
 """The review report as a person opens it: review.html in Debian's headless Chromium.
 
-The table comes from ``analyze()`` over ``sample_papers/`` on emulated servers. Until
-``analyze()`` fills typed values and quotes, the ``design`` prompt's rows (a category with
-quotes, one of them unverified) are added with ``long_frame``. The test checks that the
+The table comes from ``analyze()`` over ``sample_papers/`` on emulated servers, plus a
+``design`` prompt's rows built with ``long_frame`` (a category with quotes, exactly one of
+them unverified), so the page has a known mix to check; tests/test_report.py covers a typed
+preset analyzed end to end. The test checks that the
 table, the charts, the evidence and the synthesis render, that the filter hides rows, and
 that the page logs no console error and makes no network request (it is a ``file://``
 page with everything inline). It saves a screenshot to docs/img/review-report.png.

@@ -256,3 +256,38 @@ def test_a_file_that_is_not_a_synthesis_says_how_to_make_one(tmp_path: Path) -> 
     bad.write_text('{"answer": 1}')
     with pytest.raises(SynthesisFileError, match="dllm synthesize"):
         Synthesis.from_json(bad)
+
+
+TYPED_PRESET = """
+description = "typed"
+evidence = true
+
+[[prompts]]
+name = "design"
+type = "category"
+choices = ["randomized trial", "cohort", "simulation", "other"]
+template = "{content}\\n\\nWhich study design is this?"
+
+[[prompts]]
+name = "sample_size"
+type = "integer"
+template = "{content}\\n\\nHow many samples?"
+"""
+
+
+def test_a_typed_analysis_gets_charts_and_its_checked_quotes(lab: FakeLab, tmp_path: Path) -> None:
+    preset = tmp_path / "typed.toml"
+    preset.write_text(TYPED_PRESET, encoding="utf-8")
+    server = lab.add("openai", context_length=32768)
+    with Cluster([server.url], **FAST) as cluster:
+        df = cluster.analyze(SAMPLE_PAPERS, preset=preset, long=True)
+    page = Page(df.dllm.to_report(tmp_path / "review.html").read_text(encoding="utf-8"))
+    images = [str(a["alt"]) for t, a in page.tags if t == "img"]
+    assert images == ["design (category)", "sample_size (integer)"]
+    quotes = sum(len(json.loads(q)) for q in df["quotes"].dropna())
+    shown = [a for t, a in page.tags if t == "blockquote"]
+    assert quotes > 0 and len(shown) == quotes  # every quote, each once
+    text = page.all_text()
+    assert text.count("exact match") == sum(
+        q["match"] == "exact" for qs in df["quotes"].dropna() for q in json.loads(qs)
+    )
