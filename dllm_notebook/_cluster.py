@@ -157,14 +157,17 @@ class Cluster:
         *,
         model: str | os.PathLike[str] | None = None,
         n_ctx: int = 4096,
+        n_parallel: int = 2,
         n_threads: int | None = None,
         **options: Any,
     ) -> Cluster:
         """Start real llama.cpp servers on this machine and use them as workers.
 
         No Macs needed: the default model is Gemma 3 270M (the ``[local]`` extra ships
-        it), or give ``model=`` a path to any GGUF file. ``n_ctx`` is each server's context
-        window and ``n_threads`` its CPU threads. The servers stop when the cluster closes
+        it), or give ``model=`` a path to any GGUF file. Each server is llama.cpp's own
+        server (through ``xllamacpp``): ``n_parallel`` is how many requests it decodes at
+        once (the worker's ``max_concurrent_requests``), ``n_ctx`` the context window of
+        each, and ``n_threads`` its CPU threads. The servers stop when the cluster closes
         or Python exits.
 
         >>> with Cluster.local() as cluster:
@@ -172,7 +175,9 @@ class Cluster:
         """
         from ._local.embedded import local_worker_configs, start_local_servers
 
-        servers = start_local_servers(workers, model=model, n_ctx=n_ctx, n_threads=n_threads)
+        servers = start_local_servers(
+            workers, model=model, n_ctx=n_ctx, n_parallel=n_parallel, n_threads=n_threads
+        )
         try:
             cluster = cls(local_worker_configs(servers), **options)
         except BaseException:

@@ -43,14 +43,16 @@ def cache_dir() -> Path:
 
 log = logging.getLogger("dllm_notebook")
 
-WORKER_TYPES = ("lm_studio", "ollama", "exo", "openai")
-DEFAULT_PORTS = {"lm_studio": 1234, "ollama": 11434, "exo": 52415}
+WORKER_TYPES = ("lm_studio", "ollama", "exo", "openai", "llama_cpp")
+DEFAULT_PORTS = {"lm_studio": 1234, "ollama": 11434, "exo": 52415, "llama_cpp": 8080}
 _URL_SCHEMES = {
     "lmstudio": "lm_studio",
     "lm_studio": "lm_studio",
     "ollama": "ollama",
     "exo": "exo",
     "openai": "openai",
+    "llamacpp": "llama_cpp",
+    "llama_cpp": "llama_cpp",
 }
 
 
@@ -88,7 +90,8 @@ class WorkerConfig:
     id: str
     host: str
     type: str = "openai"
-    """``lm_studio``, ``ollama``, ``exo``, ``openai``; ``auto`` means: detect by probing."""
+    """``lm_studio``, ``ollama``, ``exo``, ``openai``, ``llama_cpp`` (``llama-server``);
+    ``auto`` means: detect by probing."""
     port: int | None = None
     model: str | None = None
     """The model to use; when missing, the server's loaded (or first) model."""
@@ -99,6 +102,9 @@ class WorkerConfig:
     """Overrides (caps) the context window the server reports."""
     timeout: float | None = None
     """Seconds to wait for one answer; defaults to the cluster's ``request_timeout``."""
+    slots_from_server: bool = False
+    """The config gave no ``max_concurrent_requests``: where the server reports how many
+    requests it decodes at once (llama.cpp's ``/slots``), that number is used instead."""
 
     @property
     def base_url(self) -> str:
@@ -251,6 +257,8 @@ def _read_worker(chk: _Checker, index: int, raw: object) -> WorkerConfig | None:
         values["max_concurrent_requests"] = chk.integer(
             f"{label}: field 'max_concurrent_requests'", raw["max_concurrent_requests"], 1, 1024
         )
+    else:
+        values["slots_from_server"] = True
     if raw.get("context_length") is not None:
         values["context_length"] = chk.integer(
             f"{label}: field 'context_length'", raw["context_length"], 256
@@ -433,7 +441,8 @@ def load_config(
 def parse_worker_spec(spec: object, index: int) -> WorkerConfig:
     """One entry of ``Cluster([...])``: a URL string, a dict like in workers.json, or a
     WorkerConfig. URLs: ``http://host:1234`` (type detected by probing), or
-    ``ollama://host``, ``lmstudio://host``, ``exo://host``, ``openai://host:port``."""
+    ``ollama://host``, ``lmstudio://host``, ``exo://host``, ``llamacpp://host`` (port 8080),
+    ``openai://host:port``."""
     if isinstance(spec, WorkerConfig):
         return spec
     if isinstance(spec, Mapping):
@@ -478,7 +487,14 @@ def parse_worker_spec(spec: object, index: int) -> WorkerConfig:
             )
         port = DEFAULT_PORTS.get(kind, 443 if http_scheme == "https" else 80)
     host = parts.hostname
-    return WorkerConfig(id=f"{host}:{port}", host=host, port=port, type=kind, scheme=http_scheme)
+    return WorkerConfig(
+        id=f"{host}:{port}",
+        host=host,
+        port=port,
+        type=kind,
+        scheme=http_scheme,
+        slots_from_server=True,
+    )
 
 
 def with_type(config: WorkerConfig, kind: str) -> WorkerConfig:

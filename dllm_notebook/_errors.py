@@ -19,6 +19,7 @@ boundary, with ``raise ... from exc``::
     ├── SynthesisFileError           a synthesis file (``dllm report --synthesis``) is not one
     ├── SynthesisFailed              ``synthesize()`` could not finish: an empty table, a group
     │                                that failed on every worker, windows too small
+    ├── StylerUnavailable            ``df.dllm.show()`` without jinja2 (also an ImportError)
     ├── ReferenceLibraryError        a reference library could not be read; ``.source`` names it
     │   ├── ReferenceFileError       a bad .bib or .ris file; ``.path``, ``.entry``, ``.line``
     │   └── ZoteroUnavailable        Zotero's local API is off, unreachable, or lacks the collection
@@ -26,6 +27,7 @@ boundary, with ``raise ... from exc``::
     └── WorkerError                  one worker failed one request; ``.worker`` names it
         ├── WorkerUnreachable        refused, reset or timed out: retried on another worker
         ├── WorkerOverloaded         429 or 503: backed off and requeued
+        │   └── WorkerLoading        503 from llama.cpp's /health: the model is loading
         ├── ModelNotAvailable        404, model not found or not loaded: not retried there
         ├── ContextLengthExceeded    the prompt does not fit the worker's context window
         ├── RequestRejected          another 4xx (bad request, not authorised): not retried
@@ -58,12 +60,14 @@ __all__ = [
     "ReferenceFileError",
     "ReferenceLibraryError",
     "RequestRejected",
+    "StylerUnavailable",
     "SyncCallInLoop",
     "SynthesisFailed",
     "SynthesisFileError",
     "TaskFailed",
     "TemplateError",
     "WorkerError",
+    "WorkerLoading",
     "WorkerOverloaded",
     "WorkerUnreachable",
     "ZoteroUnavailable",
@@ -172,6 +176,13 @@ class WorkerOverloaded(WorkerError):
         self.retry_after = retry_after
 
 
+class WorkerLoading(WorkerOverloaded):
+    """The server is up but still loading its model (llama.cpp's ``/health`` answers 503).
+
+    The worker shows as ``loading``, not down, takes no work, and is checked again every
+    second or two until it is ready."""
+
+
 class ModelNotAvailable(WorkerError):
     """The worker does not have the model, or has not loaded it. Not retried there."""
 
@@ -246,6 +257,17 @@ class SynthesisFileError(DllmError):
             "`dllm synthesize results.parquet -o synthesis.json` or Synthesis.to_json()."
         )
         self.path = path
+
+
+class StylerUnavailable(DllmError, ImportError):
+    """jinja2 is not installed, and pandas' Styler (``df.dllm.show()``) needs it."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "df.dllm.show() styles the table with pandas' Styler, which needs jinja2; "
+            "install it with pip install 'dllm-notebook[notebook]' (then restart the "
+            "kernel). The table itself still shows as a plain DataFrame meanwhile."
+        )
 
 
 class ReferenceLibraryError(DllmError):

@@ -95,6 +95,8 @@ class ServerInfo:
     models: tuple[ModelInfo, ...]
     context_length: int | None = None
     """The server-wide context window where the server reports one (llama.cpp ``/props``)."""
+    slots: int | None = None
+    """How many requests the server decodes at once, where it says (llama.cpp ``/slots``)."""
 
     def find(self, model: str) -> ModelInfo | None:
         """The model with this id, ignoring Ollama's implicit ``:latest`` tag."""

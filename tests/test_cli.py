@@ -84,7 +84,7 @@ def test_analyze_exits_3_when_tasks_fail_and_accepts_dash_i(lab: FakeLab, tmp_pa
 def test_analyze_rejects_an_unknown_output_type(tmp_path: Path) -> None:
     result = dllm("analyze", str(SAMPLE_PAPERS), "-o", "results.txt", cwd=tmp_path)
     assert result.returncode == 2
-    assert "use a .parquet, .csv or .json file name" in result.stderr
+    assert "use a .parquet, .csv, .xlsx, .md, .bib, .ris or .json file name" in result.stderr
 
 
 # -- check --------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from .conftest import FAST
 DIALECTS = ["openai", "llamacpp", "vllm", "exo", "lm_studio", "ollama"]
 SCHEMES = {
     "openai": "openai",
-    "llamacpp": "openai",
+    "llamacpp": "llamacpp",
     "vllm": "openai",
     "exo": "exo",
     "lm_studio": "lmstudio",
@@ -48,12 +48,12 @@ def test_ask_and_map_on_each_dialect(lab: FakeLab, dialect: str) -> None:
     }  # no prompt generated twice
 
 
-@pytest.mark.parametrize("dialect", ["lm_studio", "ollama", "openai"])
+@pytest.mark.parametrize("dialect", ["lm_studio", "ollama", "openai", "llamacpp"])
 def test_type_is_detected_by_probing(lab: FakeLab, dialect: str) -> None:
     server = lab.add(dialect)
     with Cluster([server.url], **FAST) as cluster:
         frame = cluster.check()
-        expected = "openai" if dialect == "openai" else dialect
+        expected = {"llamacpp": "llama_cpp"}.get(dialect, dialect)
         assert frame.loc[cluster.workers[0].id, "type"] == expected
         assert cluster.ask("hello").ok
 

@@ -25,7 +25,7 @@ def test_public_names_match_all() -> None:
 def test_import_does_not_load_optional_heavy_packages() -> None:
     code = (
         "import sys, dllm_notebook; "
-        "print(','.join(m for m in ('pymupdf', 'fitz', 'llama_cpp', 'ipywidgets', 'aiohttp', "
+        "print(','.join(m for m in ('pymupdf', 'fitz', 'xllamacpp', 'ipywidgets', 'aiohttp', "
         "'matplotlib') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

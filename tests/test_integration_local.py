@@ -23,7 +23,7 @@ from .conftest import SAMPLE_PAPERS, llama_server_pids
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(
-        importlib.util.find_spec("llama_cpp") is None,
+        importlib.util.find_spec("xllamacpp") is None,
         reason="needs the local extra: pip install 'dllm-notebook[local]'",
     ),
 ]
@@ -40,9 +40,10 @@ def local() -> Iterator[Cluster]:
 def test_health_and_model_listing(local: Cluster) -> None:
     frame = local.check()
     (row,) = frame.to_dict("records")
-    assert row["healthy"] and row["type"] == "openai"
+    assert row["healthy"] and row["type"] == "llama_cpp"
     assert "gemma-3-270m" in row["models"] and row["model"] == local.workers[0].model
     assert row["context_length"] == 4096
+    assert local.workers[0].max_concurrent_requests == local.local_servers[0].n_parallel == 2
 
 
 def test_ask_returns_text_and_real_token_counts(local: Cluster) -> None:
@@ -61,10 +62,49 @@ def test_analyze_two_papers_two_prompts_fills_every_cell(local: Cluster) -> None
         "method": "Read the paper below.\n\nTitle: {title}\n\n{content}\n\n"
         "Question: What method did the authors use?\nAnswer:",
     }
-    df = local.analyze(papers, prompts=prompts, progress=False, **SHORT)
+    df = local.analyze(papers, prompts=prompts, progress=False, **SHORT).dllm.answers()
     assert df.shape == (2, 2)
     assert df.notna().all().all()
     assert all(len(cell.strip()) > 0 for cell in df.to_numpy().ravel())
+
+
+def test_a_typed_preset_gives_valid_values_of_every_type(local: Cluster) -> None:
+    # Real constrained decoding: llama.cpp's server turns the prompt's JSON schema into a
+    # grammar, so even a 270M base model answers with a value of the declared type.
+    prompts = {
+        "design": {
+            "template": "Title: {title}\n\n{content}\n\nQuestion: Which study design is this?",
+            "type": "category",
+            "choices": ["randomized trial", "cohort", "simulation", "other"],
+        },
+        "sample_size": {
+            "template": "Title: {title}\n\n{content}\n\nQuestion: How many samples?",
+            "type": "integer",
+        },
+        "effect": {
+            "template": "Title: {title}\n\n{content}\n\nQuestion: The main number reported?",
+            "type": "number",
+        },
+        "replicated": {
+            "template": "Title: {title}\n\n{content}\n\nQuestion: Is it a replication?",
+            "type": "boolean",
+        },
+        "datasets": {
+            "template": "Title: {title}\n\n{content}\n\nQuestion: Which datasets were used?",
+            "type": "list",
+        },
+    }
+    long = local.analyze(
+        SAMPLE_PAPERS, prompts=prompts, long=True, progress=False, max_tokens=64, temperature=0.0
+    )
+    assert set(long["status"]) == {"ok"}, long[["prompt", "status", "error", "answer"]]
+    wide = long.dllm.wide()
+    assert wide[list(prompts)].notna().all().all()
+    assert str(wide["sample_size"].dtype) == "Int64"
+    assert str(wide["effect"].dtype) == "Float64"
+    assert str(wide["replicated"].dtype) == "boolean"
+    assert set(wide["design"].dropna()) <= set(prompts["design"]["choices"])  # type: ignore[arg-type]
+    assert all(isinstance(v, list) for v in wide["datasets"])
 
 
 def test_paper_longer_than_a_small_window_is_chunked() -> None:

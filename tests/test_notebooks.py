@@ -281,7 +281,7 @@ def local_servers() -> set[int]:
 
 @pytest.mark.integration
 @pytest.mark.skipif(
-    importlib.util.find_spec("llama_cpp") is None,
+    importlib.util.find_spec("xllamacpp") is None,
     reason="needs the local extra: pip install 'dllm-notebook[local]'",
 )
 def test_quickstart_on_a_local_worker(monkeypatch: pytest.MonkeyPatch) -> None:

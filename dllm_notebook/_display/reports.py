@@ -180,6 +180,8 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 def _light(worker: WorkerView) -> str:
     if worker.healthy:
         return "amber" if worker.resting else "green"
+    if worker.health == "loading":
+        return "amber"
     return "grey" if worker.health == "unknown" else "red"
 
 

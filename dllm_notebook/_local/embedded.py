@@ -1,8 +1,8 @@
 """``Cluster.local()``: real llama.cpp servers on this machine, registered as workers.
 
-The servers are ordinary ``openai``-type workers: the panel, ``check()`` and ``metrics()``
-show them like any other. llama-cpp-python's server answers one request at a time (it holds
-a global lock), so each local worker takes one request at once.
+The servers are ordinary ``llama_cpp``-type workers: the panel, ``check()`` and
+``metrics()`` show them like any other. Each is llama.cpp's own server with ``n_parallel``
+slots that it decodes together, so each local worker takes ``n_parallel`` requests at once.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .._config import WorkerConfig
-from .server import LocalServer
+from .server import DEFAULT_N_CTX, DEFAULT_N_PARALLEL, LocalServer, usable_cpus
 
 __all__ = ["local_worker_configs", "start_local_servers"]
 
@@ -24,16 +24,25 @@ def start_local_servers(
     count: int = 1,
     *,
     model: str | os.PathLike[str] | None = None,
-    n_ctx: int = 4096,
+    n_ctx: int = DEFAULT_N_CTX,
+    n_parallel: int = DEFAULT_N_PARALLEL,
     n_threads: int | None = None,
 ) -> list[LocalServer]:
-    """Start ``count`` servers in parallel; if one fails, stop the others and raise."""
+    """Start ``count`` servers in parallel; if one fails, stop the others and raise.
+
+    Without ``n_threads``, the servers share half this machine's CPUs (one thread at least).
+    """
     if count < 1:
         raise ValueError(f"workers={count}: start at least one local worker")
-    if n_threads is None:
-        n_threads = max(1, (os.cpu_count() or 2) // (2 * count)) if count > 1 else None
+    if n_threads is None and count > 1:
+        n_threads = max(1, usable_cpus() // (2 * count))
     servers = [
-        LocalServer(Path(model) if model is not None else None, n_ctx=n_ctx, n_threads=n_threads)
+        LocalServer(
+            Path(model) if model is not None else None,
+            n_ctx=n_ctx,
+            n_parallel=n_parallel,
+            n_threads=n_threads,
+        )
         for _ in range(count)
     ]
     with ThreadPoolExecutor(max_workers=count) as pool:
@@ -55,9 +64,9 @@ def local_worker_configs(servers: list[LocalServer]) -> list[WorkerConfig]:
             id=f"local-{i + 1}",
             host="127.0.0.1",
             port=server.port,
-            type="openai",
+            type="llama_cpp",
             model=server.model_id,
-            max_concurrent_requests=1,
+            max_concurrent_requests=server.n_parallel,
             context_length=server.n_ctx,
         )
         for i, server in enumerate(servers)

@@ -1,9 +1,13 @@
-"""Run llama-cpp-python's server in a process that exits when its parent process dies.
+"""Run llama.cpp's own server (xllamacpp) in a process that exits when its parent dies.
 
 :class:`dllm_notebook.LocalServer` starts this file by path, never by ``-m``, so that the
 server process does not import dllm_notebook (nor pandas) and stays small::
 
-    python -c BOOTSTRAP .../_local/launch.py --parent-pid PID -- [llama_cpp.server arguments]
+    python -c BOOTSTRAP .../_local/launch.py --parent-pid PID -- --model M --port P ...
+
+The server is llama.cpp's C++ HTTP server (the engine of ``llama-server``), run in this
+process by ``xllamacpp.Server``: continuous batching over ``--parallel`` slots, JSON-schema
+constrained output, and the native ``/health``, ``/props``, ``/slots`` and ``/metrics``.
 
 Two watchdogs end the process as soon as the parent is gone, however it went (SIGKILL
 included), so no llama.cpp server is ever orphaned:
@@ -13,23 +17,42 @@ included), so no llama.cpp server is ever orphaned:
 - on POSIX a second thread polls ``getppid()``: a forked copy of the parent (e.g. a
   ``multiprocessing`` worker) could keep the pipe open after the parent died.
 
-Before the server starts, the launcher also removes environment variables that
-llama-cpp-python's settings would read (``PORT``, ``HOST``, ``API_KEY``, ``N_CTX``...; its
-settings have no prefix), and registers the ``dllm-qa`` chat format (see
-:func:`format_qa`). Standard library only, besides llama_cpp itself.
+Standard library only, besides xllamacpp itself.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
-import runpy
 import sys
 import threading
 import time
 from typing import Any
 
 QA_CHAT_FORMAT = "dllm-qa"
+"""The name that selects :data:`QA_CHAT_TEMPLATE` (with :data:`QA_STOP`)."""
 QA_STOP = ["\n\n", "\nQ:", "\nB:"]
+QA_CHAT_TEMPLATE = (
+    "{%- set ns = namespace(system='') -%}"
+    "{%- for m in messages if m['role'] == 'system' -%}"
+    "{%- set ns.system = ns.system ~ ('\n\n' if ns.system else '') ~ m['content'] -%}"
+    "{%- endfor -%}"
+    "{%- if ns.system | trim %}{{ ns.system | trim }}\n\n{% endif -%}"
+    "{%- for m in messages -%}"
+    "{%- if m['role'] == 'user' -%}{{ 'Q: ' ~ m['content'] | trim ~ '\nA:' }}"
+    "{%- elif m['role'] == 'assistant' -%}{{ ' ' ~ m['content'] | trim ~ '\n\n' }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+)
+"""A plain question-and-answer prompt, for base (not instruction-tuned) models.
+
+System messages come first, then each user turn as ``Q: ...`` and each assistant turn as
+``A: ...``; the prompt ends with ``A:``. Generation stops (:data:`QA_STOP`, the server's
+default stop words) at a blank line or at the next ``Q:`` (or ``B:``, which the model likes
+to invent). With the document in the system message and the bare question in the user
+message, this renders ``{document}\\n\\nQ: {question}\\nA:``, the layout that gave the most
+sensible short answers from Gemma 3 270M."""
+
 _PARENT_GONE = 3
 _POLL_SECONDS = 0.5
 
@@ -37,47 +60,57 @@ _POLL_SECONDS = 0.5
 def main(argv: list[str]) -> None:
     parent_pid, server_args = _parse(argv)
     _start_watchdogs(parent_pid)
-    _scrub_environment()
-    _register_qa_format()
-    sys.argv = ["llama_cpp.server", *server_args]
-    runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+    options = _options(server_args)
+    import xllamacpp
+
+    server = xllamacpp.Server(_params(xllamacpp, options))
+    sys.stderr.write(f"dllm: serving on {server.listening_address}\n")
+    sys.stderr.flush()
+    threading.Event().wait()  # the server runs on its own threads; the watchdogs end us
 
 
-def format_qa(messages: list[dict[str, Any]], **kwargs: Any) -> Any:
-    """A plain question-and-answer prompt, for base (not instruction-tuned) models.
-
-    System messages come first, then each user turn as ``Q: ...`` and each assistant turn
-    as ``A: ...``; the prompt ends with ``A:``. Generation stops at a blank line or at the
-    next ``Q:`` (or ``B:``, which the model likes to invent). With the document in the
-    system message and the bare question in the user message, this renders
-    ``{document}\\n\\nQ: {question}\\nA:``, the layout that gave the
-    most sensible short answers from Gemma 3 270M.
-    """
-    from llama_cpp.llama_chat_format import ChatFormatterResponse
-
-    system = "\n\n".join(_text(m) for m in messages if m.get("role") == "system")
-    prompt = f"{system.strip()}\n\n" if system.strip() else ""
-    for message in messages:
-        role = message.get("role")
-        if role == "user":
-            prompt += f"Q: {_text(message).strip()}\nA:"
-        elif role == "assistant":
-            prompt += f" {_text(message).strip()}\n\n"
-    return ChatFormatterResponse(prompt=prompt, stop=list(QA_STOP))
+def _options(args: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="launch.py")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--alias", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--ctx-size", type=int, required=True, help="all slots together")
+    parser.add_argument("--parallel", type=int, default=1)
+    parser.add_argument("--threads", type=int, required=True)
+    parser.add_argument("--threads-batch", type=int, required=True)
+    parser.add_argument("--batch-size", type=int, default=2048)
+    parser.add_argument("--ubatch-size", type=int, default=512)
+    parser.add_argument("--chat-template", default=None, help=f"Jinja, or {QA_CHAT_FORMAT!r}")
+    return parser.parse_args(args)
 
 
-def _text(message: dict[str, Any]) -> str:
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
-    return ""
+def _params(xllamacpp: Any, options: argparse.Namespace) -> Any:
+    params = xllamacpp.CommonParams()
+    params.model.path = options.model
+    params.model_alias = {options.alias}
+    params.hostnames = [options.host]
+    params.port = options.port
+    params.n_ctx = options.ctx_size
+    params.n_parallel = options.parallel
+    params.cpuparams.n_threads = options.threads
+    params.cpuparams_batch.n_threads = options.threads_batch
+    params.n_batch = options.batch_size
+    params.n_ubatch = options.ubatch_size
+    params.endpoint_slots = True
+    params.endpoint_metrics = True
+    params.use_jinja = True
+    if options.chat_template == QA_CHAT_FORMAT:
+        params.chat_template = QA_CHAT_TEMPLATE
+        params.antiprompt = list(QA_STOP)  # default stop words when a request sets none
+    elif options.chat_template:
+        params.chat_template = options.chat_template
+    return params
 
 
 def _parse(argv: list[str]) -> tuple[int, list[str]]:
     if len(argv) < 3 or argv[0] != "--parent-pid" or argv[2] != "--":
-        sys.exit("usage: launch.py --parent-pid PID -- [llama_cpp.server arguments]")
+        sys.exit("usage: launch.py --parent-pid PID -- [server options]")
     return int(argv[1]), argv[3:]
 
 
@@ -104,21 +137,6 @@ def _watch_parent(parent_pid: int) -> None:
     while os.getppid() == parent_pid:
         time.sleep(_POLL_SECONDS)
     os._exit(_PARENT_GONE)
-
-
-def _scrub_environment() -> None:
-    from llama_cpp.server.settings import ModelSettings, ServerSettings
-
-    names = {*ModelSettings.model_fields, *ServerSettings.model_fields, "config_file"}
-    for key in list(os.environ):
-        if key.lower() in names:
-            del os.environ[key]
-
-
-def _register_qa_format() -> None:
-    from llama_cpp import llama_chat_format
-
-    llama_chat_format.register_chat_format(QA_CHAT_FORMAT)(format_qa)
 
 
 if __name__ == "__main__":

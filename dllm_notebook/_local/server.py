@@ -1,9 +1,13 @@
-"""The embedded local worker: a real llama.cpp server (llama-cpp-python) as a subprocess.
+"""The embedded local worker: llama.cpp's own C++ server (via xllamacpp) as a subprocess.
 
 >>> from dllm_notebook import LocalServer
 >>> with LocalServer(n_ctx=4096) as server:       # the default model: Gemma 3 270M
 ...     print(server.url, server.model_id)        # an OpenAI-compatible endpoint
 http://127.0.0.1:41237 gemma-3-270m-q4_k_m
+
+It is the server ``llama-server`` runs: ``n_parallel`` slots decoded together (continuous
+batching), JSON-schema constrained output, and ``/health``, ``/props``, ``/slots`` and
+``/metrics``.
 
 No server outlives its Python process: each one runs in its own process group under a
 launcher (:mod:`dllm_notebook._local.launch`) that exits when this process dies, even by
@@ -33,7 +37,7 @@ from .._errors import LocalWorkerError
 from .launch import QA_CHAT_FORMAT
 from .model_files import INSTALL_HINT, default_model_path
 
-__all__ = ["QA_CHAT_FORMAT", "LocalServer"]
+__all__ = ["QA_CHAT_FORMAT", "LocalServer", "default_threads", "usable_cpus"]
 
 _LAUNCHER = Path(__file__).with_name("launch.py")
 _BOOTSTRAP = (
@@ -42,25 +46,34 @@ _BOOTSTRAP = (
     "if sys.path and sys.path[0] == '': del sys.path[0]\n"
     "runpy.run_path(sys.argv[0], run_name='__main__')\n"
 )
-_SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "pydantic_settings")
+_SERVER_MODULES = ("xllamacpp",)
 _PORT_RETRIES = 3
 _TAIL_LINES = 200
 _ERROR_TAIL_LINES = 25
+
+DEFAULT_N_CTX = 4096
+DEFAULT_N_PARALLEL = 2
+DEFAULT_N_BATCH = 2048
+DEFAULT_N_UBATCH = 512
+"""Defaults chosen by measurement on a 2-core machine: see docs/performance.md."""
 
 _live: set[LocalServer] = set()
 _live_lock = threading.Lock()
 
 
 class LocalServer:
-    """A llama-cpp-python server on this machine, started and stopped from Python.
+    """A llama.cpp server on this machine, started and stopped from Python.
 
     ``model_path=None`` uses the default model (Gemma 3 270M, assembled into the cache on
-    first use). ``chat_format=None`` picks ``"dllm-qa"`` for the default model, a plain
-    ``Q: ... A:`` prompt that suits that base model, and for any other model lets
-    llama.cpp use the chat template stored in its GGUF file. ``n_threads=None`` uses half
-    the CPUs (llama-cpp-python's own default; llama.cpp slows down sharply when its threads
-    compete for cores); give parallel servers a share each (two servers x one thread on
-    two cores).
+    first use). ``n_ctx`` is the context window of each request (of each slot), and
+    ``n_parallel`` how many requests the server decodes at once; the server holds
+    ``n_ctx x n_parallel`` tokens of KV cache. ``chat_template=None`` picks ``"dllm-qa"``
+    for the default model, a plain ``Q: ... A:`` prompt that suits that base model (with
+    its stop words), and for any other model lets llama.cpp use the chat template stored in
+    its GGUF file; any other string is a Jinja chat template. ``n_threads=None`` uses half
+    the CPUs this process may run on (measured on 2 shared cores: see docs/performance.md);
+    give parallel servers a share each. ``n_batch`` and ``n_ubatch`` are llama.cpp's logical
+    and physical batch sizes for reading prompts.
     ``model_alias`` is the model id the server reports (default: the file's stem).
 
     ``start()`` returns once ``GET /v1/models`` answers; ``stop()`` ends the server
@@ -72,9 +85,12 @@ class LocalServer:
         self,
         model_path: str | os.PathLike[str] | None = None,
         *,
-        n_ctx: int = 4096,
+        n_ctx: int = DEFAULT_N_CTX,
+        n_parallel: int = DEFAULT_N_PARALLEL,
         n_threads: int | None = None,
-        chat_format: str | None = None,
+        n_batch: int = DEFAULT_N_BATCH,
+        n_ubatch: int = DEFAULT_N_UBATCH,
+        chat_template: str | None = None,
         model_alias: str | None = None,
         host: str = "127.0.0.1",
         port: int | None = None,
@@ -85,12 +101,22 @@ class LocalServer:
             raise LocalWorkerError(f"n_ctx={n_ctx} is too small; use at least 16 (e.g. 4096)")
         if n_threads is not None and n_threads < 1:
             raise LocalWorkerError(f"n_threads={n_threads} must be at least 1, or None")
+        if n_parallel < 1:
+            raise LocalWorkerError(f"n_parallel={n_parallel} must be at least 1")
+        if not 1 <= n_ubatch <= n_batch:
+            raise LocalWorkerError(
+                f"n_ubatch={n_ubatch}, n_batch={n_batch}: use 1 <= n_ubatch <= n_batch "
+                f"(e.g. {DEFAULT_N_UBATCH} and {DEFAULT_N_BATCH})"
+            )
         self._model_path = Path(model_path).expanduser() if model_path is not None else None
         self.n_ctx = n_ctx
-        self.n_threads = n_threads if n_threads is not None else _default_threads()
-        if chat_format is None and model_path is None:
-            chat_format = QA_CHAT_FORMAT
-        self.chat_format = chat_format
+        self.n_parallel = n_parallel
+        self.n_threads = n_threads if n_threads is not None else default_threads()
+        self.n_batch = n_batch
+        self.n_ubatch = n_ubatch
+        if chat_template is None and model_path is None:
+            chat_template = QA_CHAT_FORMAT
+        self.chat_template = chat_template
         self._alias = model_alias
         self.host = host
         self._requested_port = port
@@ -142,7 +168,7 @@ class LocalServer:
         return self._proc is not None and self._proc.poll() is None
 
     def output_tail(self, lines: int = 50) -> str:
-        """The last lines the server printed (llama.cpp's log and uvicorn's)."""
+        """The last lines the server printed (llama.cpp's log)."""
         return "\n".join(list(self._output)[-lines:])
 
     def __repr__(self) -> str:
@@ -150,7 +176,7 @@ class LocalServer:
         state = "running" if self.running else "stopped"
         return (
             f"<LocalServer {self.model_id} {where} n_ctx={self.n_ctx} "
-            f"n_threads={self.n_threads} {state}>"
+            f"n_parallel={self.n_parallel} n_threads={self.n_threads} {state}>"
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -221,16 +247,18 @@ class LocalServer:
     def _command(self, model: Path, port: int) -> list[str]:
         args = [
             "--model", str(model),
-            "--model_alias", self.model_id,
+            "--alias", self.model_id,
             "--host", self.host,
             "--port", str(port),
-            "--n_ctx", str(self.n_ctx),
-            "--n_threads", str(self.n_threads),
-            "--n_threads_batch", str(self.n_threads),
-            "--interrupt_requests", "False",
+            "--ctx-size", str(self.n_ctx * self.n_parallel),
+            "--parallel", str(self.n_parallel),
+            "--threads", str(self.n_threads),
+            "--threads-batch", str(self.n_threads),
+            "--batch-size", str(self.n_batch),
+            "--ubatch-size", str(self.n_ubatch),
         ]  # fmt: skip
-        if self.chat_format is not None:
-            args += ["--chat_format", self.chat_format]
+        if self.chat_template is not None:
+            args += ["--chat-template", self.chat_template]
         launcher = ["--parent-pid", str(os.getpid()), "--"]
         return [_python(), "-c", _BOOTSTRAP, str(_LAUNCHER), *launcher, *args]
 
@@ -268,7 +296,7 @@ class LocalServer:
                     raise LocalWorkerError(
                         f"the local llama.cpp server exited with code {code} while starting "
                         f"({self.model_path.name}). Its last output:\n{tail}\n"
-                        "Check the model file and the options (n_ctx, chat_format)."
+                        "Check the model file and the options (n_ctx, n_parallel, chat_template)."
                     )
                 if self._answers(client, url):
                     return
@@ -352,9 +380,16 @@ def _python() -> str:
     return sys.executable
 
 
-def _default_threads() -> int:
+def default_threads() -> int:
+    """Half the CPUs: on 2 busy cores, 1 thread read prompts 2.5x faster than 2 (llama.cpp's
+    threads wait for each other at every step, so one descheduled thread stalls them all)."""
+    return max(1, usable_cpus() // 2)
+
+
+def usable_cpus() -> int:
+    """How many CPUs this process may run on."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cpus or 1) // 2)
+    return max(1, cpus or 1)
 
 
 def _connect_host(host: str) -> str:

@@ -2,7 +2,8 @@
 
 Registered on pandas as soon as pandas is imported (see ``dllm_notebook/__init__``). That
 hook can run while ``frames`` is still importing pandas, so ``frames`` is used as a module
-(its functions are looked up when called).
+(its functions are looked up when called), and the export modules, which import from
+``frames``, are imported by the methods that use them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from .columns import META_COLUMNS
 from .statuses import ANSWERED
 
 if TYPE_CHECKING:
+    from pandas.io.formats.style import Styler
+
     from .synthesis import Synthesis
 
 __all__ = ["DllmAccessor"]
@@ -140,3 +143,66 @@ class DllmAccessor:
         """
         synthesis: Synthesis = cluster.synthesize(self._frame, question, **options)
         return synthesis
+
+    # -- exports (``exports``, ``citations``, ``styled``) ----------------------------------
+
+    def to_csv(self, path: str | os.PathLike[str]) -> None:
+        """Write the table as it is (wide or long) as CSV that Excel opens right (UTF-8
+        with a byte-order mark); lists are written as JSON text.
+
+        >>> df.dllm.to_csv("review.csv")
+        """
+        from . import exports
+
+        exports.to_csv(self._frame, path)
+
+    def to_excel(self, path: str | os.PathLike[str]) -> None:
+        """Write an Excel workbook: the paper x prompt ``table`` (typed columns as numbers
+        and booleans, long text wrapped, header frozen), the ``evidence`` quotes and the
+        run's ``provenance`` (run id, summary, prompts with their types, models, workers).
+
+        >>> df.dllm.to_excel("review.xlsx")
+        """
+        from . import exports
+
+        exports.to_excel(path, wide=self.wide(), long=self.long(), evidence=self.evidence())
+
+    def to_markdown(self, path: str | os.PathLike[str] | None = None) -> str:
+        """The table as it is (wide or long) as a Markdown table; written when ``path`` is
+        given (UTF-8).
+
+        >>> print(df.dllm.answers().dllm.to_markdown())
+        """
+        from . import exports
+
+        return exports.to_markdown(self._frame, path)
+
+    def to_bibtex(self, path: str | os.PathLike[str] | None = None) -> str:
+        """The papers as BibTeX entries (citation keys as entry keys) with their answers in
+        ``note``, one line per prompt; written when ``path`` is given.
+
+        >>> df.dllm.to_bibtex("review.bib")   # import into Zotero or JabRef
+        """
+        from . import citations
+
+        return citations.to_bibtex(self.wide(), path)
+
+    def to_ris(self, path: str | os.PathLike[str] | None = None) -> str:
+        """The papers as RIS records with their answers in an ``N1`` note, one line per
+        prompt; written when ``path`` is given.
+
+        >>> df.dllm.to_ris("review.ris")   # Zotero, EndNote, Mendeley
+        """
+        from . import citations
+
+        return citations.to_ris(self.wide(), path)
+
+    def show(self) -> Styler:
+        """The table styled for reading in a notebook: long text wrapped, the index sticky,
+        status colours (long form) and DOI links.
+
+        >>> df.dllm.show()
+        """
+        from . import styled
+
+        return styled.show(self._frame)

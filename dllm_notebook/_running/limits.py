@@ -42,7 +42,8 @@ class AdaptiveLimit:
     """One worker's concurrency limit between 1 and ``maximum``."""
 
     def __init__(self, maximum: int) -> None:
-        self.maximum = max(1, maximum)
+        self.configured = max(1, maximum)
+        self.maximum = self.configured
         self.limit = self.maximum
         self.floor: float | None = None
         self.recent: float | None = None
@@ -104,6 +105,15 @@ class AdaptiveLimit:
             if self._credit >= self.limit:  # one step per round of answers
                 self.limit += 1
                 self._credit = 0
+        return self.limit
+
+    def on_server_slots(self, slots: int) -> int:
+        """The server says it runs ``slots`` requests at once (llama.cpp's ``/slots``): the
+        maximum is the smaller of that and the configured one, from now on (a request above
+        it would only wait in the server's queue). Returns the new limit."""
+        self.maximum = max(1, min(self.configured, slots))
+        self.limit = min(self.limit, self.maximum)
+        self._ceiling = min(self._ceiling, self.maximum)
         return self.limit
 
     def on_overload(self) -> int:

@@ -2,8 +2,10 @@
 
 A worker is in rotation only while ``healthy``. Connection failures or repeated bad answers
 make it ``suspect`` (out of rotation, checked again at once); a failed check makes it
-``down``, re-checked with exponential back-off up to ``health_check_interval``. It comes
-back by itself when a check passes.
+``down``, re-checked with exponential back-off up to ``health_check_interval``. A server
+that says it is still loading its model (llama.cpp's ``/health`` 503) is ``loading``,
+re-checked every :data:`LOADING_RECHECK` seconds. It comes back by itself when a check
+passes.
 """
 
 from __future__ import annotations
@@ -20,7 +22,13 @@ from typing import Any
 import httpx
 
 from .._config import ClusterSettings, WorkerConfig
-from .._errors import ContextLengthExceeded, WorkerError, WorkerOverloaded, WorkerUnreachable
+from .._errors import (
+    ContextLengthExceeded,
+    WorkerError,
+    WorkerLoading,
+    WorkerOverloaded,
+    WorkerUnreachable,
+)
 from .._events import EventHub
 from .._loop import wait_within
 from .._types import Completion, ModelInfo, ServerInfo
@@ -33,12 +41,14 @@ log = logging.getLogger("dllm_notebook")
 
 FAILURES_BEFORE_SUSPECT = 3
 MAX_BACKOFF_TRIPS = 6
+LOADING_RECHECK = 1.0
 
 
 class Health(str, Enum):
     UNKNOWN = "unknown"
     HEALTHY = "healthy"
     SUSPECT = "suspect"
+    LOADING = "loading"
     DOWN = "down"
 
 
@@ -138,6 +148,13 @@ class Worker:
 
     def __repr__(self) -> str:
         return f"<Worker {self.id} {self.health.value} {self.in_flight}/{self.limit}>"
+
+
+def _connections(config: WorkerConfig) -> int:
+    """HTTP connections to one worker: its slots, plus a few for health checks. A llama.cpp
+    server may report more slots than the configured default (see ``slots_from_server``)."""
+    server_slots = config.slots_from_server and config.type in ("llama_cpp", "auto")
+    return (64 if server_slots else config.max_concurrent_requests) + 4
 
 
 class WorkerPool:
@@ -312,7 +329,7 @@ class WorkerPool:
                 base_url=cfg.base_url,
                 headers=headers,
                 timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-                limits=httpx.Limits(max_connections=cfg.max_concurrent_requests + 4),
+                limits=httpx.Limits(max_connections=_connections(cfg)),
             )
             self._clients[worker.id] = client
         return client
@@ -338,7 +355,10 @@ class WorkerPool:
             else:
                 reason = f"cannot reach {worker.config.base_url} ({type(exc).__name__})"
             worker.checked_at = time.time()
-            self.set_down(worker, reason)
+            if isinstance(exc, WorkerLoading):
+                self._set_health(worker, Health.LOADING, reason)
+            else:
+                self.set_down(worker, reason)
             return
         worker.checked_at = time.time()
         worker.probe_latency = time.monotonic() - started
@@ -402,6 +422,10 @@ class WorkerPool:
         ]
         if windows:
             worker.context_length = min(windows)
+        if info.slots and worker.config.slots_from_server:
+            self._use_server_slots(worker, info.slots)
+        elif info.slots and info.slots != worker.concurrency.maximum:
+            self._cap_at_server_slots(worker, info.slots)
         if worker.health is not Health.HEALTHY and worker.trips:
             # A worker that failed requests sits out a while even when its checks pass.
             worker.paused_until = time.monotonic() + min(
@@ -410,6 +434,34 @@ class WorkerPool:
         worker.consecutive_failures = 0
         self._set_health(worker, Health.HEALTHY, "")
 
+    def _use_server_slots(self, worker: Worker, slots: int) -> None:
+        """The config gave no ``max_concurrent_requests``: take the server's slot count."""
+        if slots == worker.config.max_concurrent_requests:
+            return
+        log.info(
+            "worker %s: %d slots on the server, so %d requests at once", worker.id, slots, slots
+        )
+        worker.config = replace(worker.config, max_concurrent_requests=slots)
+        worker.concurrency = AdaptiveLimit(slots)
+        worker.limit = worker.concurrency.limit
+        self.notify()
+
+    def _cap_at_server_slots(self, worker: Worker, slots: int) -> None:
+        """Configured above the slots the server has: more would only queue there, seen
+        late (when the answers come), so the limit is corrected before any is sent."""
+        before = worker.concurrency.maximum
+        worker.limit = worker.concurrency.on_server_slots(slots)
+        if worker.concurrency.maximum < before:
+            log.warning(
+                "worker %s is configured for %d requests at once but the server has %d "
+                "slots; sending at most %d (lower max_concurrent_requests to match)",
+                worker.id,
+                worker.config.max_concurrent_requests,
+                slots,
+                worker.concurrency.maximum,
+            )
+        self.notify()
+
     async def _watch(self, worker: Worker) -> None:
         backoff = 1.0
         while not self._closed:
@@ -417,6 +469,8 @@ class WorkerPool:
                 delay, backoff = self.settings.health_check_interval, 1.0
             elif worker.health is Health.SUSPECT:
                 delay = 0.0
+            elif worker.health is Health.LOADING:
+                delay, backoff = LOADING_RECHECK, 1.0
             else:
                 delay = backoff
                 backoff = min(backoff * 2, self.settings.health_check_interval)

@@ -1,4 +1,4 @@
-"""``dllm discover``: find LM Studio, Ollama and exo servers on the networks the user names."""
+"""``dllm discover``: find LM Studio, Ollama, llama.cpp and exo servers on the user's networks."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ __all__ = ["discover", "find_servers", "parse_networks", "parse_ports", "workers
 MAX_ADDRESSES = 65536
 """A /16: the largest network ``discover`` scans (at a short timeout, a few minutes)."""
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-NAMES = {"lm_studio": "LM Studio", "ollama": "Ollama", "exo": "exo"}
+NAMES = {"lm_studio": "LM Studio", "ollama": "Ollama", "exo": "exo", "llama_cpp": "llama.cpp"}
 
 
 def parse_networks(texts: Sequence[str]) -> list[Network]:
@@ -106,7 +106,7 @@ def found_table(found: Sequence[Found]) -> str:
 
 
 @click.command(
-    short_help="Find LM Studio, Ollama and exo servers on a network.",
+    short_help="Find LM Studio, Ollama, llama.cpp and exo servers on a network.",
     epilog="""\b
 Find your network:
   Linux:   `ip addr` shows e.g. "inet 192.168.1.23/24": scan 192.168.1.0/24
@@ -118,6 +118,7 @@ Find your network:
 Servers must listen on the network, not only on localhost:
   LM Studio: Developer > Settings > "Serve on Local Network"
   Ollama:    OLLAMA_HOST=0.0.0.0 ollama serve
+  llama.cpp: llama-server --host 0.0.0.0 ...
 Exit code 4: no server found.""",
 )
 @click.argument("cidrs", metavar="CIDR [CIDR ...]", nargs=-1, required=True)
@@ -138,9 +139,9 @@ Exit code 4: no server found.""",
 @click.option(
     "--ports",
     metavar="PORT,...",
-    help="Ports to probe instead of the defaults 1234 (LM Studio), 11434 (Ollama) and 52415 "
-    "(exo). A server on another port is identified by its API; an OpenAI-style one not on "
-    "52415 is reported as openai.",
+    help="Ports to probe instead of the defaults 1234 (LM Studio), 11434 (Ollama), 52415 "
+    "(exo) and 8080 (llama.cpp). A server on another port is identified by its API; an "
+    "OpenAI-style one that is neither llama.cpp nor on 52415 is reported as openai.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print only the workers.json entries.")
 @click.pass_context
@@ -152,7 +153,7 @@ def discover(
     ports: str | None,
     as_json: bool,
 ) -> None:
-    """Find LM Studio, Ollama and exo servers on the networks you name.
+    """Find LM Studio, Ollama, llama.cpp and exo servers on the networks you name.
 
     There is no default network: name yours, e.g. `dllm discover 192.168.1.0/24` (at most
     a /16). Each address is probed on the servers' default ports with a short timeout;
@@ -170,7 +171,8 @@ def discover(
         click.echo(workers_json(found))
     if not found:
         click.echo(
-            f"No LM Studio, Ollama or exo server answered on {', '.join(map(str, networks))}. "
+            "No LM Studio, Ollama, llama.cpp or exo server answered on "
+            f"{', '.join(map(str, networks))}. "
             "Check that the servers listen on the network (see `dllm discover --help`) and "
             "that no firewall blocks their ports.",
             err=True,

@@ -13,7 +13,7 @@ from ._app import EXIT_INTERRUPTED, EXIT_PARTIAL, config_option, open_cluster
 
 __all__ = ["analyze", "presets"]
 
-OUTPUT_KINDS = (".parquet", ".csv", ".json")
+OUTPUT_KINDS = (".parquet", ".csv", ".xlsx", ".md", ".bib", ".ris", ".json")
 
 
 class PaperInput(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.3
@@ -55,8 +55,9 @@ class PaperInput(click.ParamType):  # type: ignore[type-arg]  # generic from cli
     type=click.Path(dir_okay=False, path_type=Path),
     default=Path("results.parquet"),
     show_default=True,
-    help="Output file: .parquet or .csv (paper x prompt table), .json (the original "
-    "tool's report).",
+    help="Output file: .parquet, .csv (UTF-8 that Excel reads), .xlsx (table, evidence and "
+    "provenance sheets) or .md (paper x prompt table); .bib or .ris (the papers with their "
+    "answers in a note, for Zotero); .json (the original tool's report).",
 )
 @click.option(
     "--max-concurrent",
@@ -110,6 +111,8 @@ def analyze(
       dllm analyze -i papers/ -c workers.json -o report.json --max-concurrent 20
       dllm analyze library.bib -c workers.json -o review.parquet
       dllm analyze "zotero:Review 2026" -c workers.json -o review.csv
+      dllm analyze library.bib -c workers.json -o review.xlsx
+      dllm analyze library.bib -c workers.json -o review.ris   # answers back to Zotero
     """
     if input_path is not None and input_option is not None:
         raise click.UsageError("give the input once: either INPUT or --input")
@@ -119,7 +122,10 @@ def analyze(
             "missing INPUT: a folder or a file of papers, a .bib or .ris file, or zotero:NAME"
         )
     if output.suffix.lower() not in OUTPUT_KINDS:
-        raise click.BadParameter("use a .parquet, .csv or .json file name", param_hint="--output")
+        raise click.BadParameter(
+            "use a .parquet, .csv, .xlsx, .md, .bib, .ris or .json file name",
+            param_hint="--output",
+        )
     output.parent.mkdir(parents=True, exist_ok=True)  # fail now, not after the job
     settings = {"max_concurrent_batch": max_concurrent} if max_concurrent else {}
     started = time.monotonic()
@@ -161,10 +167,19 @@ def write_results(long: Any, output: Path) -> Any:
     suffix = output.suffix.lower()
     if suffix == ".json":
         long.dllm.to_json_report(output)
-    elif suffix == ".csv":
-        wide.to_csv(output)
-    else:
+    elif suffix == ".xlsx":
+        long.dllm.to_excel(output)  # its provenance sheet reads the long form
+    elif suffix == ".parquet":
         wide.to_parquet(output)
+    else:
+        exports = wide.dllm
+        write = {
+            ".csv": exports.to_csv,
+            ".md": exports.to_markdown,
+            ".bib": exports.to_bibtex,
+            ".ris": exports.to_ris,
+        }[suffix]
+        write(output)
     return wide
 
 

@@ -32,7 +32,8 @@ __all__ = [
 ]
 
 DISCOVER_PORTS: dict[int, str] = {port: kind for kind, port in DEFAULT_PORTS.items()}
-"""The default ports ``discover`` probes: LM Studio 1234, Ollama 11434, exo 52415."""
+"""The default ports ``discover`` probes: LM Studio 1234, Ollama 11434, exo 52415,
+llama.cpp 8080."""
 HELLO = ChatRequest(
     "Reply with one short friendly greeting.",
     options={"max_tokens": 16, "temperature": 0.0},

@@ -41,6 +41,7 @@ class Behaviour:
         generated at once, the rest queue inside the server; with ``max_queue`` set, a
         request that would wait behind that many others is refused as overloaded.
         ``answer_tokens`` is the length of an answer when ``max_tokens`` does not cut it.
+        ``slots_endpoint``: llama.cpp's ``/slots`` is on (``False``: ``--no-slots``).
 
     Faults (generation requests only)
         ``error_rate``: fraction answered 500 (drawn from ``random.Random(seed)`` once per
@@ -81,6 +82,7 @@ class Behaviour:
     slots: int = 1
     max_queue: int | None = None
     answer_tokens: int = 16
+    slots_endpoint: bool = True
 
     error_rate: float = 0.0
     seed: int = 0

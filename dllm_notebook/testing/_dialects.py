@@ -33,14 +33,14 @@ DEFAULT_PORTS: dict[str, int] = {
 
 CLIENT_TYPES: dict[str, str] = {
     "openai": "openai",
-    "llamacpp": "openai",
+    "llamacpp": "llama_cpp",
     "vllm": "openai",
     "exo": "exo",
     "lm_studio": "lm_studio",
     "ollama": "ollama",
 }
-"""The worker ``type`` a workers.json gives a server of each dialect (llama.cpp and vLLM
-speak the OpenAI API)."""
+"""The worker ``type`` a workers.json gives a server of each dialect (vLLM speaks the
+OpenAI API)."""
 
 
 def check_dialect(name: str) -> str:

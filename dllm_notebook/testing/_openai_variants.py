@@ -18,11 +18,16 @@ __all__ = ["ExoDialect", "LlamaCppDialect", "VLLMDialect", "hugging_face_id"]
 class LlamaCppDialect(OpenAIDialect):
     """llama.cpp's ``llama-server``: one model, any model name accepted.
 
-    Adds ``GET /health``, ``GET /props`` (``default_generation_settings.n_ctx``,
-    ``total_slots``) and ``timings`` in answers. A prompt of ``n_ctx`` tokens or more is
-    refused with ``exceed_context_size_error``; an answer that would overflow the window
-    is cut (``finish_reason: "length"``). With no model loaded every route answers 503
-    ``Loading model``.
+    Adds ``GET /health``, ``GET /props`` (``default_generation_settings.n_ctx`` per slot,
+    ``total_slots``, ``model_alias``), ``GET /slots`` (one entry per slot with its
+    ``n_ctx`` and ``is_processing``; 501 ``not_supported_error`` with
+    ``slots_endpoint=False``, like ``--no-slots``), ``GET /metrics`` (Prometheus text with
+    ``llamacpp:requests_processing`` and ``llamacpp:requests_deferred``) and ``timings`` in
+    answers (``cache_n``, ``prompt_n``, ``prompt_ms``, ``predicted_n``, ``predicted_ms``).
+    A prompt of ``n_ctx`` tokens or more is refused with ``exceed_context_size_error``
+    (with ``n_prompt_tokens`` and ``n_ctx``); an answer that would overflow the window is
+    cut (``finish_reason: "length"``). While no model is loaded (``loaded=[]``, the server
+    is "loading") every route answers 503 ``Loading model``.
     """
 
     name = "llamacpp"
@@ -36,6 +41,8 @@ class LlamaCppDialect(OpenAIDialect):
         super().add_routes(app)
         app.router.add_get("/health", self.handle_health)
         app.router.add_get("/props", self.handle_props)
+        app.router.add_get("/slots", self.handle_slots)
+        app.router.add_get("/metrics", self.handle_metrics)
 
     def _loading(self) -> bool:
         return not self.host.behaviour.loaded_models()
@@ -53,20 +60,53 @@ class LlamaCppDialect(OpenAIDialect):
         return web.json_response(
             {
                 "default_generation_settings": {
-                    "id": 0,
-                    "id_task": -1,
-                    "n_ctx": b.context_length,
-                    "speculative": False,
-                    "is_processing": False,
                     "params": {"n_predict": -1, "temperature": 0.8, "top_k": 40, "top_p": 0.95},
+                    "n_ctx": b.context_length,
                 },
                 "total_slots": b.slots,
+                "model_alias": model,
                 "model_path": f"/models/{model}.gguf",
+                "endpoint_slots": b.slots_endpoint,
+                "endpoint_metrics": True,
                 "chat_template": "{{ messages }}",
                 "modalities": {"vision": False, "audio": False},
                 "build_info": "b5000-fake",
+                "is_sleeping": False,
             }
         )
+
+    async def handle_slots(self, request: web.Request) -> web.Response:
+        if not self.host.behaviour.slots_endpoint:
+            message = "This server does not support slots endpoint. Start it with `--slots`"
+            return web.json_response(_llama_error(501, message, "not_supported_error"), status=501)
+        if self._loading():
+            return web.json_response(_loading_body(), status=503)
+        b = self.host.behaviour
+        busy = self.host.engine.gate.active
+        slots = [
+            {
+                "id": index,
+                "n_ctx": b.context_length,
+                "speculative": False,
+                "is_processing": index < busy,
+            }
+            for index in range(b.slots)
+        ]
+        return web.json_response(slots)
+
+    async def handle_metrics(self, request: web.Request) -> web.Response:
+        if self._loading():
+            return web.json_response(_loading_body(), status=503)
+        gate = self.host.engine.gate
+        lines = [
+            "# HELP llamacpp:requests_processing Number of requests processing.",
+            "# TYPE llamacpp:requests_processing gauge",
+            f"llamacpp:requests_processing {gate.active}",
+            "# HELP llamacpp:requests_deferred Number of requests deferred.",
+            "# TYPE llamacpp:requests_deferred gauge",
+            f"llamacpp:requests_deferred {gate.queued}",
+        ]
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
     async def handle_models(self, request: web.Request) -> web.Response:
         if self._loading():
@@ -264,14 +304,19 @@ def hugging_face_id(model: str) -> str:
 
 
 def _timings(generation: Generation) -> dict[str, float]:
+    """llama.cpp's ``timings``: the server's own time for this request, without its queue
+    (``cache_n``: prompt tokens reused from the slot's cache; the fake has no cache)."""
     prompt_ms = max(generation.prefill_s, 1e-6) * 1000
     predicted_ms = max(generation.decode_s, 1e-6) * 1000
     return {
+        "cache_n": 0,
         "prompt_n": generation.prompt_tokens,
         "prompt_ms": prompt_ms,
+        "prompt_per_token_ms": prompt_ms / max(generation.prompt_tokens, 1),
         "prompt_per_second": generation.prompt_tokens / prompt_ms * 1000,
         "predicted_n": generation.completion_tokens,
         "predicted_ms": predicted_ms,
+        "predicted_per_token_ms": predicted_ms / max(generation.completion_tokens, 1),
         "predicted_per_second": generation.completion_tokens / predicted_ms * 1000,
     }
 

@@ -6,6 +6,7 @@ import httpx
 
 from ..._config import WorkerConfig
 from .base import Backend, classify_error
+from .llamacpp import LlamaCppBackend
 from .lmstudio import LMStudioBackend
 from .ollama import OllamaBackend, num_ctx_for
 from .openai import ExoBackend, OpenAIBackend
@@ -17,6 +18,7 @@ _BACKENDS: dict[str, type[Backend]] = {
     "lm_studio": LMStudioBackend,
     "ollama": OllamaBackend,
     "exo": ExoBackend,
+    "llama_cpp": LlamaCppBackend,
 }
 
 
@@ -25,7 +27,8 @@ def make_backend(config: WorkerConfig, client: httpx.AsyncClient) -> Backend:
 
 
 async def detect_type(client: httpx.AsyncClient, port: int | None, timeout: float) -> str | None:
-    """Which dialect answers at this address: LM Studio, Ollama, exo or plain OpenAI."""
+    """Which dialect answers at this address: LM Studio, Ollama, llama.cpp, exo or plain
+    OpenAI."""
 
     async def answers(path: str, key: str) -> bool:
         # Transport errors propagate: an unreachable server is not an unknown dialect.
@@ -42,6 +45,8 @@ async def detect_type(client: httpx.AsyncClient, port: int | None, timeout: floa
         return "lm_studio"
     if await answers("/api/tags", "models"):
         return "ollama"
+    if await answers("/props", "default_generation_settings"):
+        return "llama_cpp"
     if await answers("/v1/models", "data"):
         return "exo" if port == 52415 else "openai"
     return None

@@ -35,7 +35,7 @@ __all__ = [
 
 log = logging.getLogger("dllm_notebook")
 
-DIALECTS = ("openai", "lm_studio", "ollama", "exo")
+DIALECTS = ("openai", "llama_cpp", "lm_studio", "ollama", "exo")
 """The worker types, in the order of the table's columns."""
 
 _ALL = DIALECTS
@@ -44,6 +44,7 @@ OPTION_NAMES: dict[str, dict[str, tuple[str, ...]]] = {
     # option: {dialect: the field(s) it is sent as}; a dialect left out lacks it.
     "max_tokens": {
         "openai": ("max_tokens",),
+        "llama_cpp": ("max_tokens",),
         "lm_studio": ("max_tokens",),
         "ollama": ("num_predict",),
         "exo": ("max_tokens",),
@@ -51,9 +52,10 @@ OPTION_NAMES: dict[str, dict[str, tuple[str, ...]]] = {
     "temperature": {d: ("temperature",) for d in _ALL},
     "top_p": {d: ("top_p",) for d in _ALL},
     "top_k": {d: ("top_k",) for d in _ALL},
-    "min_p": {"openai": ("min_p",), "ollama": ("min_p",)},
+    "min_p": {"openai": ("min_p",), "llama_cpp": ("min_p",), "ollama": ("min_p",)},
     "repeat_penalty": {
         "openai": ("repeat_penalty", "repetition_penalty"),  # llama.cpp's name, vLLM's
+        "llama_cpp": ("repeat_penalty",),
         "lm_studio": ("repeat_penalty",),
         "ollama": ("repeat_penalty",),
     },

@@ -1,0 +1,201 @@
+"""Cells per minute of the local worker: llama.cpp's server (xllamacpp) against the old one.
+
+    uv run --no-sync python bench/bench_local.py --baseline-python /tmp/lcp/bin/python
+    uv run --no-sync python bench/bench_local.py --papers 2 --n-parallel 4 --threads 1
+
+Each contender analyses the same papers (default: sample_papers/) with the ``research``
+preset, with no result store, on one server started for it: the new default
+(:class:`dllm_notebook.LocalServer`, tuned with the options below) and, when
+``--baseline-python`` names a Python that has ``llama-cpp-python[server]`` (a scratch
+environment outside the project, e.g. ``uv venv /tmp/lcp && uv pip install --python /tmp/lcp
+'llama-cpp-python[server]'``), the server ``Cluster.local()`` ran before: llama-cpp-python's
+single-request server with the same Q/A prompt format, context window and threads.
+``--rounds N`` alternates the contenders N times (the machine may be shared, so alternating
+spreads its noise over both); the table shows each contender's median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from dllm_notebook import Cluster, LocalServer, Paper, WorkerConfig
+from dllm_notebook._local.embedded import local_worker_configs
+from dllm_notebook._local.model_files import default_model_path
+from dllm_notebook._local.server import (
+    DEFAULT_N_BATCH,
+    DEFAULT_N_CTX,
+    DEFAULT_N_PARALLEL,
+    DEFAULT_N_UBATCH,
+    default_threads,
+)
+from dllm_notebook._reading.papers import load_papers
+
+ROOT = Path(__file__).resolve().parents[1]
+BASELINE_SERVER = Path(__file__).with_name("_lcp_server.py")
+ALIAS = "gemma-3-270m-q4_k_m"
+
+
+@dataclass
+class Run:
+    name: str
+    cells: int
+    ok: int
+    seconds: float
+    startup: float
+
+    @property
+    def per_minute(self) -> float:
+        return 60.0 * self.ok / self.seconds
+
+
+@contextmanager
+def new_default(args: argparse.Namespace) -> Iterator[tuple[list[WorkerConfig], float]]:
+    server = LocalServer(
+        n_ctx=args.n_ctx,
+        n_parallel=args.n_parallel,
+        n_threads=args.threads,
+        n_batch=args.n_batch,
+        n_ubatch=args.n_ubatch,
+    )
+    with server:
+        yield local_worker_configs([server]), server.startup_seconds or 0.0
+
+
+@contextmanager
+def baseline(args: argparse.Namespace) -> Iterator[tuple[list[WorkerConfig], float]]:
+    port = _free_port()
+    began = time.monotonic()
+    command = [
+        args.baseline_python, str(BASELINE_SERVER),
+        "--model", str(default_model_path()),
+        "--model_alias", ALIAS,
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--n_ctx", str(args.n_ctx),
+        "--n_threads", str(args.threads),
+        "--n_threads_batch", str(args.threads),
+        "--n_batch", str(args.n_batch),
+        "--n_ubatch", str(args.n_ubatch),
+        "--interrupt_requests", "False",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k.upper() not in ("PORT", "HOST", "N_CTX")}
+    proc = subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}/v1/models"
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"the baseline server exited with code {proc.returncode}")
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        startup = time.monotonic() - began
+        config = WorkerConfig(
+            id="llama-cpp-python",
+            host="127.0.0.1",
+            port=port,
+            type="openai",
+            model=ALIAS,
+            max_concurrent_requests=1,  # it serves one request at a time
+            context_length=args.n_ctx,
+        )
+        yield [config], startup
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stdin is not None:
+            proc.stdin.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+Starter = Callable[[argparse.Namespace], AbstractContextManager[tuple[list[WorkerConfig], float]]]
+
+
+def run_one(name: str, starter: Starter, args: argparse.Namespace, papers: list[Paper]) -> Run:
+    with (
+        starter(args) as (configs, startup),
+        Cluster(configs, store=None, request_timeout=600) as cluster,
+    ):
+        began = time.monotonic()
+        table = cluster.analyze(papers, preset=args.preset, long=True, progress=False)
+        seconds = time.monotonic() - began
+    ok = int((table["status"] == "ok").sum())
+    return Run(name, len(table), ok, seconds, startup)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("papers_dir", nargs="?", default=str(ROOT / "sample_papers"))
+    parser.add_argument("--papers", type=int, default=None, help="only the first N papers")
+    parser.add_argument("--preset", default="research")
+    parser.add_argument("--baseline-python", default=None, help="a Python with llama-cpp-python")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--n-ctx", type=int, default=DEFAULT_N_CTX)
+    parser.add_argument("--n-parallel", type=int, default=DEFAULT_N_PARALLEL)
+    parser.add_argument("--threads", type=int, default=default_threads())
+    parser.add_argument("--n-batch", type=int, default=DEFAULT_N_BATCH)
+    parser.add_argument("--n-ubatch", type=int, default=DEFAULT_N_UBATCH)
+    args = parser.parse_args()
+
+    papers = load_papers(args.papers_dir)[: args.papers]
+    contenders: list[tuple[str, Starter]] = []
+    if args.baseline_python:
+        contenders.append(("llama-cpp-python server (1 slot)", baseline))
+    new_name = f"xllamacpp, {args.n_parallel} slots"
+    contenders.append((new_name, new_default))
+    runs: dict[str, list[Run]] = {name: [] for name, _ in contenders}
+    for round_ in range(args.rounds):
+        for name, starter in contenders:
+            run = run_one(name, starter, args, papers)
+            runs[name].append(run)
+            sys.stderr.write(
+                f"round {round_ + 1}: {name}: {run.ok}/{run.cells} cells in {run.seconds:.1f} s "
+                f"({run.per_minute:.2f} cells/min)\n"
+            )
+
+    print(
+        f"{len(papers)} papers x preset {args.preset!r}; n_ctx {args.n_ctx} per request, "
+        f"{args.threads} threads, n_batch {args.n_batch}, n_ubatch {args.n_ubatch}; "
+        f"median of {args.rounds} round(s)\n"
+    )
+    print("| server | cells ok | seconds | cells/min | startup s | x baseline |")
+    print("|---|---|---|---|---|---|")
+    first = statistics.median(r.per_minute for r in next(iter(runs.values())))
+    for name, results in runs.items():
+        rate = statistics.median(r.per_minute for r in results)
+        seconds = statistics.median(r.seconds for r in results)
+        startup = statistics.median(r.startup for r in results)
+        ok = min(r.ok for r in results)
+        cells = results[0].cells
+        print(
+            f"| {name} | {ok}/{cells} | {seconds:.1f} | {rate:.2f} | {startup:.1f} "
+            f"| {rate / first:.2f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
