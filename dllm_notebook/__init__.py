@@ -14,6 +14,7 @@ from ._cluster import Cluster
 from ._config import ClusterSettings, Secret, WorkerConfig
 from ._errors import (
     BadResponse,
+    ChartsUnavailable,
     ConfigError,
     ConfigProblem,
     ContextLengthExceeded,
@@ -31,6 +32,8 @@ from ._errors import (
     RequestRejected,
     StylerUnavailable,
     SyncCallInLoop,
+    SynthesisFailed,
+    SynthesisFileError,
     TaskFailed,
     TemplateError,
     WorkerError,
@@ -70,21 +73,27 @@ _when_imported("pandas", _register_accessor)
 
 
 def __getattr__(name: str) -> _Any:
+    # Both need pandas, which `import dllm_notebook` does not load.
     if name == "DllmAccessor":
         from ._results.accessor import DllmAccessor
 
         return DllmAccessor
+    if name == "Synthesis":
+        from ._results.synthesis import Synthesis
+
+        return Synthesis
     raise AttributeError(f"module 'dllm_notebook' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), "DllmAccessor"})
+    return sorted({*globals(), "DllmAccessor", "Synthesis"})
 
 
 __all__ = [
     "Answer",
     "Attempt",
     "BadResponse",
+    "ChartsUnavailable",
     "ChatRequest",
     "ChatStream",
     "Cluster",
@@ -121,6 +130,9 @@ __all__ = [
     "Secret",
     "StylerUnavailable",
     "SyncCallInLoop",
+    "Synthesis",
+    "SynthesisFailed",
+    "SynthesisFileError",
     "Task",
     "TaskFailed",
     "TaskQueue",

@@ -38,6 +38,8 @@ from ._types import Answer, ChatRequest
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ._results.synthesis import Synthesis
+
 __all__ = ["Cluster"]
 
 log = logging.getLogger("dllm_notebook")
@@ -404,6 +406,54 @@ class Cluster:
     async def aanalyze(self, call: AnalyzeCall) -> pd.DataFrame:
         """The async twin of :meth:`analyze`, for ``await`` in a notebook cell."""
         return await self._analyses.aanalyze(call)
+
+    def synthesize(
+        self,
+        df: pd.DataFrame,
+        question: str | None = None,
+        columns: Sequence[str] | None = None,
+        *,
+        max_tokens: int = 400,
+        progress: bool = True,
+        refresh: bool = False,
+    ) -> Synthesis:
+        """A short answer to ``question`` over the whole table, with checked citations.
+
+        The default question asks which findings agree, where the papers conflict, which
+        methods dominate and what the gaps are. ``columns`` chooses the answers that go in
+        (default: every text column, each with its verified quotes). The table is reduced
+        in groups sized to the smallest window among the workers, then groups of group
+        summaries, so no request exceeds a window; each level runs like ``analyze()``
+        (in parallel, with its progress bar, stored and cached: a re-run with the same
+        inputs comes from the store, ``refresh=True`` asks again).
+
+        >>> s = cluster.synthesize(df, "Which methods dominate?")
+        >>> s.citations[s.citations.status != "ok"]   # unknown or unsupported citations
+        >>> s.coverage[~s.coverage.cited]             # papers it never cites
+        >>> df.dllm.to_report("review.html", synthesis=s)
+        """
+        from ._analysis.synthesis import synthesize
+
+        return synthesize(
+            self, df, question, columns, max_tokens=max_tokens, progress=progress, refresh=refresh
+        )
+
+    async def asynthesize(
+        self,
+        df: pd.DataFrame,
+        question: str | None = None,
+        columns: Sequence[str] | None = None,
+        *,
+        max_tokens: int = 400,
+        progress: bool = True,
+        refresh: bool = False,
+    ) -> Synthesis:
+        """The async twin of :meth:`synthesize`, for ``await`` in a notebook cell."""
+        from ._analysis.synthesis import asynthesize
+
+        return await asynthesize(
+            self, df, question, columns, max_tokens=max_tokens, progress=progress, refresh=refresh
+        )
 
     @same_arguments_as(analyze_call)
     def submit(self, call: AnalyzeCall) -> Job:

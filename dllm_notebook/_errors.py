@@ -15,6 +15,10 @@ boundary, with ``raise ... from exc``::
     ├── SyncCallInLoop               a blocking call made from the library's own event loop
     ├── JobCancelled                 ``job.result()`` of a cancelled background job
     ├── PanelUnavailable             ``cluster.panel()`` without ipywidgets (also an ImportError)
+    ├── ChartsUnavailable            a review report's charts without matplotlib (an ImportError)
+    ├── SynthesisFileError           a synthesis file (``dllm report --synthesis``) is not one
+    ├── SynthesisFailed              ``synthesize()`` could not finish: an empty table, a group
+    │                                that failed on every worker, windows too small
     ├── StylerUnavailable            ``df.dllm.show()`` without jinja2 (also an ImportError)
     ├── ReferenceLibraryError        a reference library could not be read; ``.source`` names it
     │   ├── ReferenceFileError       a bad .bib or .ris file; ``.path``, ``.entry``, ``.line``
@@ -40,6 +44,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "BadResponse",
+    "ChartsUnavailable",
     "ConfigError",
     "ConfigProblem",
     "ContextLengthExceeded",
@@ -57,6 +62,8 @@ __all__ = [
     "RequestRejected",
     "StylerUnavailable",
     "SyncCallInLoop",
+    "SynthesisFailed",
+    "SynthesisFileError",
     "TaskFailed",
     "TemplateError",
     "WorkerError",
@@ -224,6 +231,32 @@ class PanelUnavailable(DllmError, ImportError):
             "pip install 'dllm-notebook[notebook]' (then restart the kernel). "
             "print(cluster) shows the same table as text meanwhile."
         )
+
+
+class ChartsUnavailable(DllmError, ImportError):
+    """matplotlib is not installed, so a review report cannot draw its charts."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the review report draws its charts with matplotlib; install it with "
+            "pip install 'dllm-notebook[notebook]' (or pip install matplotlib), or pass "
+            "charts=False to write the report without charts."
+        )
+
+
+class SynthesisFailed(DllmError):
+    """``synthesize()`` could not finish; the message says why and what to do."""
+
+
+class SynthesisFileError(DllmError):
+    """A file given as a synthesis (``dllm report --synthesis``) could not be read as one."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(
+            f"{path} is not a synthesis file ({reason}); write one with "
+            "`dllm synthesize results.parquet -o synthesis.json` or Synthesis.to_json()."
+        )
+        self.path = path
 
 
 class StylerUnavailable(DllmError, ImportError):

@@ -197,3 +197,15 @@ def test_main_job_command_falls_back_to_a_local_worker(tmp_path: Path) -> None:
     assert list(table.index) == ["battery-degradation.pdf"]
     assert table.iloc[0, 0].strip()
     assert "Wrote" in proc.stdout
+
+
+def test_synthesize_over_the_sample_papers_classifies_every_citation(local: Cluster) -> None:
+    """Whatever the small model writes, the synthesis has text and every citation in it
+    (if any) is classified: the keys are the sample papers' file names."""
+    prompts = {"finding": "{content}\n\nQuestion: What is the main finding?\nAnswer:"}
+    table = local.analyze(SAMPLE_PAPERS, prompts=prompts, progress=False, **SHORT)
+    synthesis = local.synthesize(table, "What do these papers find?", max_tokens=96, progress=False)
+    assert synthesis.text.strip()
+    assert list(synthesis.citations.columns)[:4] == ["sentence", "key", "title", "status"]
+    assert set(synthesis.citations["status"]) <= {"ok", "unknown", "unsupported"}
+    assert len(synthesis.coverage) == len(table)

@@ -195,11 +195,27 @@ def check_typed_review(notebook: Any, out: Path) -> None:
     assert "unverified" not in shown(evidence)
 
 
+def check_synthesis(notebook: Any, out: Path) -> None:
+    assert html_rows(cell(notebook, "analyze")) == 5
+    synthesis = shown(cell(notebook, "synthesize"))
+    assert "Which methods do these papers use, and what do they find?" in synthesis
+    assert "ECHO " in synthesis  # the fake servers' answer, shown
+    citations = cell(notebook, "citations")
+    assert printed(citations).startswith("<Synthesis: ")
+    assert html_rows(citations) == 5  # the coverage: one row per paper
+    assert "wrote review.html" in printed(cell(notebook, "report"))
+    html = (out / "review.html").read_text(encoding="utf-8")
+    assert '<section id="synthesis">' in html and html.count('<tr id="row-') == 5
+    assert (out / "review.md").read_text(encoding="utf-8").startswith("# Review report")
+    assert json.loads((out / "synthesis.json").read_text())["question"].startswith("Which")
+
+
 CHECKS: dict[str, Callable[[Any, Path], None]] = {
     "01_quickstart": check_quickstart,
     "02_literature_review": check_review,
     "03_custom_prompts": check_custom_prompts,
     "04_typed_review": check_typed_review,
+    "05_synthesis": check_synthesis,
 }
 
 

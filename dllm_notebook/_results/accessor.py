@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -20,6 +21,8 @@ from .statuses import ANSWERED
 
 if TYPE_CHECKING:
     from pandas.io.formats.style import Styler
+
+    from .synthesis import Synthesis
 
 __all__ = ["DllmAccessor"]
 
@@ -111,6 +114,35 @@ class DllmAccessor:
         long = self.long()
         failed: pd.DataFrame = long[~long["status"].isin(ANSWERED)]
         return failed
+
+    def to_report(
+        self,
+        path: str | os.PathLike[str],
+        synthesis: Synthesis | None = None,
+        *,
+        charts: bool = True,
+    ) -> Path:
+        """Write the review report: one self-contained HTML file (or Markdown for ``.md``).
+
+        >>> df.dllm.to_report("review.html", synthesis=cluster.synthesize(df))  # doctest: +SKIP
+
+        It has the run's summary, the table (a text filter, sortable columns), a chart for
+        each typed column (needs matplotlib: ``pip install 'dllm-notebook[notebook]'``, or
+        ``charts=False``), every quote with its page and match (unverified ones flagged),
+        the synthesis with its citations linked to rows, and the failures. It needs
+        nothing from the network: open it offline or send it by e-mail.
+        """
+        from .report import write_report
+
+        return write_report(self._frame, path, synthesis=synthesis, charts=charts)
+
+    def synthesize(self, cluster: Any, question: str | None = None, **options: Any) -> Synthesis:
+        """``cluster.synthesize(df, question, ...)``: see ``Cluster.synthesize``.
+
+        >>> s = df.dllm.synthesize(cluster, "Which methods dominate?")  # doctest: +SKIP
+        """
+        synthesis: Synthesis = cluster.synthesize(self._frame, question, **options)
+        return synthesis
 
     # -- exports (``exports``, ``citations``, ``styled``) ----------------------------------
 

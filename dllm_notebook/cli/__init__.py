@@ -1,9 +1,9 @@
 """The ``dllm`` command: the batch job and its helpers, for SSH sessions and cron.
 
 One module per group of subcommands: ``_jobs`` (analyze, presets), ``_workers`` (check),
-``_bench``, ``_repl`` (chat), ``_discover`` and ``_init``; ``_app`` holds the group, the
-exit codes and the error messages. ``docs/cli.md`` is generated from the help texts
-(``_docs``).
+``_bench``, ``_repl`` (chat), ``_discover``, ``_init`` and ``_review`` (report, synthesize);
+``_app`` holds the group, the exit codes and the error messages. ``docs/cli.md`` is
+generated from the help texts (``_docs``).
 
 Exit codes: 0 success; 1 an error; 2 wrong usage; 3 partly failed (some tasks failed,
 some workers unhealthy); 4 nothing works (no healthy worker, no server found);
@@ -27,6 +27,7 @@ from ._discover import discover
 from ._init import init
 from ._jobs import analyze, presets
 from ._repl import chat
+from ._review import report, synthesize
 from ._workers import check
 
 __all__ = [
@@ -40,5 +41,5 @@ __all__ = [
     "main",
 ]
 
-for _command in (analyze, bench, chat, check, discover, init, presets):
+for _command in (analyze, bench, chat, check, discover, init, presets, report, synthesize):
     cli.add_command(_command)

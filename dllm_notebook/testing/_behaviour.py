@@ -69,6 +69,12 @@ class Behaviour:
         ``invalid_json``, ``out_of_schema`` or ``invented_quotes``. ``reject_schema``
         refuses a request that carries a schema with 400, like a server without
         structured output.
+
+    Citations (for synthesis tests)
+        ``cite_prompt_keys``: a free-text answer ends with one short sentence per
+        ``[key]`` in the prompt (single brackets, not ``[[markers]]``), citing it, like a
+        model that cites its input. ``cite``: keys every free-text answer also cites
+        (a key not in the table, or a paper outside the request's group).
     """
 
     models: tuple[str, ...] = ("fake-model",)
@@ -101,9 +107,13 @@ class Behaviour:
 
     schema_answers: str = "valid"
     reject_schema: bool = False
+    # citations
+    cite_prompt_keys: bool = False
+    cite: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.models = tuple(self.models)
+        self.cite = tuple(self.cite)
         if self.loaded is not None:
             self.loaded = tuple(self.loaded)
         problems = _problems(self)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import random
+import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -424,6 +425,8 @@ def _answer(call: Call, plan: _Plan, b: Behaviour) -> tuple[list[str], int, str]
     it, one token per space-separated word; a free-text one is the echo and filler words.
     """
     text = structured_text(call.schema, plan.echo_of, b.schema_answers)
+    if text is None and (b.cite_prompt_keys or b.cite):
+        text = " ".join([*answer_words(plan.echo_of, 0), *_citing_words(plan.echo_of, b)])
     if text is None:
         return _pieces(plan.echo_of, plan.completion), plan.completion, plan.finish_reason
     words = text.split(" ")
@@ -431,6 +434,19 @@ def _answer(call: Call, plan: _Plan, b: Behaviour) -> tuple[list[str], int, str]
         words = words[: max(call.max_tokens, 1)]
         return [words[0], *(" " + w for w in words[1:])], len(words), "length"
     return [words[0], *(" " + w for w in words[1:])], len(words), "stop"
+
+
+_KEY = re.compile(r"(?<!\[)\[([^\[\]\n]+)\](?!\])")
+
+
+def _citing_words(prompt: str, b: Behaviour) -> list[str]:
+    """``Finding [key].`` for each key the prompt gives (``cite_prompt_keys``), then for
+    each key of ``b.cite``: each key once, in order."""
+    keys = list(_KEY.findall(prompt)) if b.cite_prompt_keys else []
+    words: list[str] = []
+    for key in dict.fromkeys([*keys, *b.cite]):
+        words += ["Finding", f"[{key}]."]
+    return words
 
 
 def _pieces(prompt: str, completion_tokens: int) -> list[str]:
