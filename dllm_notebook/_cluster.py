@@ -26,9 +26,9 @@ from ._loop import bridge, run_sync, submit
 from ._prompts.schemas import answer_validator
 from ._results.history import Filter
 from ._results.store import DEFAULT, ResultStore, resolve_store
-from ._running.affinity import PrefixAffinity
 from ._running.chat import ChatStream, StreamStart, astream, chat_request
 from ._running.dispatch import Dispatcher
+from ._running.earliest_finish import EarliestFinish
 from ._running.pool import WorkerPool
 from ._running.scheduler import Scheduler
 from ._running.tasks import Task
@@ -70,10 +70,10 @@ class Cluster:
     straggler at the end of a batch gets a second copy on an idle faster worker; the first
     answer wins).
 
-    ``scheduler`` decides where each task goes; the default, ``PrefixAffinity``, learns each
-    worker's speed and puts the largest work first where it finishes soonest, keeping a
-    paper's prompts on the worker that read it when that worker's prefix cache saves time
-    (``EarliestFinish`` does the same without the affinity; see docs/architecture.md).
+    ``scheduler`` decides where each task goes; the default, ``EarliestFinish``, learns each
+    worker's speed and puts the largest work first where it finishes soonest.
+    ``PrefixAffinity()`` (opt-in while it is tuned) also keeps a paper's prompts on the
+    worker that read it when that worker's prefix cache saves time (docs/architecture.md).
 
     ``store`` is where ``analyze()`` keeps every answer (see docs/store.md): by default
     ``$DLLM_STORE`` or ``.dllm/results.sqlite`` in the current folder; a path, ``"user"``
@@ -122,7 +122,7 @@ class Cluster:
         self._dispatcher = Dispatcher(
             self._pool,
             self.settings,
-            scheduler or PrefixAffinity(hedge=self.settings.hedge),
+            scheduler or EarliestFinish(hedge=self.settings.hedge),
             self.events,
         )
         self._start_task: asyncio.Task[None] | None = None

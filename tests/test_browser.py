@@ -74,7 +74,7 @@ job = cluster.submit("papers", prompts=PROMPTS, cache=False)
 job""",
     """\
 df = cluster.analyze("papers", prompts=PROMPTS, cache=False)
-print("analyze rows:", len(df), "job result:", job.result().shape)""",
+print("analyze rows:", len(df), "job result:", job.result().dllm.answers().shape)""",
 ]
 
 

@@ -95,7 +95,7 @@ def test_init_offers_the_servers_discover_finds(default_ports: FakeLab, tmp_path
 def test_discover_exits_4_when_nothing_answers(tmp_path: Path) -> None:
     result = dllm("discover", "127.0.0.1/32", "--ports", str(free_port()), cwd=tmp_path)
     assert result.returncode == 4
-    assert "No LM Studio, Ollama or exo server answered on 127.0.0.1/32" in result.stderr
+    assert "No LM Studio, Ollama, llama.cpp or exo server answered on 127.0.0.1/32" in result.stderr
 
 
 def test_discover_refuses_networks_larger_than_a_slash_16(tmp_path: Path) -> None:
@@ -120,7 +120,7 @@ def test_networks_are_parsed_and_bounded() -> None:
         parse_networks(["127.0.0.0/15"])
     with pytest.raises(click.BadParameter, match="not a network"):
         parse_networks(["127.0.0.1/33"])
-    assert parse_ports(None) == [1234, 11434, 52415]
+    assert parse_ports(None) == [1234, 11434, 52415, 8080]  # llama-server's default too
     with pytest.raises(click.BadParameter, match="not a port"):
         parse_ports("1234,http")
 

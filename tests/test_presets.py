@@ -225,7 +225,10 @@ def test_an_unknown_preset_lists_what_exists_and_where_it_looked(tmp_path: Path)
         ),
         (
             "prompt = []\n[[prompts]]\nname = 'aim'\ntemplate = '{content}'\n",
-            ["unknown key 'prompt' (allowed: description, system, evidence, options, prompts)"],
+            [
+                "unknown key 'prompt' (allowed: description, system, evidence, model, options, "
+                "prompts)"
+            ],
         ),
         (
             "[options]\nmax_token = 5\ntemperature = 'hot'\ntop_p = 2\nstop = [1]\n"

@@ -130,7 +130,10 @@ class PrefixAffinity(EarliestFinish):
                 continue
             if reader.free <= 0 or len(placements) >= budget:
                 continue
-            follow = next((t for t in tasks if can_take(reader.worker, t)), None)
+            # a retry (an error, or an invalid answer) goes elsewhere, not back to the reader
+            follow = next(
+                (t for t in tasks if can_take(reader.worker, t) and reader.id not in t.tried), None
+            )
             if follow is not None:
                 tasks.remove(follow)
                 seconds = self._seconds(reader, task_size(self.speeds, follow), True)
