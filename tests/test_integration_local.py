@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -68,49 +69,99 @@ def test_analyze_two_papers_two_prompts_fills_every_cell(local: Cluster) -> None
     assert all(len(cell.strip()) > 0 for cell in df.to_numpy().ravel())
 
 
-def test_a_typed_preset_on_the_local_worker_never_coerces(local: Cluster) -> None:
-    # Real constrained decoding: llama.cpp's server turns the prompt's JSON schema into a
-    # grammar. The 270M base model sometimes spends its tokens on the whitespace the grammar
-    # allows and is cut off: such a cell must end invalid with its raw text, never with a
-    # wrong value; every valid cell has a value of its declared type.
+TYPED_PRESET = """
+description = "What kind of study, how big, and what it found, as typed values."
+system = "You answer questions about research papers. Use only the paper's text."
+
+[options]
+max_tokens = 64
+temperature = 0.0
+
+[[prompts]]
+name = "design"
+type = "category"
+choices = ["randomized trial", "cohort", "case-control", "cross-sectional", "simulation", "other"]
+template = \"\"\"Title: {title}
+
+{content}
+
+Question: Which study design is this?
+Answer:\"\"\"
+
+[[prompts]]
+name = "sample_size"
+type = "integer"
+template = \"\"\"Title: {title}
+
+{content}
+
+Question: How many participants, samples or units did the study have?
+Answer:\"\"\"
+
+[[prompts]]
+name = "effect"
+type = "number"
+template = \"\"\"Title: {title}
+
+{content}
+
+Question: What is the main effect size or headline number the study reports?
+Answer:\"\"\"
+
+[[prompts]]
+name = "replicated"
+type = "boolean"
+template = \"\"\"Title: {title}
+
+{content}
+
+Question: Is this study a replication of earlier work?
+Answer:\"\"\"
+"""
+
+
+def test_a_typed_preset_gives_a_valid_value_of_its_type_in_every_cell(
+    local: Cluster, tmp_path: Path
+) -> None:
+    # Real constrained decoding: the llama_cpp backend sends a compact grammar (no
+    # whitespace between JSON tokens), so even the 270M base model finishes every object
+    # well inside its 64 tokens.
+    preset = tmp_path / "study.toml"
+    preset.write_text(TYPED_PRESET, encoding="utf-8")
+    wide = local.analyze(SAMPLE_PAPERS, preset=preset, progress=False)
+    long = wide.dllm.long()
+    assert len(long) == 5 * 4
+    assert (long["status"] == "ok").all(), long[["paper", "prompt", "status", "answer"]]
+    assert long["value"].notna().all()
+    answers = wide.dllm.answers()
+    assert answers.notna().all().all()
+    assert str(answers["sample_size"].dtype) == "Int64"
+    assert str(answers["effect"].dtype) == "Float64"
+    assert str(answers["replicated"].dtype) == "boolean"
+    assert str(answers["design"].dtype) == "category"
+    assert set(answers["design"]) <= set(answers["design"].cat.categories)
+
+
+def test_a_list_answer_is_a_list_or_invalid_with_its_raw_text_never_coerced(
+    local: Cluster,
+) -> None:
+    # A list has no bound on its items: the base model may loop until max_tokens cuts it
+    # off. Such a cell ends invalid with the raw text kept, never with a wrong value.
+    paper = load_papers(SAMPLE_PAPERS)[0]
     prompts = {
-        "design": {
-            "template": "Title: {title}\n\n{content}\n\nQuestion: Which study design is this?",
-            "type": "category",
-            "choices": ["randomized trial", "cohort", "simulation", "other"],
-        },
-        "sample_size": {
-            "template": "Title: {title}\n\n{content}\n\nQuestion: How many samples?",
-            "type": "integer",
-        },
-        "effect": {
-            "template": "Title: {title}\n\n{content}\n\nQuestion: The main number reported?",
-            "type": "number",
-        },
-        "replicated": {
-            "template": "Title: {title}\n\n{content}\n\nQuestion: Is it a replication?",
-            "type": "boolean",
-        },
         "datasets": {
             "template": "Title: {title}\n\n{content}\n\nQuestion: Which datasets were used?",
             "type": "list",
-        },
+        }
     }
-    long = local.analyze(
-        SAMPLE_PAPERS, prompts=prompts, long=True, progress=False, max_tokens=300, temperature=0.0
-    )
-    assert set(long["status"]) <= {"ok", "invalid"}
-    invalid = long[long["status"] == "invalid"]
-    assert invalid["value"].isna().all() and invalid["error"].notna().all()
-    assert (invalid["answer"].str.len() > 0).all()  # the raw text is kept
-    wide = long.dllm.wide()
-    assert str(wide["sample_size"].dtype) == "Int64"
-    assert str(wide["effect"].dtype) == "Float64"
-    assert str(wide["replicated"].dtype) == "boolean"
-    assert set(wide["design"].dropna()) <= set(prompts["design"]["choices"])  # type: ignore[arg-type]
-    assert all(isinstance(v, list) for v in wide["datasets"].dropna())
-    valid = long[long["status"] == "ok"]
-    assert len(valid) >= 1, long[["prompt", "status", "error"]]
+    (row,) = local.analyze(
+        [paper], prompts=prompts, long=True, progress=False, max_tokens=48, temperature=0.0
+    ).to_dict("records")
+    assert row["status"] in ("ok", "invalid")
+    if row["status"] == "ok":
+        assert isinstance(json.loads(row["value"]), list)
+    else:
+        assert pd.isna(row["value"]) and row["error"] and row["answer"].startswith('{"answer":[')
 
 
 def test_paper_longer_than_a_small_window_is_chunked() -> None:

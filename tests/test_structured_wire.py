@@ -6,8 +6,10 @@ it; the paper text is a real PDF from the shared corpus, so quotes can be checke
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import httpx
 import pytest
 
 from dllm_notebook import Cluster
@@ -76,6 +78,11 @@ def test_each_dialect_gets_the_schema_in_its_form_and_answers_an_instance(
         assert answer.text.startswith("```json")
     elif dialect == "ollama":
         assert record.schema == DESIGN.schema  # Ollama's `format`
+    elif dialect == "llamacpp":  # a compact grammar: no whitespace for the model to spend
+        assert "response_format" not in record.options
+        assert record.options["grammar"].startswith("# JSON schema: ")
+        assert record.schema == DESIGN.schema
+        assert answer.text.startswith('{"answer":"')
     else:
         assert record.options["response_format"] == {
             "type": "json_schema",
@@ -102,7 +109,39 @@ def test_every_type_comes_back_as_its_python_value(lab: FakeLab, paper: str, dia
     assert 1 <= values[0] <= 1000 and all(isinstance(item, str) for item in values[3])
 
 
-@pytest.mark.parametrize("dialect", CONSTRAINED)
+def test_llama_cpp_gets_a_compact_grammar_or_else_the_schema_as_it_is(
+    lab: FakeLab, paper: str
+) -> None:
+    server = lab.add("llamacpp", models=["m-1"], **WINDOW)
+    # minItems is outside what the compact grammar covers: the schema goes as it is
+    wide = {
+        "type": "object",
+        "properties": {"answer": {"type": "array", "items": {"type": "string"}, "minItems": 1}},
+        "required": ["answer"],
+        "additionalProperties": False,
+    }
+    with Cluster([url_for(server.url, "llamacpp")], **SETTINGS) as cluster:
+        compact = cluster.ask(request(DESIGN, paper))
+        fallback = cluster.ask(ChatRequest(paper + "\nWhich datasets?", schema=wide))
+    first, second = server.log.generations()
+    assert "grammar" in first.options and "response_format" not in first.options
+    assert " " not in compact.text.partition('"quotes":')[0]  # nothing spent on whitespace
+    assert "grammar" not in second.options
+    assert second.options["response_format"]["json_schema"]["schema"] == wide
+    assert isinstance(json.loads(fallback.text)["answer"], list)
+
+
+def test_a_grammar_the_server_cannot_parse_is_refused_like_llama_cpp(lab: FakeLab) -> None:
+    server = lab.add("llamacpp", models=["m-1"], **WINDOW)
+    body = {"messages": [{"role": "user", "content": "hi"}], "grammar": 'root ::= ( "a"'}
+    response = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=10)
+    assert response.status_code == 400
+    assert "Failed to parse grammar" in response.json()["error"]["message"]
+
+
+# llama.cpp gets a grammar, which every build takes; what an old build refuses is the
+# response_format json_schema, tested for the other OpenAI-style servers here.
+@pytest.mark.parametrize("dialect", [d for d in CONSTRAINED if d != "llamacpp"])
 def test_a_server_that_refuses_the_schema_gets_it_in_the_prompt_from_then_on(
     lab: FakeLab, paper: str, dialect: str
 ) -> None:

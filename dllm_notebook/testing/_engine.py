@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import json
 import random
 import re
 import time
@@ -102,6 +103,9 @@ class Call:
     options: dict[str, Any] = field(default_factory=dict)
     schema: dict[str, Any] | None = None
     """The JSON schema the answer must follow (``response_format``, Ollama's ``format``)."""
+    grammar: re.Pattern[str] | None = None
+    """A llama.cpp ``grammar`` as a regular expression: the answer is written compactly
+    (no whitespace between JSON tokens) and must match it."""
 
 
 @dataclass(frozen=True)
@@ -425,6 +429,10 @@ def _answer(call: Call, plan: _Plan, b: Behaviour) -> tuple[list[str], int, str]
     it, one token per space-separated word; a free-text one is the echo and filler words.
     """
     text = structured_text(call.schema, plan.echo_of, b.schema_answers)
+    if text is not None and call.grammar is not None:
+        text = _compact(text)
+        if b.schema_answers == "valid" and call.grammar.fullmatch(text) is None:
+            raise RuntimeError(f"the emulated answer {text!r} does not follow the grammar")
     if text is None and (b.cite_prompt_keys or b.cite):
         text = " ".join([*answer_words(plan.echo_of, 0), *_citing_words(plan.echo_of, b)])
     if text is None:
@@ -434,6 +442,14 @@ def _answer(call: Call, plan: _Plan, b: Behaviour) -> tuple[list[str], int, str]
         words = words[: max(call.max_tokens, 1)]
         return [words[0], *(" " + w for w in words[1:])], len(words), "length"
     return [words[0], *(" " + w for w in words[1:])], len(words), "stop"
+
+
+def _compact(text: str) -> str:
+    """JSON ``text`` without whitespace between its tokens, as a compact grammar forces."""
+    try:
+        return json.dumps(json.loads(text), ensure_ascii=False, separators=(",", ":"))
+    except ValueError:
+        return text  # an answer spoiled on purpose stays as it is
 
 
 _KEY = re.compile(r"(?<!\[)\[([^\[\]\n]+)\](?!\])")

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
 
 from ._engine import Call, ContextPolicy, Generation, Refusal, Refused, Resolved
+from ._grammar import GrammarError, grammar_regex, grammar_schema
 from ._openai import OpenAIDialect
 
 __all__ = ["ExoDialect", "LlamaCppDialect", "VLLMDialect", "hugging_face_id"]
@@ -24,6 +27,10 @@ class LlamaCppDialect(OpenAIDialect):
     ``slots_endpoint=False``, like ``--no-slots``), ``GET /metrics`` (Prometheus text with
     ``llamacpp:requests_processing`` and ``llamacpp:requests_deferred``) and ``timings`` in
     answers (``cache_n``, ``prompt_n``, ``prompt_ms``, ``predicted_n``, ``predicted_ms``).
+    A ``grammar`` (GBNF) constrains the answer: a grammar that does not parse is refused
+    with 400; the answer is an instance of the JSON schema in the grammar's first-line
+    comment (see ``_grammar``), written without whitespace, and it matches the grammar.
+    Beside a ``response_format`` the grammar is ignored, as the real server does.
     A prompt of ``n_ctx`` tokens or more is refused with ``exceed_context_size_error``
     (with ``n_prompt_tokens`` and ``n_ctx``); an answer that would overflow the window is
     cut (``finish_reason: "length"``). While no model is loaded (``loaded=[]``, the server
@@ -121,6 +128,26 @@ class LlamaCppDialect(OpenAIDialect):
             "meta": meta,
         }
         return web.json_response({"object": "list", "data": [entry]})
+
+    def parse_call(self, body: Mapping[str, Any]) -> Call:
+        call = super().parse_call(body)
+        grammar = body.get("grammar")
+        if grammar is None or call.schema is not None:
+            return call
+        if not isinstance(grammar, str):
+            raise Refused(Refusal.BAD_REQUEST, message='"grammar" must be a string')
+        try:
+            regex = grammar_regex(grammar)
+        except GrammarError as exc:
+            raise Refused(Refusal.BAD_REQUEST, message=f"Failed to parse grammar: {exc}") from exc
+        schema = grammar_schema(grammar)
+        if schema is None:
+            message = (
+                "the emulated llama.cpp server honours a grammar only when its first line is "
+                "a '# JSON schema: {...}' comment"
+            )
+            raise Refused(Refusal.BAD_REQUEST, message=message)
+        return dataclasses.replace(call, schema=dict(schema), grammar=regex)
 
     def resolve_model(self, call: Call) -> Resolved:
         if self._loading():

@@ -10,6 +10,8 @@ Generation is the OpenAI-compatible ``POST /v1/chat/completions`` (with llama.cp
   and ``total_slots``;
 - ``timings`` in each answer: the server's own prompt and decode time (the scheduler's
   exact measure) and its decode speed;
+- a typed prompt's schema goes as a compact ``grammar`` (:mod:`.grammar`) rather than
+  ``response_format``, whose grammar lets a small model waste its tokens on whitespace;
 - ``GET /slots`` (unless the server runs with ``--no-slots``): one entry per slot, so the
   number of requests it decodes at once. It becomes the worker's
   ``max_concurrent_requests`` when the config gives none.
@@ -24,8 +26,9 @@ from typing import Any
 import httpx
 
 from ..._errors import WorkerError, WorkerLoading
-from ..._types import Completion, ServerInfo
+from ..._types import ChatRequest, Completion, ServerInfo
 from .base import positive_int
+from .grammar import compact_grammar
 from .openai import OpenAIBackend
 
 __all__ = ["LlamaCppBackend"]
@@ -50,6 +53,14 @@ class LlamaCppBackend(OpenAIBackend):
         if count is None and isinstance(props, dict):
             count = positive_int(props.get("total_slots"))
         return ServerInfo(models=listed.models, context_length=n_ctx, slots=count)
+
+    def payload(self, request: ChatRequest, model: str) -> dict[str, Any]:
+        body = super().payload(request, model)
+        grammar = compact_grammar(request.schema) if request.schema is not None else None
+        if grammar is not None:  # llama.cpp refuses a grammar beside a json_schema
+            del body["response_format"]
+            body["grammar"] = grammar
+        return body
 
     def parse_completion(self, data: Any, model: str) -> Completion:
         """The OpenAI answer, with the decode speed from llama.cpp's ``timings``."""

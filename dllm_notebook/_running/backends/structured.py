@@ -23,7 +23,7 @@ __all__ = ["SCHEMA_NAME", "rejects_schema", "response_format", "schema_in_prompt
 
 SCHEMA_NAME = "answer"
 """The ``json_schema.name`` sent to OpenAI-compatible servers."""
-_REJECTED = re.compile(r"response_format|json_schema|\bformat\b", re.IGNORECASE)
+_REJECTED = re.compile(r"response_format|json_schema|\bformat\b|grammar", re.IGNORECASE)
 _INSTRUCTION = "\n\nReply with one JSON object and nothing else. It must follow this JSON schema:\n"
 
 
