@@ -75,6 +75,10 @@ class Answer:
     attempts: int = 1
     error: str | None = None
     error_type: str | None = None
+    cached_tokens: int | None = None
+    """Prompt tokens the server took from its prefix cache (``None`` where it does not say)."""
+    prefill_s: float | None = None
+    """Seconds the server says it spent reading the prompt (``None`` where it does not say)."""
 
     @property
     def ok(self) -> bool:

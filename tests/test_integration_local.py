@@ -9,13 +9,14 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from dllm_notebook import Cluster
+from dllm_notebook import ChatRequest, Cluster
 from dllm_notebook._reading.paper import Paper
 from dllm_notebook._reading.papers import load_papers
 
@@ -162,6 +163,22 @@ def test_a_list_answer_is_a_list_or_invalid_with_its_raw_text_never_coerced(
         assert isinstance(json.loads(row["value"]), list)
     else:
         assert pd.isna(row["value"]) and row["error"] and row["answer"].startswith('{"answer":[')
+
+
+def test_a_papers_second_prompt_is_read_from_the_servers_prefix_cache(local: Cluster) -> None:
+    # Paper first, question last: the second prompt shares the whole paper with the first,
+    # and llama.cpp puts it on the slot that holds it. The tag makes the first one new.
+    paper = load_papers(SAMPLE_PAPERS)[2]
+    head = f"Run {uuid.uuid4().hex}\nTitle: {paper.title}\n\n{paper.text[:5000]}\n\nQuestion: "
+    first = local.ask(ChatRequest(head + "What is the topic?\nAnswer:", options=SHORT))
+    second = local.ask(ChatRequest(head + "Which method is used?\nAnswer:", options=SHORT))
+    assert first.ok and second.ok, (first.error, second.error)
+    assert first.prompt_tokens is not None and first.prompt_tokens > 800
+    assert first.cached_tokens is not None and first.cached_tokens < 100
+    assert second.cached_tokens is not None
+    assert second.cached_tokens >= first.prompt_tokens - 20  # all but the question
+    assert first.prefill_s is not None and second.prefill_s is not None
+    assert second.prefill_s < first.prefill_s / 3, (first.prefill_s, second.prefill_s)
 
 
 def test_paper_longer_than_a_small_window_is_chunked() -> None:

@@ -372,6 +372,8 @@ class Dispatcher:
                 finish_reason=outcome.finish_reason,
                 tokens_per_second=outcome.tokens_per_second,
                 attempts=task.attempts + 1,
+                cached_tokens=outcome.cached_tokens,
+                prefill_s=outcome.prefill_seconds,
             )
             return task, answer
         error = outcome
