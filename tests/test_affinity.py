@@ -182,12 +182,12 @@ def ideal(sims: list[CacheWorker], paper_tokens: list[int], *, cached: bool) -> 
 
 
 @pytest.mark.parametrize("reports", ["count", "prefill", "nothing"])
-@pytest.mark.parametrize(("count", "bound", "today_share"), [(10, 0.62, 0.62), (35, 0.97, 0.9)])
+@pytest.mark.parametrize(("count", "bound", "today_share"), [(10, 0.56, 0.6), (35, 0.75, 0.75)])
 def test_on_a_caching_lab_a_paper_is_read_about_once(
     count: int, bound: float, today_share: float, reports: str
 ) -> None:
-    """Measured (fake clock, 100 papers x 5 prompts): 10 Macs 0.60 of the cache-oblivious
-    ideal (today's scheduler 1.00; the bound with each paper read once 0.51); 35 Macs 0.94
+    """Measured (fake clock, 100 papers x 5 prompts): 10 Macs 0.552 of the cache-oblivious
+    ideal (today's scheduler 1.00; the bound with each paper read once 0.51); 35 Macs 0.739
     (today 1.07). Learned from cached-token counts, reported prefill times or latency."""
     paper_tokens = papers(100)
     today = simulate(EarliestFinish(), mac_lab(count), make_tasks(paper_tokens))
@@ -223,3 +223,22 @@ def test_tasks_without_a_group_are_planned_as_earliest_finish_plans_them() -> No
         task.group = ""
     new = simulate(PrefixAffinity(), mac_lab(10), again)
     assert new.makespan == pytest.approx(today.makespan)
+
+
+def test_before_any_answer_the_largest_papers_go_to_the_largest_machines() -> None:
+    """Speeds are unknown until a worker answers. The largest papers then start on the
+    workers with the most slots, and a worker not measured yet fills its free slots only
+    with work that ends in time even if it is twice as slow as it looks: no 2-slot Air
+    starts the batch on one of the 20 largest papers."""
+    paper_tokens = papers(100)
+    run = simulate(PrefixAffinity(), mac_lab(35), make_tasks(paper_tokens))
+    size = {f"paper-{i}": tokens for i, tokens in enumerate(paper_tokens)}
+    started = [(w, size[t.group]) for now, t, w in run.starts if now == 0]
+    largest = sorted(paper_tokens)[-20:]
+    on_airs = [tokens for w, tokens in started if w.startswith("air")]
+    assert on_airs, "the Airs work from the start too"
+    assert max(on_airs) < min(largest)
+    biggest = max(paper_tokens)
+    assert {w for w, tokens in started if tokens == biggest} <= {
+        s.id for s in mac_lab(35) if s.slots == max(TIERS.values())[0]
+    }

@@ -18,6 +18,13 @@ where it finishes first, hedging at the end) and changes the unit it plans:
    task of the chain expected to end last, when that task, prefilled in full there, still
    ends before the chain would have reached it: the cache saves less than the wait costs.
 
+Before a worker has answered, its speed is a guess. Equal guesses put the larger work on
+the worker with more slots (most likely the larger machine), and a worker not measured
+yet fills a free slot only with a unit that ends in time even at twice the guessed time
+(:data:`UNMEASURED_SLOWDOWN`), else with the smallest: an Air that looks like an Ultra
+must not start the batch on its largest paper. A second reading of a paper (rule 3) goes
+only to a worker whose speed is measured.
+
 Whether a worker caches is learned (``cache.py``), never assumed: a worker starts unknown,
 plans as if its cache saved nothing, yet keeps its groups so that follow-ups measure it. A
 worker whose follow-ups save little is treated as having no cache, and when no worker
@@ -44,6 +51,10 @@ if TYPE_CHECKING:
     from .._types import Completion
 
 __all__ = ["PrefixAffinity"]
+
+UNMEASURED_SLOWDOWN = 2.0
+"""How much slower than the lab's typical speed a worker that has not answered yet may
+turn out to be, when it fills a free slot with work planned for others."""
 
 
 class PrefixAffinity(EarliestFinish):
@@ -206,12 +217,14 @@ class PrefixAffinity(EarliestFinish):
                 break
             first = unit[0]
             best: Candidate | None = None
-            best_key = (True, float("inf"))
+            best_key: tuple[bool, float, int] = (True, float("inf"), 0)
             for c in candidates:
                 if not c.slots or not can_take(c.worker, first):
                     continue
                 finish = c.slots[0] + self._chain(c, unit)
-                key = (c.id in first.tried, finish)
+                # equal finishes (speeds not measured yet): the machine with more slots,
+                # most likely the larger one, takes the larger work
+                key = (c.id in first.tried, finish, -c.worker.limit)
                 if key < best_key:
                     best, best_key = c, key
             if best is None:
@@ -240,7 +253,8 @@ class PrefixAffinity(EarliestFinish):
     ) -> None:
         """Free slots take the last task of the chain expected to end last, while that
         task, read in full there, still ends before the chain would have reached it."""
-        free = [c for c in candidates if c.free > 0]
+        known = self.speeds.known()  # a second reading pays only on a worker known to be fast
+        free = [c for c in candidates if c.free > 0 and c.id in known]
         if not free or len(placements) >= budget:
             return
         chains: list[tuple[float, str]] = []
@@ -265,7 +279,7 @@ class PrefixAffinity(EarliestFinish):
             ]
             if not options:
                 continue
-            finish, c = min(options, key=lambda o: o[0])
+            finish, c = min(options, key=lambda o: (o[0], -o[1].worker.limit))
             if finish >= chain_end:
                 continue  # the chain gets there sooner than a second reading would
             tasks.remove(task)
@@ -287,16 +301,24 @@ class PrefixAffinity(EarliestFinish):
     ) -> None:
         """A slot still free takes the largest unit waiting for another worker that it
         finishes by the plan's end."""
-        for c in candidates:
+        known = self.speeds.known()
+        for c in sorted(candidates, key=lambda c: -c.worker.limit):
+            # a worker not measured yet may be much slower than it looks: it takes the
+            # largest unit that ends in time even at UNMEASURED_SLOWDOWN, else the smallest
+            slowdown = 1.0 if c.id in known else UNMEASURED_SLOWDOWN
             while c.free > 0 and len(placements) < budget:
-                unit = next(
-                    (
-                        u
-                        for u in units
-                        if u and can_take(c.worker, u[0]) and now + self._chain(c, u) <= horizon
-                    ),
-                    None,
+                fits = (
+                    u
+                    for u in units
+                    if u
+                    and can_take(c.worker, u[0])
+                    and now + slowdown * self._chain(c, u) <= horizon
                 )
+                unit = next(fits, None)
+                if unit is None and c.id not in known:
+                    unit = next(
+                        (u for u in reversed(units) if u and can_take(c.worker, u[0])), None
+                    )
                 if unit is None:
                     break
                 first = unit.pop(0)
