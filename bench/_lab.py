@@ -136,17 +136,20 @@ QUEUE_EXTRA = 2
 """Requests beyond its slots that the ``queue10`` scenario lets the client send."""
 
 
-def mixed_lab(count: int, *, extra: int = 0) -> list[Machine]:
+def mixed_lab(count: int, *, extra: int = 0, over: str | None = None) -> list[Machine]:
     """``count`` machines of mixed tiers and dialects (groups of ten repeated).
 
     Ten machines: 4 Air (2 slots, 1x), 3 Pro (4 slots, 2x), 2 Studio (6 slots, 3x) and
     1 Ultra (8 slots, 4x): 40 slots, capacity 100. Each client config says the machine's
-    slots, except that with ``extra`` two of every ten allow that many more.
+    slots, except that with ``extra`` two of every ten allow that many more: those marked
+    in the group, or with ``over`` those of that dialect.
     """
     machines = []
     for index in range(count):
         tier_name, dialect, queues = _GROUP[index % len(_GROUP)]
         tier = TIERS[tier_name]
+        if over is not None:
+            queues = dialect == over
         limit = tier.slots + extra if queues else tier.slots
         machines.append(Machine(f"{tier_name}-{index + 1:02d}", dialect, tier, limit))
     return machines

@@ -1,7 +1,8 @@
 """Scheduling on a mixed lab: the default scheduler against naive least-loaded and the ideal.
 
     uv run --no-sync python bench/bench_schedule.py [--quick] [--verbose]
-        [--only mixed10,mixed35,queue10,queue35,die,cpu,import] [--papers 100] [--target 20]
+        [--only mixed10,mixed35,queue10,queue35,slots10,die,cpu,import] [--papers 100]
+        [--target 20]
         [--repeat 1] [--cpu-tasks 2000]
 
 ``mixed10``, ``mixed35``: ``cluster.analyze(folder, prompts=5 prompts, cache=False)`` over
@@ -17,6 +18,10 @@ is lost, doubled or misplaced.
 ``queue10``, ``queue35``: the 10- or 35-Mac lab, but two of every ten are configured for 2
 requests more than they run at once, so the extra ones wait in the server's queue until the
 adaptive limit finds out.
+
+``slots10``: the 10-Mac lab whose two llama.cpp servers (a Studio and the Ultra) are
+configured for 2 requests more than their slots; the client reads the real slot count
+from their ``/slots`` and sends no more than that.
 
 ``cache10``, ``cache35``: the 10- or 35-Mac lab whose servers keep a prefix cache per slot
 (``Behaviour.prefix_cache``: a request takes the free slot with the longest common prefix,
@@ -84,6 +89,7 @@ SCENARIOS = (
     "mixed35",
     "queue10",
     "queue35",
+    "slots10",
     "cache10",
     "cache35",
     "nocache10",
@@ -255,7 +261,8 @@ def bench_labs(scenarios: Sequence[str], papers: int, target: float, repeat: int
         for scenario in scenarios:
             machines = mixed_lab(
                 35 if scenario.endswith("35") else 10,
-                extra=QUEUE_EXTRA if scenario.startswith("queue") else 0,
+                extra=QUEUE_EXTRA if scenario.startswith(("queue", "slots")) else 0,
+                over="llamacpp" if scenario.startswith("slots") else None,
             )
             cells = paper_first if scenario in CACHE_SCENARIOS else expected
             prompts = PAPER_FIRST if scenario in CACHE_SCENARIOS else PROMPTS

@@ -26,6 +26,7 @@ from ._loop import bridge, run_sync, submit
 from ._prompts.schemas import answer_validator
 from ._results.history import Filter
 from ._results.store import DEFAULT, ResultStore, resolve_store
+from ._running.affinity import PrefixAffinity
 from ._running.chat import ChatStream, StreamStart, astream, chat_request
 from ._running.dispatch import Dispatcher
 from ._running.earliest_finish import EarliestFinish
@@ -169,7 +170,9 @@ class Cluster:
         server (through ``xllamacpp``): ``n_parallel`` is how many requests it decodes at
         once (the worker's ``max_concurrent_requests``), ``n_ctx`` the context window of
         each, and ``n_threads`` its CPU threads. The servers stop when the cluster closes
-        or Python exits.
+        or Python exits. Unless ``scheduler=`` says otherwise it is
+        :class:`PrefixAffinity`: llama.cpp keeps a prefix cache per slot, so a paper's
+        prompts go back to back to the slot that read the paper.
 
         >>> with Cluster.local() as cluster:
         ...     print(cluster.ask("What is photosynthesis?").text)
@@ -179,6 +182,7 @@ class Cluster:
         servers = start_local_servers(
             workers, model=model, n_ctx=n_ctx, n_parallel=n_parallel, n_threads=n_threads
         )
+        options.setdefault("scheduler", PrefixAffinity())
         try:
             cluster = cls(local_worker_configs(servers), **options)
         except BaseException:
