@@ -141,3 +141,23 @@ def test_chat_stream_refuses_a_question_larger_than_every_window(lab: FakeLab) -
         with pytest.raises(TaskFailed, match="largest context window in the cluster is 512"):
             cluster.stream("soil " * 2000)
     assert small.log.generations() == []
+
+
+def test_a_stream_pinned_to_a_worker_never_moves(lab: FakeLab) -> None:
+    broken = lab.add("openai", models=["m"], behaviour=Behaviour(error_rate=1.0))
+    good = lab.add("ollama", models=["m"])
+    workers = [
+        {"id": "broken", "host": "127.0.0.1", "port": broken.port, "type": "openai"},
+        {"id": "good", "host": "127.0.0.1", "port": good.port, "type": "ollama"},
+    ]
+    with Cluster(workers, **FAST) as cluster:
+        cluster.check()
+        with cluster.stream("to the good one [[p1]]", worker="good") as stream:
+            assert stream.worker == "good"
+            assert "".join(stream).startswith(expected_echo("to the good one [[p1]]"))
+            assert stream.first_piece_s is not None
+        with pytest.raises(TaskFailed, match="dllm check"):
+            cluster.stream("to the broken one [[p2]]", worker="broken")
+    assert good.log.times_generated("to the good one [[p1]]") == 1
+    assert good.log.times_generated("to the broken one [[p2]]") == 0  # not moved over
+    assert len(broken.log.generations()) >= 1  # tried (and refused) there only

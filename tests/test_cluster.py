@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from dllm_notebook import Answer, Cluster, SyncCallInLoop, TaskFailed
+from dllm_notebook import Answer, Cluster, ConfigError, SyncCallInLoop, TaskFailed
 from dllm_notebook.testing import Behaviour, FakeLab, expected_echo
 
 from .conftest import FAST
@@ -222,3 +222,40 @@ def test_ollama_num_ctx_never_shrinks_so_the_model_is_not_reloaded_back_and_fort
     sizes = [r.num_ctx for r in server.log.generations()]
     assert sizes[0] == 4096 and sizes[1] is not None and sizes[1] > 4096
     assert sizes[2] == sizes[1]  # the short one after the long one keeps the larger window
+
+
+def test_ask_pinned_to_a_worker_goes_there_and_names_the_workers_when_unknown(
+    lab: FakeLab,
+) -> None:
+    first, second = lab.add("openai", models=["m"]), lab.add("ollama", models=["m"])
+    workers = [
+        {"id": "first", "host": "127.0.0.1", "port": first.port, "type": "openai"},
+        {"id": "second", "host": "127.0.0.1", "port": second.port, "type": "ollama"},
+    ]
+    with Cluster(workers, **FAST) as cluster:
+        answers = [cluster.ask(f"pinned {i} [[k{i}]]", worker="second") for i in range(4)]
+        assert {a.worker for a in answers} == {"second"}
+        with pytest.raises(ConfigError, match="no worker 'third'; the workers are first, second"):
+            cluster.ask("hello", worker="third")
+        with pytest.raises(ConfigError, match="no worker 'third'"):
+            cluster.stream("hello", worker="third")
+
+        async def pinned_async() -> Answer:
+            return await cluster.aask("async [[a1]]", worker="first")
+
+        assert asyncio.run(pinned_async()).worker == "first"
+    assert len(first.log.generations()) == 1
+    assert len(second.log.generations()) == 4
+
+
+def test_ask_pinned_to_a_failing_worker_fails_instead_of_moving(lab: FakeLab) -> None:
+    broken = lab.add("openai", models=["m"], behaviour=Behaviour(error_rate=1.0))
+    good = lab.add("openai", models=["m"])
+    workers = [
+        {"id": "broken", "host": "127.0.0.1", "port": broken.port, "type": "openai"},
+        {"id": "good", "host": "127.0.0.1", "port": good.port, "type": "openai"},
+    ]
+    with Cluster(workers, **FAST) as cluster, pytest.raises(TaskFailed):
+        cluster.ask("only there [[b1]]", worker="broken")
+    assert good.log.generations() == []
+    assert len(broken.log.generations()) >= 1  # tried (and refused) there only
