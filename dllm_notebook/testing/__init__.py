@@ -38,6 +38,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from ._behaviour import Behaviour
 from ._crossref import FakeCrossref
 from ._dialects import CLIENT_TYPES, DEFAULT_PORTS, DIALECTS
+from ._instant import InstantBackend, instant_answers
 from ._lab import FakeLab, parse_spec
 from ._log import RequestLog, RequestRecord
 from ._server import FakeServer
@@ -64,11 +65,13 @@ __all__ = [
     "FakeLab",
     "FakeServer",
     "FakeZotero",
+    "InstantBackend",
     "RequestLog",
     "RequestRecord",
     "common_prefix_length",
     "count_tokens",
     "expected_echo",
+    "instant_answers",
     "markers",
     "parse_spec",
     "prompt_digest",
