@@ -94,18 +94,6 @@ def test_configured_model_missing_makes_worker_unhealthy(lab: FakeLab) -> None:
     assert "qwen3:8b" in frame.loc["mini", "error"] and "llama3.2" in frame.loc["mini", "error"]
 
 
-def test_ollama_always_gets_num_ctx_and_no_silent_truncation(lab: FakeLab) -> None:
-    server = lab.add("ollama", models=["llama3.2"], context_length=32768)
-    long_prompt = "word " * 6000  # ~7,500 fake tokens: beyond Ollama's 2048 default
-    with Cluster([url_for(server.url, "ollama")], **FAST) as cluster:
-        answer = cluster.ask(long_prompt)
-    assert answer.ok
-    (record,) = server.log.generations()
-    assert record.num_ctx is not None and record.num_ctx >= 7500
-    assert record.stream is False
-    assert server.log.truncated() == []
-
-
 def test_lm_studio_stats_give_tokens_per_second(lab: FakeLab) -> None:
     server = lab.add("lm_studio", models=["m"])
     with Cluster([url_for(server.url, "lm_studio")], **FAST) as cluster:
@@ -209,19 +197,6 @@ def test_cluster_works_from_a_thread_while_another_runs(lab: FakeLab) -> None:
         assert [a.text.split()[1] for a in results[name]] == [
             expected_echo(f"{name}-{i}").split()[1] for i in range(10)
         ]
-
-
-def test_ollama_num_ctx_never_shrinks_so_the_model_is_not_reloaded_back_and_forth(
-    lab: FakeLab,
-) -> None:
-    server = lab.add("ollama", behaviour=Behaviour(context_length=32768))
-    prompts = ["short question [[a]]", "x " * 6000 + "[[b]]", "short again [[c]]"]
-    with Cluster([server.url.replace("http", "ollama", 1)], **FAST) as cluster:
-        for prompt in prompts:  # one at a time, in this order
-            assert cluster.ask(prompt).ok
-    sizes = [r.num_ctx for r in server.log.generations()]
-    assert sizes[0] == 4096 and sizes[1] is not None and sizes[1] > 4096
-    assert sizes[2] == sizes[1]  # the short one after the long one keeps the larger window
 
 
 def test_ask_pinned_to_a_worker_goes_there_and_names_the_workers_when_unknown(
