@@ -58,42 +58,6 @@ def test_type_is_detected_by_probing(lab: FakeLab, dialect: str) -> None:
         assert cluster.ask("hello").ok
 
 
-def test_check_reports_models_and_context(lab: FakeLab) -> None:
-    lms = lab.add("lm_studio", models=["qwen", "mistral"], loaded=["mistral"], context_length=8192)
-    oll = lab.add("ollama", models=["llama3.2:latest"])
-    vll = lab.add("vllm", models=["big"], context_length=32768)
-    with Cluster(
-        [url_for(lms.url, "lm_studio"), url_for(oll.url, "ollama"), url_for(vll.url, "vllm")],
-        **FAST,
-    ) as cluster:
-        frame = cluster.check()
-    assert list(frame["healthy"]) == [True, True, True]
-    rows = frame.to_dict("index")
-    lm_row = rows[cluster.workers[0].id]
-    assert lm_row["model"] == "mistral"  # the loaded one is chosen when none is configured
-    assert lm_row["model_loaded"] is True
-    assert lm_row["context_length"] == 8192
-    assert "qwen" in lm_row["models"]
-    assert rows[cluster.workers[1].id]["model"] == "llama3.2:latest"
-    assert rows[cluster.workers[1].id]["context_length"] > 0
-    assert rows[cluster.workers[2].id]["context_length"] == 32768
-
-
-def test_configured_model_missing_makes_worker_unhealthy(lab: FakeLab) -> None:
-    server = lab.add("ollama", models=["llama3.2"])
-    spec = {
-        "id": "mini",
-        "host": "127.0.0.1",
-        "port": server.port,
-        "type": "ollama",
-        "model": "qwen3:8b",
-    }
-    with Cluster([spec], **FAST) as cluster:
-        frame = cluster.check()
-    assert not frame.loc["mini", "healthy"]
-    assert "qwen3:8b" in frame.loc["mini", "error"] and "llama3.2" in frame.loc["mini", "error"]
-
-
 def test_lm_studio_stats_give_tokens_per_second(lab: FakeLab) -> None:
     server = lab.add("lm_studio", models=["m"])
     with Cluster([url_for(server.url, "lm_studio")], **FAST) as cluster:
@@ -102,28 +66,6 @@ def test_lm_studio_stats_give_tokens_per_second(lab: FakeLab) -> None:
         metrics = cluster.metrics(totals=True)
     assert metrics.loc["total", "successes"] == 1
     assert metrics.loc["total", "requests"] == 1
-
-
-def test_map_spreads_over_workers_and_respects_their_limits(lab: FakeLab) -> None:
-    servers = [lab.add("openai", behaviour=None, models=["m"]) for _ in range(3)]
-    for s in servers:
-        s.update(base_latency=0.05, slots=8)
-    specs = [
-        {
-            "id": f"w{i}",
-            "host": "127.0.0.1",
-            "port": s.port,
-            "type": "openai",
-            "max_concurrent_requests": 2,
-        }
-        for i, s in enumerate(servers)
-    ]
-    with Cluster(specs, **FAST) as cluster:
-        answers = cluster.map([f"p{i}" for i in range(30)])
-    assert all(a.ok for a in answers)
-    assert {a.worker for a in answers} == {"w0", "w1", "w2"}
-    for s in servers:
-        assert 1 <= s.log.max_in_flight() <= 2
 
 
 def test_ask_raises_a_clear_error_when_every_try_fails(lab: FakeLab) -> None:
