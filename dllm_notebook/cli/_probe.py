@@ -52,7 +52,7 @@ class Inspection:
 
 async def _hello(config: WorkerConfig, model: str, timeout: float) -> float:
     """Seconds one tiny prompt took on a one-worker cluster (raises DllmError)."""
-    cluster = Cluster([replace(config, model=model)], no_worker_timeout=5.0)
+    cluster = Cluster([replace(config, model=model)], store=None, no_worker_timeout=5.0)
     try:
         started = time.monotonic()
         await wait_within(cluster.aask(HELLO, worker=config.id), timeout)

@@ -18,6 +18,9 @@ written in the prompt), a server answers with a deterministic instance of it who
 that on purpose (``invalid_json``, ``out_of_schema``, ``invented_quotes``: one of
 :data:`INVENTED_QUOTES`) and ``Behaviour.reject_schema`` refuses the field with a 400.
 
+:func:`instant_answers` makes a cluster's workers answer in-process at once, to measure
+what the client itself costs (``bench/bench_schedule.py cpu``).
+
 :class:`FakeZotero` (Zotero 7's local API) and :class:`FakeCrossref` (Crossref's
 ``/works/{doi}``) emulate the services papers and their metadata come from.
 
