@@ -5,7 +5,6 @@ Used by ``bench/bench_schedule.py`` (``cpu`` and ``import``).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import statistics
@@ -18,13 +17,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from dllm_notebook import ChatRequest, Cluster, Paper
-from dllm_notebook._running.backends import Backend
-from dllm_notebook._running.scheduler import Scheduler
-from dllm_notebook._types import Completion, ServerInfo
-from dllm_notebook.testing import RequestRecord, expected_echo
+from dllm_notebook import Cluster, Paper, Scheduler
+from dllm_notebook.testing import RequestRecord, expected_echo, instant_answers
 
-__all__ = ["InstantBackend", "LabProcess", "bench_cpu", "bench_import", "lab_process"]
+__all__ = ["LabProcess", "bench_cpu", "bench_import", "lab_process"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,31 +68,6 @@ def lab_process(spec: dict[str, Any]) -> Iterator[LabProcess]:
             finally:
                 lab.terminate()
                 lab.wait(10)
-
-
-class InstantBackend(Backend):
-    """Answers at once, in this process, as a fake server would; probes via the real one."""
-
-    type = "instant"
-
-    def __init__(self, inner: Backend) -> None:
-        super().__init__(inner.config, inner.client)
-        self.inner = inner
-
-    async def probe(self, *, detailed: bool = False) -> ServerInfo:
-        return await self.inner.probe(detailed=detailed)
-
-    async def chat(
-        self, request: ChatRequest, *, model: str, context_length: int | None
-    ) -> Completion:
-        await asyncio.sleep(0)
-        return Completion(
-            text=expected_echo(request.prompt) + " lorem ipsum",
-            model=model,
-            prompt_tokens=len(request.prompt) // 4,
-            completion_tokens=8,
-            finish_reason="stop",
-        )
 
 
 def cpu_per_task(call: Callable[[], int]) -> tuple[float, float, int]:
@@ -166,23 +137,21 @@ def bench_cpu(tasks: int, schedulers: Mapping[str, Callable[[], Scheduler | None
                         *cpu_per_task(analyze(c, papers)),
                     )
                 )
-                for w in c._pool.workers:
-                    assert w.backend is not None
-                    w.backend = InstantBackend(w.backend)
-                rows.append(
-                    (
-                        name,
-                        "analyze(), in-process instant backend",
-                        *cpu_per_task(analyze(c, papers)),
+                with instant_answers(c):
+                    rows.append(
+                        (
+                            name,
+                            "analyze(), in-process instant backend",
+                            *cpu_per_task(analyze(c, papers)),
+                        )
                     )
-                )
-                rows.append(
-                    (
-                        name,
-                        "map(), in-process instant backend",
-                        *cpu_per_task(functools.partial(map_all, c)),
+                    rows.append(
+                        (
+                            name,
+                            "map(), in-process instant backend",
+                            *cpu_per_task(functools.partial(map_all, c)),
+                        )
                     )
-                )
     print("| scheduler | what | tasks | wall s | client CPU ms/task |")
     print("|---|---|---:|---:|---:|")
     for name, what, ms, wall, count in rows:

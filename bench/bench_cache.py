@@ -116,29 +116,27 @@ def bench_cached(tasks: int, repeat: int, servers: int) -> None:
 # -- memory ---------------------------------------------------------------------------------
 def memory_child(tasks: int, workers: list[dict[str, Any]], store_path: str | None) -> None:
     """Runs in a fresh process: one analyze() with RSS sampling; prints one JSON line."""
-    import dllm_notebook._analysis.analysis as analyze_module
-    from dllm_notebook import Cluster
+    from dllm_notebook import Cluster, Event
 
     papers = papers_for(tasks)
     samples: list[float] = []
-    running = {"on": True, "max": 0.0}
-    frame = analyze_module.Analysis.frame
+    running = {"on": True, "until": 0}
 
     def sample() -> None:
         while running["on"]:
             samples.append(rss_mib())
             time.sleep(0.1)
 
-    def frame_with_mark(self: Any, **kwargs: Any) -> Any:
-        running["max"] = max([*samples, rss_mib()])  # highest RSS while tasks ran
-        return frame(self, **kwargs)
+    def mark(event: Event) -> None:
+        if event.kind == "task_finished":  # the samples taken until the last task settled
+            running["until"] = len(samples)
 
-    analyze_module.Analysis.frame = frame_with_mark  # type: ignore[method-assign]
     before = rss_mib()
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
     started = time.perf_counter()
     with Cluster(workers, store=store_path, max_concurrent_batch=64) as cluster:
+        cluster.subscribe(mark)
         df = cluster.analyze(
             papers, prompts=PROMPTS, long=True, progress=False, cache=store_path is not None
         )
@@ -150,7 +148,7 @@ def memory_child(tasks: int, workers: list[dict[str, Any]], store_path: str | No
         "ok": int((df["status"] == "ok").sum()),
         "seconds": seconds,
         "rss_before_mib": before,
-        "rss_running_max_mib": running["max"],
+        "rss_running_max_mib": max(samples[: int(running["until"]) + 1] or [before]),
         "peak_rss_mib": peak_rss_mib(),
         "frame_mib": df.memory_usage(deep=True).sum() / 2**20,
     }

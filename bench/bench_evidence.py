@@ -34,8 +34,8 @@ from pathlib import Path
 
 import pymupdf
 
+from dllm_notebook import Paper
 from dllm_notebook._reading.evidence import EvidenceIndex, Quote
-from dllm_notebook._reading.paper import Paper
 from dllm_notebook._reading.pdf import read_pdf
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,8 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from dllm_notebook import load_papers  # noqa: E402
 from dllm_notebook._reading.language import PageScore, score_page  # noqa: E402
-from dllm_notebook._reading.papers import load_papers  # noqa: E402
 from tests.test_garbled import (  # noqa: E402
     letter_substitution,
     math_substitution,

@@ -29,17 +29,14 @@ from pathlib import Path
 
 import httpx
 
-from dllm_notebook import Cluster, LocalServer, Paper, WorkerConfig
-from dllm_notebook._local.embedded import local_worker_configs
-from dllm_notebook._local.model_files import default_model_path
-from dllm_notebook._local.server import (
-    DEFAULT_N_BATCH,
-    DEFAULT_N_CTX,
-    DEFAULT_N_PARALLEL,
-    DEFAULT_N_UBATCH,
-    default_threads,
+from dllm_notebook import (
+    Cluster,
+    LocalServer,
+    Paper,
+    WorkerConfig,
+    default_model_path,
+    load_papers,
 )
-from dllm_notebook._reading.papers import load_papers
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE_SERVER = Path(__file__).with_name("_lcp_server.py")
@@ -69,7 +66,7 @@ def new_default(args: argparse.Namespace) -> Iterator[tuple[list[WorkerConfig], 
         n_ubatch=args.n_ubatch,
     )
     with server:
-        yield local_worker_configs([server]), server.startup_seconds or 0.0
+        yield [server.worker_config()], server.startup_seconds or 0.0
 
 
 @contextmanager
@@ -154,11 +151,12 @@ def main() -> None:
     parser.add_argument("--preset", default="research")
     parser.add_argument("--baseline-python", default=None, help="a Python with llama-cpp-python")
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--n-ctx", type=int, default=DEFAULT_N_CTX)
-    parser.add_argument("--n-parallel", type=int, default=DEFAULT_N_PARALLEL)
-    parser.add_argument("--threads", type=int, default=default_threads())
-    parser.add_argument("--n-batch", type=int, default=DEFAULT_N_BATCH)
-    parser.add_argument("--n-ubatch", type=int, default=DEFAULT_N_UBATCH)
+    defaults = LocalServer()  # not started: its settings are Cluster.local()'s defaults
+    parser.add_argument("--n-ctx", type=int, default=defaults.n_ctx)
+    parser.add_argument("--n-parallel", type=int, default=defaults.n_parallel)
+    parser.add_argument("--threads", type=int, default=defaults.n_threads)
+    parser.add_argument("--n-batch", type=int, default=defaults.n_batch)
+    parser.add_argument("--n-ubatch", type=int, default=defaults.n_ubatch)
     args = parser.parse_args()
 
     papers = load_papers(args.papers_dir)[: args.papers]

@@ -79,10 +79,8 @@ from _lab import (
     write_papers,
 )
 
-from dllm_notebook import Cluster
-from dllm_notebook._running.earliest_finish import EarliestFinish
-from dllm_notebook._running.scheduler import LeastLoaded, Scheduler
-from dllm_notebook.testing._log import RequestRecord
+from dllm_notebook import Cluster, EarliestFinish, LeastLoaded, Scheduler
+from dllm_notebook.testing import RequestRecord
 
 SCENARIOS = (
     "mixed10",

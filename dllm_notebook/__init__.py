@@ -48,6 +48,7 @@ from ._local.model_files import default_model_path
 from ._local.server import LocalServer
 from ._prompts.presets import Preset, list_presets, load_preset
 from ._prompts.templates import Prompt
+from ._reading.chunking import estimate_tokens
 from ._reading.paper import Paper
 from ._reading.papers import load_papers
 from ._reading.zotero import Zotero, zotero
@@ -55,10 +56,11 @@ from ._results.store import ResultStore
 from ._running.affinity import PrefixAffinity
 from ._running.chat import ChatStream
 from ._running.earliest_finish import EarliestFinish
+from ._running.probe import ServerProbe, aprobe, probe
 from ._running.scheduler import LeastLoaded, Scheduler, TaskQueue
 from ._running.tasks import Attempt, LabView, Placement, Task
 from ._running.views import WorkerView
-from ._types import Answer, ChatRequest
+from ._types import Answer, ChatRequest, ModelInfo
 
 __version__ = "0.1.0"
 
@@ -112,6 +114,7 @@ __all__ = [
     "LeastLoaded",
     "LocalServer",
     "LocalWorkerError",
+    "ModelInfo",
     "ModelNotAvailable",
     "ModelNotServed",
     "NoHealthyWorkers",
@@ -128,6 +131,7 @@ __all__ = [
     "ResultStore",
     "Scheduler",
     "Secret",
+    "ServerProbe",
     "StylerUnavailable",
     "SyncCallInLoop",
     "Synthesis",
@@ -146,9 +150,12 @@ __all__ = [
     "Zotero",
     "ZoteroUnavailable",
     "__version__",
+    "aprobe",
     "default_model_path",
+    "estimate_tokens",
     "list_presets",
     "load_papers",
     "load_preset",
+    "probe",
     "zotero",
 ]

@@ -318,45 +318,94 @@ class Cluster:
     ) -> list[Answer]:
         return await bridge(self._map(prompts, system, options))
 
+    def _pin(self, worker: str | None) -> set[str]:
+        """The worker ids a request pinned to ``worker`` must never go to."""
+        if worker is None:
+            return set()
+        ids = [w.id for w in self._views]
+        if worker not in ids:
+            raise ConfigError(
+                [
+                    ConfigProblem(
+                        "worker=", f"no worker {worker!r}; the workers are {', '.join(ids)}"
+                    )
+                ]
+            )
+        return {i for i in ids if i != worker}
+
     async def _ask(
-        self, prompt: PromptLike, system: str | None, options: Mapping[str, Any]
+        self,
+        prompt: PromptLike,
+        system: str | None,
+        options: Mapping[str, Any],
+        worker: str | None = None,
     ) -> Answer:
-        (answer,) = await self._map([prompt], system, options)
+        task = self._task(0, prompt, system, options)
+        task.excluded |= self._pin(worker)
+        (answer,) = await self._run([task])
         if not answer.ok:
             raise TaskFailed(answer.error or "failed", last_error=None)
         return answer
 
-    def ask(self, prompt: PromptLike, *, system: str | None = None, **options: Any) -> Answer:
+    def ask(
+        self,
+        prompt: PromptLike,
+        *,
+        system: str | None = None,
+        worker: str | None = None,
+        **options: Any,
+    ) -> Answer:
         """One answer from the best available worker. Raises TaskFailed if every try failed.
 
         Options: ``max_tokens``, ``temperature``, ``top_p``, ``seed``, ``stop``. A
         :class:`ChatRequest` with a ``schema`` is sent in each server's structured-output
         form; an answer that does not follow the schema is asked again once, preferably on
-        another worker, and the second answer is returned as it came.
+        another worker, and the second answer is returned as it came. ``worker="id"`` sends
+        it to that worker only (retries too; ``dllm check --test`` does this); an unknown
+        id raises :class:`ConfigError`.
+
+        >>> cluster.ask("Say hello.", worker="imac-office", max_tokens=8).latency_s
         """
-        return run_sync(self._ask(prompt, system, options), what="ask()")
+        self._pin(worker)  # an unknown id fails here, before the loop
+        return run_sync(self._ask(prompt, system, options, worker), what="ask()")
 
     async def aask(
-        self, prompt: PromptLike, *, system: str | None = None, **options: Any
+        self,
+        prompt: PromptLike,
+        *,
+        system: str | None = None,
+        worker: str | None = None,
+        **options: Any,
     ) -> Answer:
-        return await bridge(self._ask(prompt, system, options))
+        self._pin(worker)
+        return await bridge(self._ask(prompt, system, options, worker))
 
-    def stream(self, prompt: str, *, system: str | None = None, **options: Any) -> ChatStream:
+    def stream(
+        self,
+        prompt: str,
+        *,
+        system: str | None = None,
+        worker: str | None = None,
+        **options: Any,
+    ) -> ChatStream:
         """Stream one answer from the best worker, piece by piece (what ``dllm chat`` shows).
 
         Returns once a worker has started answering; iterate for the text pieces. A failure
-        before the first piece moves the question to another worker.
+        before the first piece moves the question to another worker, unless ``worker="id"``
+        pins it to that one (``dllm bench`` does this); an unknown id raises
+        :class:`ConfigError`. ``stream.first_piece_s`` is the time to the first piece.
 
         >>> stream = cluster.stream("What is a transformer?")
         >>> stream.worker, stream.model
         >>> for piece in stream:
         ...     sys.stdout.write(piece)
         """
+        self._pin(worker)
         request = chat_request(prompt, system=system, **options)
 
         async def items() -> AsyncIterator[StreamStart | str]:
             await self._ready()
-            async for item in astream(self._pool, self.settings, request):
+            async for item in astream(self._pool, self.settings, request, worker):
                 yield item
 
         return ChatStream.start(items())

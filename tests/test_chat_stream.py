@@ -1,83 +1,26 @@
-"""Streamed answers: each backend's ``stream()`` and the ChatStream behind ``dllm chat``."""
+"""Streamed answers: the ChatStream behind ``cluster.stream()`` and ``dllm chat`` (each
+backend's own ``stream()``: tests/test_backends.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
 
-import httpx
 import pytest
 
 from dllm_notebook import (
-    BadResponse,
     Cluster,
-    ModelNotAvailable,
     NoHealthyWorkers,
     TaskFailed,
-    WorkerOverloaded,
-    WorkerUnreachable,
 )
-from dllm_notebook._config import WorkerConfig
-from dllm_notebook._running.backends import make_backend
-from dllm_notebook._running.chat import chat_request
-from dllm_notebook.testing import CLIENT_TYPES, Behaviour, FakeLab, expected_echo
+from dllm_notebook.testing import Behaviour, FakeLab, expected_echo
 
 from .conftest import FAST
-
-KINDS = CLIENT_TYPES
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-async def collect(kind: str, port: int, model: str, prompt: str) -> list[str]:
-    config = WorkerConfig(id="w", host="127.0.0.1", port=port, type=kind)
-    async with httpx.AsyncClient(base_url=config.base_url, timeout=10) as client:
-        backend = make_backend(config, client)
-        return [
-            piece
-            async for piece in backend.stream(
-                chat_request(prompt, max_tokens=12), model=model, context_length=4096
-            )
-        ]
-
-
-@pytest.mark.parametrize("dialect", list(KINDS))
-def test_each_backend_streams_the_answer_in_pieces(lab: FakeLab, dialect: str) -> None:
-    server = lab.add(dialect, models=["m-1"], behaviour=Behaviour(answer_tokens=12))
-    model = "m-1:latest" if dialect == "ollama" else "m-1"
-    pieces = asyncio.run(collect(KINDS[dialect], server.port, model, "Tell me [[s1]]"))
-    assert len(pieces) > 3  # several pieces, not one block
-    assert "".join(pieces).startswith(expected_echo("Tell me [[s1]]"))
-    (record,) = server.log.generations()
-    assert record.stream is True
-
-
-@pytest.mark.parametrize(
-    ("dialect", "behaviour", "error"),
-    [
-        ("openai", Behaviour(garbage=True), BadResponse),
-        ("ollama", Behaviour(garbage=True), BadResponse),
-        ("lm_studio", Behaviour(overload=True, overload_status=429), WorkerOverloaded),
-        ("ollama", Behaviour(empty_answer=True), BadResponse),
-        ("vllm", Behaviour(), ModelNotAvailable),
-    ],
-)
-def test_stream_failures_become_the_same_errors_as_chat(
-    lab: FakeLab, dialect: str, behaviour: Behaviour, error: type[Exception]
-) -> None:
-    server = lab.add(dialect, models=["m-1"], behaviour=behaviour)
-    model = "no-such-model" if error is ModelNotAvailable else "m-1"
-    with pytest.raises(error):
-        asyncio.run(collect(KINDS[dialect], server.port, model, "hi"))
-
-
-def test_stream_to_a_closed_port_is_unreachable() -> None:
-    with pytest.raises(WorkerUnreachable, match="is the server running"):
-        asyncio.run(collect("openai", free_port(), "m", "hi"))
 
 
 def test_chat_stream_names_its_worker_and_yields_the_answer(lab: FakeLab) -> None:
@@ -141,3 +84,23 @@ def test_chat_stream_refuses_a_question_larger_than_every_window(lab: FakeLab) -
         with pytest.raises(TaskFailed, match="largest context window in the cluster is 512"):
             cluster.stream("soil " * 2000)
     assert small.log.generations() == []
+
+
+def test_a_stream_pinned_to_a_worker_never_moves(lab: FakeLab) -> None:
+    broken = lab.add("openai", models=["m"], behaviour=Behaviour(error_rate=1.0))
+    good = lab.add("ollama", models=["m"])
+    workers = [
+        {"id": "broken", "host": "127.0.0.1", "port": broken.port, "type": "openai"},
+        {"id": "good", "host": "127.0.0.1", "port": good.port, "type": "ollama"},
+    ]
+    with Cluster(workers, **FAST) as cluster:
+        cluster.check()
+        with cluster.stream("to the good one [[p1]]", worker="good") as stream:
+            assert stream.worker == "good"
+            assert "".join(stream).startswith(expected_echo("to the good one [[p1]]"))
+            assert stream.first_piece_s is not None
+        with pytest.raises(TaskFailed, match="dllm check"):
+            cluster.stream("to the broken one [[p2]]", worker="broken")
+    assert good.log.times_generated("to the good one [[p1]]") == 1
+    assert good.log.times_generated("to the broken one [[p2]]") == 0  # not moved over
+    assert len(broken.log.generations()) >= 1  # tried (and refused) there only

@@ -99,6 +99,23 @@ def test_check_with_test_passes_when_every_worker_is_healthy(lab: FakeLab, tmp_p
     assert len(studio.log.generations()) == 1  # the --test prompt
 
 
+def test_check_test_sends_each_prompt_to_its_own_worker_and_names_a_failure(
+    lab: FakeLab, tmp_path: Path
+) -> None:
+    good = lab.add("openai", models=["m"])
+    broken = lab.add("openai", models=["m"], behaviour=Behaviour(error_rate=1.0))
+    config = write_config(
+        tmp_path / "w.json", [worker(good, "good", "openai"), worker(broken, "broken", "openai")]
+    )
+    result = dllm("check", "-c", str(config), "--test", cwd=tmp_path)
+    assert result.returncode == 3, result.stderr
+    assert "Healthy workers: 1/2" in result.stdout
+    problem = next(x for x in result.stdout.splitlines() if "broken:" in x)
+    assert "the test prompt failed" in problem and "HTTP 500" in problem
+    assert len(good.log.generations()) == 1  # its own test prompt, not the broken one's
+    assert len(broken.log.generations()) >= 1
+
+
 def test_check_names_the_dead_worker_and_exits_3(lab: FakeLab, tmp_path: Path) -> None:
     alive = lab.add("ollama", models=["llama3.2"])
     config = write_config(
@@ -185,6 +202,19 @@ def test_bench_prints_a_table_and_suggestions(lab: FakeLab, tmp_path: Path) -> N
         assert column in header
     assert row.startswith("mac ") and row.rstrip().endswith("(5)")  # configured: the default
     assert mac.log.max_in_flight() <= 2
+
+
+def test_bench_measures_each_worker_on_its_own_server(lab: FakeLab, tmp_path: Path) -> None:
+    servers = [lab.add("openai", behaviour=Behaviour(slots=2, answer_tokens=8)) for _ in range(2)]
+    config = write_config(
+        tmp_path / "w.json", [worker(s, f"mac-{i}", "openai") for i, s in enumerate(servers)]
+    )
+    result = dllm("bench", "-c", str(config), "--max-concurrency", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = [x for x in result.stdout.splitlines() if x.startswith("mac-")]
+    assert [r.split()[0] for r in rows] == ["mac-0", "mac-1"]
+    # three tiny, one long, one counted, then 1 + 2 answers at once: 8 each, none moved
+    assert [len(s.log.generations()) for s in servers] == [8, 8]
 
 
 def test_presets_lists_the_three_presets(tmp_path: Path) -> None:

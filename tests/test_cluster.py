@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from dllm_notebook import Answer, Cluster, SyncCallInLoop, TaskFailed
+from dllm_notebook import Answer, Cluster, ConfigError, SyncCallInLoop, TaskFailed
 from dllm_notebook.testing import Behaviour, FakeLab, expected_echo
 
 from .conftest import FAST
@@ -58,54 +58,6 @@ def test_type_is_detected_by_probing(lab: FakeLab, dialect: str) -> None:
         assert cluster.ask("hello").ok
 
 
-def test_check_reports_models_and_context(lab: FakeLab) -> None:
-    lms = lab.add("lm_studio", models=["qwen", "mistral"], loaded=["mistral"], context_length=8192)
-    oll = lab.add("ollama", models=["llama3.2:latest"])
-    vll = lab.add("vllm", models=["big"], context_length=32768)
-    with Cluster(
-        [url_for(lms.url, "lm_studio"), url_for(oll.url, "ollama"), url_for(vll.url, "vllm")],
-        **FAST,
-    ) as cluster:
-        frame = cluster.check()
-    assert list(frame["healthy"]) == [True, True, True]
-    rows = frame.to_dict("index")
-    lm_row = rows[cluster.workers[0].id]
-    assert lm_row["model"] == "mistral"  # the loaded one is chosen when none is configured
-    assert lm_row["model_loaded"] is True
-    assert lm_row["context_length"] == 8192
-    assert "qwen" in lm_row["models"]
-    assert rows[cluster.workers[1].id]["model"] == "llama3.2:latest"
-    assert rows[cluster.workers[1].id]["context_length"] > 0
-    assert rows[cluster.workers[2].id]["context_length"] == 32768
-
-
-def test_configured_model_missing_makes_worker_unhealthy(lab: FakeLab) -> None:
-    server = lab.add("ollama", models=["llama3.2"])
-    spec = {
-        "id": "mini",
-        "host": "127.0.0.1",
-        "port": server.port,
-        "type": "ollama",
-        "model": "qwen3:8b",
-    }
-    with Cluster([spec], **FAST) as cluster:
-        frame = cluster.check()
-    assert not frame.loc["mini", "healthy"]
-    assert "qwen3:8b" in frame.loc["mini", "error"] and "llama3.2" in frame.loc["mini", "error"]
-
-
-def test_ollama_always_gets_num_ctx_and_no_silent_truncation(lab: FakeLab) -> None:
-    server = lab.add("ollama", models=["llama3.2"], context_length=32768)
-    long_prompt = "word " * 6000  # ~7,500 fake tokens: beyond Ollama's 2048 default
-    with Cluster([url_for(server.url, "ollama")], **FAST) as cluster:
-        answer = cluster.ask(long_prompt)
-    assert answer.ok
-    (record,) = server.log.generations()
-    assert record.num_ctx is not None and record.num_ctx >= 7500
-    assert record.stream is False
-    assert server.log.truncated() == []
-
-
 def test_lm_studio_stats_give_tokens_per_second(lab: FakeLab) -> None:
     server = lab.add("lm_studio", models=["m"])
     with Cluster([url_for(server.url, "lm_studio")], **FAST) as cluster:
@@ -114,28 +66,6 @@ def test_lm_studio_stats_give_tokens_per_second(lab: FakeLab) -> None:
         metrics = cluster.metrics(totals=True)
     assert metrics.loc["total", "successes"] == 1
     assert metrics.loc["total", "requests"] == 1
-
-
-def test_map_spreads_over_workers_and_respects_their_limits(lab: FakeLab) -> None:
-    servers = [lab.add("openai", behaviour=None, models=["m"]) for _ in range(3)]
-    for s in servers:
-        s.update(base_latency=0.05, slots=8)
-    specs = [
-        {
-            "id": f"w{i}",
-            "host": "127.0.0.1",
-            "port": s.port,
-            "type": "openai",
-            "max_concurrent_requests": 2,
-        }
-        for i, s in enumerate(servers)
-    ]
-    with Cluster(specs, **FAST) as cluster:
-        answers = cluster.map([f"p{i}" for i in range(30)])
-    assert all(a.ok for a in answers)
-    assert {a.worker for a in answers} == {"w0", "w1", "w2"}
-    for s in servers:
-        assert 1 <= s.log.max_in_flight() <= 2
 
 
 def test_ask_raises_a_clear_error_when_every_try_fails(lab: FakeLab) -> None:
@@ -211,14 +141,38 @@ def test_cluster_works_from_a_thread_while_another_runs(lab: FakeLab) -> None:
         ]
 
 
-def test_ollama_num_ctx_never_shrinks_so_the_model_is_not_reloaded_back_and_forth(
+def test_ask_pinned_to_a_worker_goes_there_and_names_the_workers_when_unknown(
     lab: FakeLab,
 ) -> None:
-    server = lab.add("ollama", behaviour=Behaviour(context_length=32768))
-    prompts = ["short question [[a]]", "x " * 6000 + "[[b]]", "short again [[c]]"]
-    with Cluster([server.url.replace("http", "ollama", 1)], **FAST) as cluster:
-        for prompt in prompts:  # one at a time, in this order
-            assert cluster.ask(prompt).ok
-    sizes = [r.num_ctx for r in server.log.generations()]
-    assert sizes[0] == 4096 and sizes[1] is not None and sizes[1] > 4096
-    assert sizes[2] == sizes[1]  # the short one after the long one keeps the larger window
+    first, second = lab.add("openai", models=["m"]), lab.add("ollama", models=["m"])
+    workers = [
+        {"id": "first", "host": "127.0.0.1", "port": first.port, "type": "openai"},
+        {"id": "second", "host": "127.0.0.1", "port": second.port, "type": "ollama"},
+    ]
+    with Cluster(workers, **FAST) as cluster:
+        answers = [cluster.ask(f"pinned {i} [[k{i}]]", worker="second") for i in range(4)]
+        assert {a.worker for a in answers} == {"second"}
+        with pytest.raises(ConfigError, match="no worker 'third'; the workers are first, second"):
+            cluster.ask("hello", worker="third")
+        with pytest.raises(ConfigError, match="no worker 'third'"):
+            cluster.stream("hello", worker="third")
+
+        async def pinned_async() -> Answer:
+            return await cluster.aask("async [[a1]]", worker="first")
+
+        assert asyncio.run(pinned_async()).worker == "first"
+    assert len(first.log.generations()) == 1
+    assert len(second.log.generations()) == 4
+
+
+def test_ask_pinned_to_a_failing_worker_fails_instead_of_moving(lab: FakeLab) -> None:
+    broken = lab.add("openai", models=["m"], behaviour=Behaviour(error_rate=1.0))
+    good = lab.add("openai", models=["m"])
+    workers = [
+        {"id": "broken", "host": "127.0.0.1", "port": broken.port, "type": "openai"},
+        {"id": "good", "host": "127.0.0.1", "port": good.port, "type": "openai"},
+    ]
+    with Cluster(workers, **FAST) as cluster, pytest.raises(TaskFailed):
+        cluster.ask("only there [[b1]]", worker="broken")
+    assert good.log.generations() == []
+    assert len(broken.log.generations()) >= 1  # tried (and refused) there only

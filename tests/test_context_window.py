@@ -11,7 +11,7 @@ import pytest
 
 from dllm_notebook import Cluster, ContextLengthExceeded
 from dllm_notebook._config import WorkerConfig
-from dllm_notebook._running.backends import classify_error, make_backend
+from dllm_notebook._running.backends import make_backend
 from dllm_notebook._types import ChatRequest
 from dllm_notebook.testing import CLIENT_TYPES, Behaviour, FakeLab, FakeServer
 
@@ -53,26 +53,6 @@ def test_vllm_refusing_the_answers_room_names_the_window(lab: FakeLab) -> None:
     assert isinstance(error, ContextLengthExceeded), error
     assert "'max_tokens' or 'max_completion_tokens' is too large" in str(error)
     assert error.context_length == WINDOW
-
-
-@pytest.mark.parametrize(
-    ("body", "window"),
-    [
-        # LM Studio 0.3 and later, as its users report it
-        (
-            '{"error": "Trying to keep the first 111490 tokens when context the overflows. '
-            "However, the model is loaded with context length of only 32768 tokens, which is "
-            'not enough. Try to load the model with a larger context length."}',
-            32768,
-        ),
-        # Ollama with truncation off names the overflow only: never taken for the window
-        ('{"error": "prompt too long; exceeded max context length by 4021 tokens"}', None),
-    ],
-)
-def test_wordings_the_fakes_do_not_speak(body: str, window: int | None) -> None:
-    error = classify_error(400, body, worker="w", model="m")
-    assert isinstance(error, ContextLengthExceeded)
-    assert error.context_length == window
 
 
 def spec(server: FakeServer, dialect: str, wid: str) -> dict[str, object]:

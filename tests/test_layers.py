@@ -178,3 +178,77 @@ def test_the_metadata_columns_are_named_once_for_both_stages() -> None:
     from dllm_notebook._results.columns import LONG_COLUMNS, META_COLUMNS
 
     assert META_COLUMNS == METADATA_COLUMNS and set(META_COLUMNS) <= set(LONG_COLUMNS)
+
+
+# The clients of the public API: the `dllm` command and the benchmarks. Besides
+# `dllm_notebook` and `dllm_notebook.testing` they may import only these private modules.
+CLIENT_ALLOWED: dict[str, dict[str, str]] = {
+    "dllm_notebook/cli": {
+        "dllm_notebook._loop": "the CLI is a blocking shell: run_sync and wait_within",
+        "dllm_notebook._config": "init's port and type tables and its check of the file it writes",
+    },
+    "bench/bench_evidence.py": {
+        "dllm_notebook._reading.evidence": "it measures the quote matcher itself",
+        "dllm_notebook._reading.pdf": "papers read exactly as the matcher gets them",
+    },
+    "bench/bench_garbled.py": {
+        "dllm_notebook._reading.language": "it calibrates the page scorer's thresholds",
+    },
+    "bench/bench_ingest.py": {
+        "dllm_notebook._reading.papers": "it tunes PARALLEL_MIN_PDFS and warm_up",
+    },
+}
+CLIENT_FILES = sorted([*(PACKAGE / "cli").glob("*.py"), *(ROOT / "bench").glob("*.py")])
+
+
+def private_reach(source: str, name: str) -> list[str]:
+    """The private modules ``source`` imports and its reads of ``._pool``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        targets: list[str] = []
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 2:  # from .. (cli -> package)
+            base = "dllm_notebook" + (f".{node.module}" if node.module else "")
+            targets = [base, *(f"{base}.{a.name}" for a in node.names)]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            targets = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+        elif isinstance(node, ast.Attribute) and node.attr == "_pool":
+            found.append(f"{name}:{node.lineno} reads ._pool")
+        for target in targets:
+            module = target if target in MODULES else target.rpartition(".")[0]
+            if module in MODULES and any(p.startswith("_") for p in module.split(".")):
+                found.append(f"{name}: {module}")
+    return sorted(set(found))
+
+
+def allowed_for(path: Path) -> dict[str, str]:
+    relative = path.relative_to(ROOT).as_posix()
+    return CLIENT_ALLOWED.get(relative) or CLIENT_ALLOWED.get(relative.rpartition("/")[0], {})
+
+
+def test_the_checker_sees_a_reach_into_the_pool_and_a_private_import() -> None:
+    source = (
+        "from dllm_notebook._running.pool import Worker\n"
+        "from dllm_notebook import Cluster, testing\n"
+        "from dllm_notebook.testing import FakeLab\n"
+        "from .._loop import run_sync\n"
+        "def f(c: Cluster) -> object:\n    return c._pool.workers\n"
+    )
+    assert private_reach(source, "x.py") == [
+        "x.py: dllm_notebook._loop",
+        "x.py: dllm_notebook._running.pool",
+        "x.py:6 reads ._pool",
+    ]
+
+
+@pytest.mark.parametrize("path", CLIENT_FILES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_cli_and_bench_use_only_the_public_api(path: Path) -> None:
+    allowed = allowed_for(path)
+    name = path.relative_to(ROOT).as_posix()
+    source = path.read_text(encoding="utf-8")
+    wrong = [r for r in private_reach(source, name) if r.rpartition(": ")[2] not in allowed]
+    assert wrong == [], (
+        "use dllm_notebook's public names (or dllm_notebook.testing); "
+        f"allowed here: {sorted(allowed) or 'none'}"
+    )

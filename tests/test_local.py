@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from dllm_notebook import Cluster
 from dllm_notebook._errors import LocalWorkerError
 from dllm_notebook._local.server import LocalServer
 
@@ -94,6 +95,17 @@ def test_models_endpoint_lists_the_model_id(server: LocalServer) -> None:
     assert server.url.startswith("http://127.0.0.1:")
     assert f"{server.url} pid={server.pid}" in repr(server)
     assert "running" in repr(server)
+
+
+@pytest.mark.integration
+@needs_llama
+def test_a_running_server_is_a_worker_a_cluster_can_use(server: LocalServer) -> None:
+    config = server.worker_config("mine")
+    assert (config.id, config.base_url, config.model) == ("mine", server.url, server.model_id)
+    with Cluster([config], store=None) as cluster:
+        frame = cluster.check()
+        assert bool(frame.loc["mine", "healthy"]), frame.loc["mine", "error"]
+        assert cluster.workers[0].context_length == server.n_ctx
 
 
 @pytest.mark.integration

@@ -59,15 +59,4 @@ def start_local_servers(
 
 
 def local_worker_configs(servers: list[LocalServer]) -> list[WorkerConfig]:
-    return [
-        WorkerConfig(
-            id=f"local-{i + 1}",
-            host="127.0.0.1",
-            port=server.port,
-            type="llama_cpp",
-            model=server.model_id,
-            max_concurrent_requests=server.n_parallel,
-            context_length=server.n_ctx,
-        )
-        for i, server in enumerate(servers)
-    ]
+    return [server.worker_config(f"local-{i + 1}") for i, server in enumerate(servers)]

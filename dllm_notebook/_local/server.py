@@ -33,6 +33,7 @@ from types import TracebackType
 
 import httpx
 
+from .._config import WorkerConfig
 from .._errors import LocalWorkerError
 from .launch import QA_CHAT_FORMAT
 from .model_files import INSTALL_HINT, default_model_path
@@ -166,6 +167,18 @@ class LocalServer:
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+    def worker_config(self, id: str = "local-1") -> WorkerConfig:
+        """This running server as a cluster worker: ``Cluster([server.worker_config()])``."""
+        return WorkerConfig(
+            id=id,
+            host="127.0.0.1",
+            port=self.port,
+            type="llama_cpp",
+            model=self.model_id,
+            max_concurrent_requests=self.n_parallel,
+            context_length=self.n_ctx,
+        )
 
     def output_tail(self, lines: int = 50) -> str:
         """The last lines the server printed (llama.cpp's log)."""

@@ -90,12 +90,13 @@ async def _chain(first: str, rest: AsyncIterator[str]) -> AsyncGenerator[str, No
 
 
 async def open_stream(
-    pool: WorkerPool, settings: ClusterSettings, request: ChatRequest
+    pool: WorkerPool, settings: ClusterSettings, request: ChatRequest, worker: str | None = None
 ) -> tuple[Worker, AsyncGenerator[str, None]]:
     """Start the answer on the best worker; return it and the pieces (the first included).
 
     Runs on the library's loop. Tries up to ``max_retries`` other workers while no piece
-    has arrived; waits up to ``no_worker_timeout`` for a healthy worker.
+    has arrived; waits up to ``no_worker_timeout`` for a healthy worker. ``worker`` pins
+    the answer to that worker id: no other is tried.
     """
     needed = (request.prompt_tokens_estimate or 0) + (request.max_tokens or 0) or None
     excluded: set[str] = set()
@@ -109,20 +110,22 @@ async def open_stream(
         )
     # Workers whose server has no field for an option asked for are never chosen.
     unable = {w.id for w in pool.workers if unsupported_options(w.config.type, request.options)}
+    if worker is not None:
+        unable |= {w.id for w in pool.workers if w.id != worker}
     refusal = no_worker_honours([(w.id, w.config.type) for w in pool.workers], request.options)
     if refusal is not None:
         raise TaskFailed(refusal)
     while len(excluded) <= settings.max_retries:
-        worker = pick_worker(pool.workers, excluded | unable, needed)
-        if worker is None:
+        chosen = pick_worker(pool.workers, excluded | unable, needed)
+        if chosen is None:
             if len(excluded | unable) == len(pool.workers) or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(POLL_SECONDS)
             continue
-        excluded.add(worker.id)
-        assert worker.backend is not None and worker.model is not None  # pick_worker checks
-        pieces = worker.backend.stream(
-            request, model=worker.model, context_length=worker.context_length
+        excluded.add(chosen.id)
+        assert chosen.backend is not None and chosen.model is not None  # pick_worker checks
+        pieces = chosen.backend.stream(
+            request, model=chosen.model, context_length=chosen.context_length
         )
         try:
             first = await pieces.__anext__()
@@ -135,7 +138,7 @@ async def open_stream(
             if not exc.retryable:
                 raise
             continue
-        return worker, _chain(first, pieces)
+        return chosen, _chain(first, pieces)
     if last is not None:
         raise TaskFailed(
             f"no worker could answer; the last error was: {last}. "
@@ -149,15 +152,15 @@ async def open_stream(
 
 
 async def astream(
-    pool: WorkerPool, settings: ClusterSettings, request: ChatRequest
+    pool: WorkerPool, settings: ClusterSettings, request: ChatRequest, worker: str | None = None
 ) -> AsyncIterator[StreamStart | str]:
     """Yield a :class:`StreamStart` (who answers), then the answer's text pieces.
 
     Must run on the library's loop (see ``_loop.bridge``).
     """
-    worker, pieces = await open_stream(pool, settings, request)
+    chosen, pieces = await open_stream(pool, settings, request, worker)
     async with contextlib.aclosing(pieces):
-        yield StreamStart(worker.id, worker.model or "")
+        yield StreamStart(chosen.id, chosen.model or "")
         async for piece in pieces:
             yield piece
 

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .._errors import ConfigError, DllmError
+from .. import ConfigError, DllmError
 
 if TYPE_CHECKING:
-    from .._cluster import Cluster
+    from .. import Cluster
 
 __all__ = [
     "CONFIG_HELP",
@@ -68,7 +68,7 @@ config_option = click.option(
 
 def open_cluster(config: str | None, **settings: Any) -> Cluster:
     """The cluster from ``config`` (or $DLLM_CONFIG), else one local llama.cpp worker."""
-    from .._cluster import Cluster
+    from .. import Cluster
 
     path = config or os.environ.get("DLLM_CONFIG")
     if path:

@@ -13,28 +13,23 @@ Measured with fixed prompts, one worker at a time (workers may share a machine):
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import statistics
 import time
 import uuid
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
-from .._errors import WorkerError
-from .._loop import run_sync
-from .._reading.chunking import estimate_tokens
-from .._types import ChatRequest
+from .. import ChatRequest, ChatStream, DllmError, estimate_tokens
 from ._app import EXIT_NONE, EXIT_PARTIAL, config_option, open_cluster
 from ._table import cell, table
 from ._workers import healthy_workers
 
 if TYPE_CHECKING:
-    from .._running.backends import Backend
-    from .._running.pool import Worker
+    from .. import Cluster, WorkerView
 
 __all__ = ["BenchResult", "bench", "bench_worker", "suggest_concurrency"]
 
@@ -90,109 +85,110 @@ def long_prompt(tokens: int) -> str:
     return f"Benchmark {uuid.uuid4().hex}.\n\n{body}\n\nIn one word, what is this about?"
 
 
-async def _first_piece(backend: Backend, worker: Worker, request: ChatRequest) -> float:
+def _first_piece(cluster: Cluster, worker: WorkerView, request: ChatRequest) -> float:
     """Seconds to the first streamed piece (the stream is then dropped)."""
-    assert worker.model is not None
-    started = time.monotonic()
-    pieces = backend.stream(request, model=worker.model, context_length=worker.context_length)
-    try:
-        await pieces.__anext__()
-    finally:
-        close = getattr(pieces, "aclose", None)
-        if close is not None:
-            await close()
-    return time.monotonic() - started
+    with cluster.stream(request.prompt, worker=worker.id, **request.options) as stream:
+        next(stream, None)
+        return stream.first_piece_s or time.monotonic() - stream.started_at
 
 
-async def _generate(backend: Backend, worker: Worker, max_tokens: int) -> tuple[float, int]:
+def _generate(stream: ChatStream) -> tuple[float, int]:
     """(seconds from the first piece to the last, number of pieces)."""
-    assert worker.model is not None
-    request = ChatRequest(GENERATE, options={"max_tokens": max_tokens, "temperature": 0.0})
     first: float | None = None
     count = 0
-    async for _ in backend.stream(
-        request, model=worker.model, context_length=worker.context_length
-    ):
+    for _ in stream:
         count += 1
         if first is None:
             first = time.monotonic()
     return (time.monotonic() - first if first is not None else 0.0), count
 
 
-async def _all_or_nothing(
-    runs: Sequence[Coroutine[Any, Any, tuple[float, int]]],
+def _all_at_once(
+    cluster: Cluster, worker: WorkerView, level: int, max_tokens: int
 ) -> list[tuple[float, int]]:
-    """Run at once; on the first failure cancel the others and raise it."""
-    tasks = [asyncio.ensure_future(run) for run in runs]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
+    """``level`` answers at once on one worker; on the first failure stop the others and
+    raise it."""
+    streams: list[ChatStream] = []
+
+    def one() -> tuple[float, int]:
+        stream = cluster.stream(GENERATE, worker=worker.id, max_tokens=max_tokens, temperature=0.0)
+        streams.append(stream)
+        with stream:
+            return _generate(stream)
+
+    with ThreadPoolExecutor(level, thread_name_prefix="dllm-bench") as pool:
+        runs = [pool.submit(one) for _ in range(level)]
+        try:
+            return [run.result() for run in runs]
+        except BaseException:
+            for run in runs:
+                run.cancel()
+            for stream in streams:
+                stream.close()
+            raise
 
 
-async def _prompt_tokens(backend: Backend, worker: Worker, request: ChatRequest) -> int:
+def _prompt_tokens(cluster: Cluster, worker: WorkerView, request: ChatRequest) -> int:
     """The server's count of the prompt's tokens, or the estimate."""
-    assert worker.model is not None
-    with contextlib.suppress(WorkerError):
-        done = await backend.chat(request, model=worker.model, context_length=worker.context_length)
-        if done.prompt_tokens:
-            return done.prompt_tokens
+    try:
+        done = cluster.ask(request, worker=worker.id)
+    except DllmError:
+        done = None
+    if done is not None and done.prompt_tokens:
+        return done.prompt_tokens
     return request.prompt_tokens_estimate or estimate_tokens(request.prompt)
 
 
-async def bench_worker(worker: Worker, *, max_tokens: int, max_concurrency: int) -> BenchResult:
-    """Measure one worker; a failure ends its measurement with ``error`` set."""
-    backend = worker.backend
-    result = BenchResult(worker.id, worker.model, worker.config.max_concurrent_requests)
-    if backend is None or worker.model is None:
+def bench_worker(
+    cluster: Cluster, worker: WorkerView, *, max_tokens: int, max_concurrency: int
+) -> BenchResult:
+    """Measure one worker (every request pinned to it); a failure ends its measurement
+    with ``error`` set."""
+    result = BenchResult(worker.id, worker.model, worker.max_concurrent_requests)
+    if worker.model is None:
         result.error = "not checked yet"
         return result
     try:
         tiny = ChatRequest(TINY, options={"max_tokens": 8}, prompt_tokens_estimate=8)
         result.latency_s = statistics.median(
-            [await _first_piece(backend, worker, tiny) for _ in range(3)]
+            [_first_piece(cluster, worker, tiny) for _ in range(3)]
         )
         size = min(1024, max(64, (worker.context_length or 4096) // 2 - max_tokens))
         text = long_prompt(size)
         long = ChatRequest(text, options={"max_tokens": 8}, prompt_tokens_estimate=size)
-        extra = await _first_piece(backend, worker, long) - result.latency_s
-        tokens = await _prompt_tokens(backend, worker, long)
+        extra = _first_piece(cluster, worker, long) - result.latency_s
+        tokens = _prompt_tokens(cluster, worker, long)
         result.prompt_tps = tokens / extra if extra > 0.001 else None
         level = 1
         while level <= max_concurrency:
             started = time.monotonic()
             try:
-                runs = await _all_or_nothing(
-                    [_generate(backend, worker, max_tokens) for _ in range(level)]
-                )
-            except WorkerError as exc:
+                runs = _all_at_once(cluster, worker, level, max_tokens)
+            except DllmError as exc:
                 if level == 1:
                     raise
-                result.note = f"with {level} at once: {exc.detail}"
+                result.note = f"with {level} at once: {exc}"
                 break
             wall = time.monotonic() - started
             if level == 1 and runs[0][0] > 0:
                 result.generation_tps = (runs[0][1] - 1) / runs[0][0]
             result.throughput[level] = sum(count for _, count in runs) / max(wall, 1e-6)
             level *= 2
-    except WorkerError as exc:
-        result.error = exc.detail
+    except DllmError as exc:
+        result.error = str(exc)
     if result.throughput:
         result.suggested = suggest_concurrency(result.throughput)
     return result
 
 
-async def _bench_all(
-    workers: Sequence[Worker], max_tokens: int, max_concurrency: int
+def _bench_all(
+    cluster: Cluster, workers: Sequence[WorkerView], max_tokens: int, max_concurrency: int
 ) -> list[BenchResult]:
     results = []
     for worker in workers:  # one at a time: workers may share a machine
         click.echo(f"Measuring {worker.id} ...", err=True)
         results.append(
-            await bench_worker(worker, max_tokens=max_tokens, max_concurrency=max_concurrency)
+            bench_worker(cluster, worker, max_tokens=max_tokens, max_concurrency=max_concurrency)
         )
     return results
 
@@ -241,7 +237,7 @@ def bench(ctx: click.Context, config: str | None, max_tokens: int, max_concurren
         if not workers:
             click.echo(f"No healthy worker among {total}; run `dllm check` to see why.", err=True)
             ctx.exit(EXIT_NONE)
-        results = run_sync(_bench_all(workers, max_tokens, max_concurrency), what="bench")
+        results = _bench_all(cluster, workers, max_tokens, max_concurrency)
     levels = _levels(max_concurrency)
     header = ["worker", "model", "latency s", "prompt tok/s", "gen tok/s"]
     header += [f"x{n} tok/s" for n in levels] + ["suggested (now)"]

@@ -10,8 +10,8 @@ from urllib.parse import urlsplit
 
 import click
 
-from .._config import DEFAULT_PORTS, WORKER_TYPES, WorkerConfig, parse_config
-from .._errors import ConfigError
+from .. import ConfigError, WorkerConfig
+from .._config import DEFAULT_PORTS, WORKER_TYPES, parse_config
 from .._loop import run_sync
 from ._app import EXIT_ERROR
 from ._discover import find_servers, found_table, parse_networks, parse_ports

@@ -197,7 +197,7 @@ def _preview(wide: Any, width: int = 48) -> str:
 @click.option("--templates", is_flag=True, help="Also print each prompt's template.")
 def presets(templates: bool) -> None:
     """List the presets and their prompts (use one with `dllm analyze --preset NAME`)."""
-    from .._prompts.presets import list_presets
+    from .. import list_presets
 
     for preset in list_presets():
         click.echo(f"{preset.name}: {preset.description}")

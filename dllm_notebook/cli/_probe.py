@@ -1,8 +1,8 @@
-"""Talking to one server directly, without a cluster: is it there, what is it, does it answer.
+"""Talking to one server before a workers file exists: is it there, what is it, does it answer.
 
-``discover`` and ``init`` use these before a workers file exists; ``check --test`` uses
-:func:`say_hello` on the cluster's own backends. Every coroutine runs on the library's
-loop (``run_sync``).
+``discover`` and ``init`` use the public :func:`dllm_notebook.aprobe` (type, models,
+context window) and, for ``init``'s test prompt, a one-worker :class:`~dllm_notebook.Cluster`.
+Every coroutine runs on the library's loop (``run_sync``).
 """
 
 from __future__ import annotations
@@ -11,53 +11,25 @@ import asyncio
 import contextlib
 import ipaddress
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
 
-import httpx
-
-from .._config import DEFAULT_PORTS, WorkerConfig
-from .._errors import WorkerError
+from .. import Cluster, DllmError, ModelInfo, WorkerConfig, WorkerError, aprobe
+from .._config import DEFAULT_PORTS
 from .._loop import wait_within
-from .._running.backends import Backend, detect_type, make_backend
-from .._types import ChatRequest, ModelInfo
+from ._workers import HELLO
 
 __all__ = [
     "DISCOVER_PORTS",
     "Found",
     "Inspection",
     "inspect_worker",
-    "say_hello",
     "scan",
 ]
 
 DISCOVER_PORTS: dict[int, str] = {port: kind for kind, port in DEFAULT_PORTS.items()}
 """The default ports ``discover`` probes: LM Studio 1234, Ollama 11434, exo 52415,
 llama.cpp 8080."""
-HELLO = ChatRequest(
-    "Reply with one short friendly greeting.",
-    options={"max_tokens": 16, "temperature": 0.0},
-    prompt_tokens_estimate=12,
-)
-
-
-async def say_hello(backend: Backend, model: str, context_length: int | None) -> float:
-    """Send one tiny prompt; return the seconds it took (raises WorkerError)."""
-    started = time.monotonic()
-    await backend.chat(HELLO, model=model, context_length=context_length)
-    return time.monotonic() - started
-
-
-@contextlib.asynccontextmanager
-async def direct_backend(config: WorkerConfig, timeout: float) -> AsyncIterator[Backend]:
-    """A backend for ``config`` on its own short-lived HTTP client."""
-    headers = {"Authorization": f"Bearer {config.api_key.reveal()}"} if config.api_key else {}
-    async with httpx.AsyncClient(
-        base_url=config.base_url,
-        headers=headers,
-        timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-    ) as client:
-        yield make_backend(config, client)
 
 
 @dataclass
@@ -78,33 +50,34 @@ class Inspection:
         return names[0] if names else None
 
 
+async def _hello(config: WorkerConfig, model: str, timeout: float) -> float:
+    """Seconds one tiny prompt took on a one-worker cluster (raises DllmError)."""
+    cluster = Cluster([replace(config, model=model)], store=None, no_worker_timeout=5.0)
+    try:
+        started = time.monotonic()
+        await wait_within(cluster.aask(HELLO, worker=config.id), timeout)
+        return time.monotonic() - started
+    finally:
+        await cluster.aclose()
+
+
 async def inspect_worker(config: WorkerConfig, *, timeout: float, hello: bool = True) -> Inspection:
     """List the server's models and, with ``hello``, send it one tiny prompt."""
     result = Inspection()
-    async with direct_backend(config, timeout) as backend:
-        try:
-            info = await wait_within(backend.probe(detailed=True), timeout)
-        except asyncio.TimeoutError:
-            result.error = f"no answer from {config.base_url} within {timeout:g} s"
-            return result
-        except WorkerError as exc:
-            result.error = exc.detail
-            return result
-        result.models = info.models
-        model = result.default_model(config.model)
-        chosen = info.find(model) if model else None
-        windows = [w for w in (chosen and chosen.context_length, info.context_length) if w]
-        result.context_length = min(windows) if windows else None
-        if not hello or model is None:
-            return result
-        try:
-            result.hello_s = await wait_within(
-                say_hello(backend, model, result.context_length), config.timeout or 120.0
-            )
-        except asyncio.TimeoutError:
-            result.hello_error = "no answer to a tiny prompt within the timeout"
-        except WorkerError as exc:
-            result.hello_error = exc.detail
+    try:
+        server = await aprobe(config, timeout=timeout)
+    except WorkerError as exc:
+        result.error = exc.detail
+        return result
+    result.models, result.context_length = server.models, server.context_length
+    if not hello or server.model is None:
+        return result
+    try:
+        result.hello_s = await _hello(config, server.model, config.timeout or 120.0)
+    except asyncio.TimeoutError:
+        result.hello_error = "no answer to a tiny prompt within the timeout"
+    except DllmError as exc:
+        result.hello_error = exc.detail if isinstance(exc, WorkerError) else str(exc)
     return result
 
 
@@ -153,26 +126,12 @@ async def identify(host: str, port: int, timeout: float) -> Found | None:
     """Which LLM server listens at ``host:port``, if any, and its models."""
     if not await _port_open(host, port, timeout):
         return None
-    http_timeout = max(3 * timeout, 3.0)
-    base = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-    async with httpx.AsyncClient(base_url=base, timeout=http_timeout) as client:
-        try:
-            kind = await detect_type(client, port, http_timeout)
-        except (httpx.HTTPError, OSError):
-            return None
-        if kind is None:
-            return None
-        config = WorkerConfig(id=f"{host}:{port}", host=host, port=port, type=kind)
-        models: tuple[ModelInfo, ...] = ()
-        with contextlib.suppress(WorkerError, httpx.HTTPError, OSError):
-            models = (await make_backend(config, client).probe()).models
-    return Found(
-        host,
-        port,
-        kind,
-        tuple(m.id for m in models),
-        tuple(m.id for m in models if m.loaded),
-    )
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        server = await aprobe(f"http://{address}", timeout=max(3 * timeout, 3.0))
+    except DllmError:
+        return None
+    return Found(host, port, server.type, tuple(m.id for m in server.models), server.loaded)
 
 
 async def scan(

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .._errors import DllmError
+from .. import DllmError
 from ._app import EXIT_NONE, config_option, error_lines, open_cluster
 from ._workers import healthy_workers
 
 if TYPE_CHECKING:
-    from .._cluster import Cluster
+    from .. import Cluster
 
 __all__ = ["chat"]
 

@@ -54,7 +54,7 @@ def report(results: Path, output: Path, synthesis_path: Path | None, no_charts: 
       dllm report results.parquet -o review.html
       dllm report results.parquet -o review.md --synthesis synthesis.json
     """
-    from .._results.synthesis import Synthesis
+    from .. import Synthesis
 
     synthesis = Synthesis.from_json(synthesis_path) if synthesis_path else None
     frame = read_results(results)

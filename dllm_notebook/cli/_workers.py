@@ -3,46 +3,47 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from .._errors import WorkerError
+from .. import ChatRequest, DllmError
 from .._loop import run_sync, wait_within
-from .._running.pool import Health
 from ._app import EXIT_NONE, EXIT_PARTIAL, config_option, open_cluster
-from ._probe import say_hello
 from ._table import cell, table
 
 if TYPE_CHECKING:
-    from .._cluster import Cluster
-    from .._running.pool import Worker
+    from .. import Cluster, WorkerView
 
-__all__ = ["check", "healthy_workers", "hello_all"]
+__all__ = ["HELLO", "check", "healthy_workers", "hello_all"]
 
 HELLO_TIMEOUT = 120.0
+HELLO = ChatRequest(
+    "Reply with one short friendly greeting.",
+    options={"max_tokens": 16, "temperature": 0.0},
+    prompt_tokens_estimate=12,
+)
 
 
-def healthy_workers(cluster: Cluster) -> list[Worker]:
-    """The workers whose last check passed (reads the pool; call after ``check()``)."""
-    return [w for w in cluster._pool.workers if w.health is Health.HEALTHY]
+def healthy_workers(cluster: Cluster) -> list[WorkerView]:
+    """The workers whose last check passed (call after ``check()``)."""
+    return [w for w in cluster.workers if w.healthy]
 
 
-async def hello_all(workers: list[Worker]) -> dict[str, float | str]:
+async def hello_all(cluster: Cluster, workers: list[WorkerView]) -> dict[str, float | str]:
     """One tiny prompt to each worker at once: seconds taken, or the error."""
 
-    async def one(worker: Worker) -> float | str:
-        if worker.backend is None or worker.model is None:
-            return "not checked yet"
+    async def one(worker: WorkerView) -> float | str:
         timeout = worker.config.timeout or HELLO_TIMEOUT
+        started = time.monotonic()
         try:
-            return await wait_within(
-                say_hello(worker.backend, worker.model, worker.context_length), timeout
-            )
+            await wait_within(cluster.aask(HELLO, worker=worker.id), timeout)
         except asyncio.TimeoutError:
             return f"no answer to a tiny prompt within {timeout:g} s"
-        except WorkerError as exc:
-            return exc.detail
+        except DllmError as exc:
+            return str(exc)
+        return time.monotonic() - started
 
     results = await asyncio.gather(*(one(w) for w in workers))
     return {w.id: r for w, r in zip(workers, results, strict=True)}
@@ -74,7 +75,7 @@ def check(ctx: click.Context, config: str | None, test: bool) -> None:
     """
     with open_cluster(config) as cluster:
         frame = cluster.check()
-        tests = run_sync(hello_all(healthy_workers(cluster)), what="check") if test else {}
+        tests = run_sync(hello_all(cluster, healthy_workers(cluster)), what="check") if test else {}
     header = ["worker", "type", "url", "model", "loaded", "context", "probe s"]
     if test:
         header.append("test s")

@@ -18,6 +18,9 @@ written in the prompt), a server answers with a deterministic instance of it who
 that on purpose (``invalid_json``, ``out_of_schema``, ``invented_quotes``: one of
 :data:`INVENTED_QUOTES`) and ``Behaviour.reject_schema`` refuses the field with a 400.
 
+:func:`instant_answers` makes a cluster's workers answer in-process at once, to measure
+what the client itself costs (``bench/bench_schedule.py cpu``).
+
 :class:`FakeZotero` (Zotero 7's local API) and :class:`FakeCrossref` (Crossref's
 ``/works/{doi}``) emulate the services papers and their metadata come from.
 
@@ -38,6 +41,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from ._behaviour import Behaviour
 from ._crossref import FakeCrossref
 from ._dialects import CLIENT_TYPES, DEFAULT_PORTS, DIALECTS
+from ._instant import InstantBackend, instant_answers
 from ._lab import FakeLab, parse_spec
 from ._log import RequestLog, RequestRecord
 from ._server import FakeServer
@@ -64,11 +68,13 @@ __all__ = [
     "FakeLab",
     "FakeServer",
     "FakeZotero",
+    "InstantBackend",
     "RequestLog",
     "RequestRecord",
     "common_prefix_length",
     "count_tokens",
     "expected_echo",
+    "instant_answers",
     "markers",
     "parse_spec",
     "prompt_digest",

@@ -1,0 +1,70 @@
+"""Answers made in this process, for measuring what the client itself costs.
+
+``bench/bench_schedule.py cpu`` measures the dispatcher's CPU per task twice: over HTTP to
+fake servers in another process, and with every answer made in-process at once, so no
+socket or JSON is counted. :func:`instant_answers` is that second mode: while it is open,
+each worker of the cluster answers through an :class:`InstantBackend` (health checks still
+go to the real server).
+
+>>> with Cluster(urls) as cluster, instant_answers(cluster):
+...     cluster.map(prompts)          # dispatcher and scheduler only
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from .._cluster import Cluster
+from .._running.backends import Backend
+from .._types import ChatRequest, Completion, ServerInfo
+from ._text import expected_echo
+
+__all__ = ["InstantBackend", "instant_answers"]
+
+
+class InstantBackend(Backend):
+    """Answers at once, in this process, as a fake server would; probes via the real one."""
+
+    type = "instant"
+
+    def __init__(self, inner: Backend) -> None:
+        super().__init__(inner.config, inner.client)
+        self.inner = inner
+
+    async def probe(self, *, detailed: bool = False) -> ServerInfo:
+        return await self.inner.probe(detailed=detailed)
+
+    async def chat(
+        self, request: ChatRequest, *, model: str, context_length: int | None
+    ) -> Completion:
+        await asyncio.sleep(0)
+        return Completion(
+            text=expected_echo(request.prompt) + " lorem ipsum",
+            model=model,
+            prompt_tokens=len(request.prompt) // 4,
+            completion_tokens=8,
+            finish_reason="stop",
+        )
+
+
+@contextmanager
+def instant_answers(cluster: Cluster) -> Iterator[Cluster]:
+    """Every checked worker of ``cluster`` answers in-process until the block ends.
+
+    Call ``cluster.check()`` first: a worker is swapped once its backend exists.
+    """
+    # The testing package is the library's own seam: it may reach the pool, callers may not.
+    workers = [w for w in cluster._pool.workers if w.backend is not None]
+    if not workers:
+        raise RuntimeError("no worker has been checked yet; call cluster.check() first")
+    originals = {w.id: w.backend for w in workers}
+    for worker in workers:
+        assert worker.backend is not None
+        worker.backend = InstantBackend(worker.backend)
+    try:
+        yield cluster
+    finally:
+        for worker in workers:
+            worker.backend = originals[worker.id]
