@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -30,7 +31,7 @@ PROMPTS = {
 }
 PAPERS = sorted(p.name for p in SAMPLE_PAPERS.iterdir())
 GROUPS = {"mistral": ["mistral-7b-instruct-v0.2", "mistral:7b"]}
-SETTINGS = {**FAST, "probe_timeout": 5.0}
+SETTINGS: dict[str, Any] = {**FAST, "probe_timeout": 5.0}
 """A worker down at the start would make a model unserved: the machine may be busy."""
 
 
@@ -67,15 +68,21 @@ def test_each_models_prompts_reach_only_its_workers_and_both_run_at_once(lab: Fa
     assert {r.model for r in llama_requests} == {"llama-3.1-8b"}
     # each model answered every paper x prompt once
     assert len(mistral_requests) == len(llama_requests) == len(PAPERS) * len(PROMPTS)
+
     # both models were worked on at once: llama requests were open on their server while
     # mistral requests were open on theirs (the servers' own request times)
-    overlaps = [
-        (a, b)
-        for a in llama_requests
-        for b in mistral_requests
-        if a.received_at < b.finished_at and b.received_at < a.finished_at
+    # (run one model after the other, and at most one llama request would overlap)
+    def window(r: RequestRecord) -> tuple[float, float]:
+        assert r.finished_at is not None
+        return r.received_at, r.finished_at
+
+    mistral_windows = [window(r) for r in mistral_requests]
+    overlapping = [
+        a
+        for a in map(window, llama_requests)
+        if any(a[0] < b[1] and b[0] < a[1] for b in mistral_windows)
     ]
-    assert len(overlaps) >= len(llama_requests) // 2
+    assert len(overlapping) >= len(llama_requests) // 2
     assert wide.columns.names == ["prompt", "model"]
     assert list(wide.columns[:6]) == [
         ("gist", "mistral"), ("gist", "llama-3.1-8b"),
@@ -298,3 +305,19 @@ def test_json_report_names_the_model_that_answered(lab: FakeLab) -> None:
     assert models <= {"mistral-7b-instruct-v0.2", "mistral:7b", "llama-3.1-8b"}
     assert "llama-3.1-8b" in models
     assert json.dumps(report)  # plain JSON
+
+
+def test_an_unfinished_comparison_shows_each_cell_pending_under_its_model() -> None:
+    from dllm_notebook._analysis.call import analyze_call, prepare
+
+    call = analyze_call(SAMPLE_PAPERS, prompts=PROMPTS, model=["m1", "m2"], progress=False)
+    analysis = prepare(call, progress=False)  # planned, nothing sent yet
+    long = analysis.frame(long=True)
+    assert len(long) == analysis.total == len(PAPERS) * len(PROMPTS) * 2
+    assert set(long["status"]) == {"pending"}
+    first = long[long["paper"] == long["paper"].iloc[0]]
+    assert list(zip(first["prompt"], first["requested_model"], strict=True)) == [
+        (p, m) for p in PROMPTS for m in ("m1", "m2")
+    ]
+    wide = analysis.frame()
+    assert wide[("n", "m2")].isna().all() and str(wide[("n", "m2")].dtype) == "Int64"
