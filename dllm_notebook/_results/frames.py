@@ -213,7 +213,8 @@ def _stored_long(wide: pd.DataFrame) -> pd.DataFrame | None:
     if picked not in models:
         return None  # one model's columns, but which is not known: the answers only
     one: pd.DataFrame = long[long[MODEL_COLUMN] == picked].drop(columns=MODEL_COLUMN)
-    return one.reset_index(drop=True)
+    flat: pd.DataFrame = one.reset_index(drop=True)
+    return flat
 
 
 def prompt_columns(wide: pd.DataFrame) -> list[Any]:
@@ -245,6 +246,7 @@ def for_model(frame: pd.DataFrame, model: str) -> pd.DataFrame:
         raise OneModelNeeded(
             f"{model!r} is not one of the models compared here ({', '.join(map(str, models))})"
         )
+    picked: pd.DataFrame
     if isinstance(frame.columns, pd.MultiIndex):
         answers = frame.xs(model, axis=1, level="model")
         meta = frame[[c for c in frame.columns if c[0] in META_COLUMNS]].droplevel(1, axis=1)
