@@ -440,7 +440,11 @@ class Cluster:
         (``df.dllm.evidence()``). A ``.bib`` or ``.ris`` file or ``zotero(...)`` as
         ``source`` reads a reference library; ``crossref=True`` fills metadata from
         Crossref by DOI. ``model="..."`` (a model, or a group from the settings'
-        ``models``) sends every prompt only to the workers serving it.
+        ``models``) sends every prompt only to the workers serving it. ``model=["m1",
+        "m2"]`` compares models: each prompt gets one column per model (columns
+        ``(prompt, model)``; ``df["design"]`` shows them side by side, and the long form's
+        ``requested_model`` says which column a row is), and each model's workers work on
+        its cells at the same time.
 
         >>> df = cluster.analyze("papers/", preset="research")
         >>> df.to_parquet("review.parquet")

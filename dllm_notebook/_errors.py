@@ -11,6 +11,8 @@ boundary, with ``raise ... from exc``::
     ├── LocalWorkerError             the embedded llama.cpp server could not start
     ├── NoHealthyWorkers             no worker could take a task within the wait limit
     │   └── ModelNotServed           ``model=`` names a model no healthy worker serves
+    ├── ModelListError               ``model=[...]`` is empty, or names one model twice
+    ├── OneModelNeeded               an export of a model comparison that takes one model
     ├── TaskFailed                   every try of a task failed; ``.last_error`` says why
     ├── SyncCallInLoop               a blocking call made from the library's own event loop
     ├── JobCancelled                 ``job.result()`` of a cancelled background job
@@ -52,9 +54,11 @@ __all__ = [
     "DllmError",
     "JobCancelled",
     "LocalWorkerError",
+    "ModelListError",
     "ModelNotAvailable",
     "ModelNotServed",
     "NoHealthyWorkers",
+    "OneModelNeeded",
     "PanelUnavailable",
     "PresetError",
     "ReferenceFileError",
@@ -123,6 +127,16 @@ class NoHealthyWorkers(DllmError):
 class ModelNotServed(NoHealthyWorkers):
     """``analyze(model=...)`` names a model that no healthy worker serves (raised before any
     request; the message lists each worker's model)."""
+
+
+class ModelListError(DllmError, ValueError):
+    """``analyze(model=[...])`` (or a preset's ``model = [...]``) is empty, holds something
+    that is not a model name, or names one model twice (also through a model group)."""
+
+
+class OneModelNeeded(DllmError):
+    """A table comparing models (columns ``(prompt, model)``) was given to an export that
+    takes one model's columns; the message says how to pick one."""
 
 
 class SyncCallInLoop(DllmError):

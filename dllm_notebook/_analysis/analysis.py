@@ -41,10 +41,10 @@ from .._reading.paper import Paper
 from .._results.cells import Cell, CellSink, MemoryCells, Row, build_columns
 from .._results.columns import LONG_COLUMNS
 from .._results.statuses import ANSWERED, CACHED, FAILED, INVALID, OK, PENDING
-from .._running.models import serving
 from .._running.pool import Health, Worker
 from .._running.tasks import Task
 from .._types import Answer, ChatRequest
+from .targets import ModelTargets
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -122,7 +122,7 @@ class Analysis:
         options: Mapping[str, Any],
         fit: str,
         progress: Progress,
-        model: str | None = None,
+        model: str | Sequence[str] | None = None,
         model_groups: Mapping[str, Any] | None = None,
     ) -> None:
         if fit not in FIT_MODES:
@@ -136,7 +136,10 @@ class Analysis:
         self.max_tokens = int(self.options["max_tokens"])
         self.fit_mode = fit
         self.progress = progress
-        self.total = len(papers) * len(prompts)
+        self.targets = ModelTargets(model, model_groups)
+        """The models asked (several: one cell per paper x prompt x model)."""
+        self.models = self.targets.models
+        self.total = len(papers) * len(prompts) * len(self.models)
         self.statuses: Counter[str] = Counter()
         self.failures: Counter[str] = Counter()
         self.unreadable: Counter[str] = Counter()
@@ -149,10 +152,6 @@ class Analysis:
         self._counter = itertools.count()
         self._system_tokens: int | None = None
         self._workers: Sequence[Worker] = ()
-        self.model = model
-        """The one model every prompt goes to (``None``: whatever each worker serves)."""
-        self._model_groups = model_groups or {}
-        self._excluded: frozenset[str] = frozenset()
         self._indexes: dict[str, EvidenceIndex] = {}
         self._combine_budget = self._budget(UNKNOWN_WINDOW)
 
@@ -173,8 +172,7 @@ class Analysis:
         large, small = self._budget(largest), self._budget(chunk_window)
         self._combine_budget = small
         for number, paper in enumerate(self.papers):
-            start = number * len(self.prompts)
-            group = [Cell(start + i, paper, prompt) for i, prompt in enumerate(self.prompts)]
+            group = self._cells(number)
             if not paper.ok:
                 self.unreadable[paper.status] += 1
                 for cell in group:
@@ -213,25 +211,20 @@ class Analysis:
                 cell.fit = "chunked"
                 yield from self._chunk_tasks(cell, (), chunks)
 
+    def _cells(self, number: int) -> list[Cell]:
+        """Paper ``number``'s cells: each prompt, asked of each model, in position order."""
+        per_prompt = len(self.models)
+        start = number * len(self.prompts) * per_prompt
+        return [
+            Cell(start + i * per_prompt + j, self.papers[number], prompt, target=model)
+            for i, prompt in enumerate(self.prompts)
+            for j, model in enumerate(self.models)
+        ]
+
     def choose_workers(self, workers: Sequence[Worker]) -> list[Worker]:
-        """The workers that may take this run's tasks: with ``model``, those serving it
-        (raises :class:`ModelNotServed` before any request when none does); without, all of
-        them, and a warning when they serve different models (a column may then mix them).
+        """The workers that may take this run's tasks (see :meth:`ModelTargets.choose`).
         Call before :meth:`plan`."""
-        if self.model is not None:
-            chosen = serving(workers, self.model, self._model_groups)
-            ids = {w.id for w in chosen}
-            self._excluded = frozenset(w.id for w in workers if w.id not in ids)
-            return chosen
-        served = sorted({w.model for w in workers if w.health is Health.HEALTHY and w.model})
-        if len(served) > 1:
-            log.warning(
-                "the workers serve different models (%s): a column may hold answers from "
-                "several. Pass model=... to analyze() (or model = ... in the preset) for one "
-                "model per column; df.dllm.models() shows which models answered each",
-                ", ".join(served),
-            )
-        return list(workers)
+        return self.targets.choose(workers)
 
     def _max_overhead(self, fields: dict[str, str]) -> int:
         """The costliest template's overhead: chunks sized for it fit every prompt."""
@@ -287,7 +280,7 @@ class Analysis:
             needed_tokens=tokens + self.max_tokens,
             kind=kind,
             validate=validate,
-            excluded=set(self._excluded),
+            excluded=self.targets.excluded(cell.target),
             group=group,
         )
 
@@ -453,17 +446,26 @@ class Analysis:
     def _pending(self, position: int) -> Row:
         """The row of a cell that has not finished."""
         if self._last_pending[0] != position:
-            paper = self.papers[position // len(self.prompts)]
-            prompt = self.prompts[position % len(self.prompts)]
-            self._last_pending = (position, Cell(position, paper, prompt).values())
+            number, rest = divmod(position, len(self.prompts) * len(self.models))
+            prompt, model = divmod(rest, len(self.models))
+            paper, target = self.papers[number], self.models[model]
+            cell = Cell(position, paper, self.prompts[prompt], target=target)
+            self._last_pending = (position, cell.values())
         return self._last_pending[1]
 
     def frame(self, *, long: bool = False, elapsed: float | None = None) -> pd.DataFrame:
-        """The results as the long form, or the wide paper x prompt table.
+        """The results as the long form, or the wide paper x prompt table (its columns
+        ``(prompt, model)`` when models are compared).
 
         Works during or after an interrupted run too: unfinished cells are ``pending``.
         """
-        from .._results.frames import PROMPTS_ATTR, SUMMARY_ATTR, long_frame, wide_frame
+        from .._results.frames import (
+            PROMPTS_ATTR,
+            SUMMARY_ATTR,
+            long_frame,
+            mark_requested_models,
+            wide_frame,
+        )
 
         elapsed = 0.0 if elapsed is None else elapsed
         summary = self.summary(elapsed)
@@ -474,17 +476,20 @@ class Analysis:
             p.name: {"type": p.type, "choices": list(p.choices or ()), "evidence": p.evidence}
             for p in self.prompts
         }
+        if self.targets.compared:
+            table = mark_requested_models(table, self.models, range(self.total))
         return table if long else wide_frame(table)
 
     def summary(self, elapsed: float) -> str:
         """One line: papers and prompts, tasks answered, and what went wrong (unreadable
         papers counted as papers, failed tasks as tasks)."""
-        total = len(self.papers) * len(self.prompts)
+        total = self.total
         counts = Counter(self.statuses)  # copies: the loop thread may be adding to them
         ok = sum(counts[s] for s in ANSWERED)
+        models = f" x {_count(len(self.models), 'model')}" if self.targets.compared else ""
         line = (
             f"analyzed {_count(len(self.papers), 'paper')} x "
-            f"{_count(len(self.prompts), 'prompt')}: "
+            f"{_count(len(self.prompts), 'prompt')}{models}: "
             f"{ok}/{total} tasks answered in {elapsed:.1f} s"
         )
         if counts[CACHED]:

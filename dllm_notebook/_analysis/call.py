@@ -6,7 +6,7 @@ the signature of :func:`analyze_call` and carried as one :class:`AnalyzeCall`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +32,7 @@ class AnalyzeCall:
     cache: bool = True
     evidence: bool | None = None
     crossref: bool | str = False
-    model: str | None = None
+    model: str | Sequence[str] | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -50,7 +50,7 @@ def analyze_call(
     cache: bool = True,
     evidence: bool | None = None,
     crossref: bool | str = False,
-    model: str | None = None,
+    model: str | Sequence[str] | None = None,
     **options: Any,
 ) -> AnalyzeCall:
     """The arguments of ``analyze()`` and its twins, gathered into one object (see
@@ -92,13 +92,15 @@ def prepare(
     )
     merged = {**chosen.options, **{k: v for k, v in call.options.items() if v is not None}}
     bar = Progress(len(papers) * len(prompts), enabled=progress)
-    return Analysis(
+    analysis = Analysis(
         papers,
         prompts,
         system=chosen.system,
         options=merged,
         fit=call.fit,
         progress=bar,
-        model=call.model or chosen.model,
+        model=chosen.model if call.model is None or call.model == "" else call.model,
         model_groups=model_groups,
     )
+    bar.set_total(analysis.total)  # x models, when models are compared
+    return analysis

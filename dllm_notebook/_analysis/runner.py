@@ -10,8 +10,9 @@ callback returns, so a killed process loses nothing that had been answered.
 
 The model. The key of a stored answer includes the model the worker was asked for (its
 configured ``model``, or the one it had loaded). A lookup accepts an answer from any model
-the cluster's workers use now, so changing the model recomputes, while a cluster whose
-Macs serve two models reuses answers from either.
+the workers that may take the task use now, so changing the model recomputes, while a
+cluster whose Macs serve two models reuses answers from either; when models are compared
+(``model=[...]``), a cell reuses only answers of its own model.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from .._results.store import (
     CallRecord,
     ResultStore,
     canonical_options,
-    normalise_model,
     request_key,
     sha256_text,
     task_key,
@@ -47,6 +47,8 @@ __all__ = ["Runner", "StoredCells"]
 log = logging.getLogger("dllm_notebook")
 
 BATCH = 256
+Asked = tuple[str, str | None]
+"""A request key and the model a cell asks (``None``: any the workers serve)."""
 """Tasks taken from the plan (and looked up in the store) at a time."""
 
 
@@ -127,7 +129,6 @@ class Runner:
         self._keys: dict[int, _Keys] = {}
         self._plan: Iterator[Task] | None = None
         self._outstanding = 0
-        self._models: list[str] = []
         self._workers: dict[str, Worker] = {}
         self._options = canonical_options(analysis.options)
         self._cells: StoredCells | None = None
@@ -194,7 +195,6 @@ class Runner:
     async def run(self, dispatcher: Dispatcher, workers: Sequence[Worker]) -> None:
         self._workers = {w.id: w for w in workers}
         chosen = self.analysis.choose_workers(workers)
-        self._models = sorted({normalise_model(w.model) for w in chosen if w.model})
         self._plan = self.analysis.plan(chosen)
         await dispatcher.run(self._refill(), self._on_result)
 
@@ -244,11 +244,13 @@ class Runner:
         todo = list(tasks)
         while todo:
             keys = {task.index: self._key_of(task) for task in todo}
-            found = self._lookup(k.request for k in keys.values()) if self.reuse else {}
+            targets = {task.index: self.analysis.slot(task.index).cell.target for task in todo}
+            asked = [(keys[i].request, targets[i]) for i in keys]
+            found = self._lookup(asked) if self.reuse else {}
             unlocked: list[Task] = []
             for task in todo:
                 key = keys[task.index]
-                hit = found.get(key.request)
+                hit = found.get((key.request, targets[task.index]))
                 if hit is None:
                     self._keys[task.index] = key
                     send.append(task)
@@ -257,10 +259,12 @@ class Runner:
             todo = unlocked
         return send
 
-    def _lookup(self, requests: Iterable[str]) -> dict[str, Answer]:
-        """The newest stored answer for each request key, from any model in use now."""
+    def _lookup(self, asked: Iterable[tuple[str, str | None]]) -> dict[Asked, Answer]:
+        """The newest stored answer for each (request key, model asked), from any name the
+        workers serving that model give it now."""
         assert self.store is not None
-        by_key = {task_key(r, m): r for r in requests for m in self._models}
+        served = self.analysis.targets.served_names
+        by_key = {task_key(r, m): (r, target) for r, target in asked for m in served(target)}
         if not by_key:
             return {}
         try:
@@ -268,7 +272,7 @@ class Runner:
         except sqlite3.Error as exc:  # a miss costs a request; a crash would cost the run
             log.warning("could not read the result store %s (%s); asking again", self.store, exc)
             return {}
-        best: dict[str, tuple[int, Answer]] = {}
+        best: dict[Asked, tuple[int, Answer]] = {}
         for key, (call_id, answer) in found.items():
             request = by_key[key]
             if request not in best or call_id > best[request][0]:

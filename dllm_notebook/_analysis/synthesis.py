@@ -32,7 +32,7 @@ from .._errors import SynthesisFailed
 from .._reading.chunking import CHAT_RESERVE_TOKENS, estimate_tokens, truncate_to_fit
 from .._reading.paper import Paper
 from .._results.cells import decode_json
-from .._results.frames import PROMPTS_ATTR, RUN_ATTR, prompt_columns
+from .._results.frames import PROMPTS_ATTR, RUN_ATTR, prompt_columns, require_one_model
 from .._results.statuses import ANSWERED
 from .._results.synthesis import OK, Synthesis, check_citations, cited_keys
 from .._results.values import is_missing, text_or_none
@@ -105,6 +105,7 @@ class Reduction:
         window: int,
         max_tokens: int,
     ) -> None:
+        require_one_model(table, "cluster.synthesize()")
         wide = table.dllm.wide()
         long = table.dllm.long()
         if wide.empty:

@@ -110,9 +110,10 @@ class Preset:
     evidence: bool = False
     """The preset's ``evidence = true``: each prompt that does not say otherwise asks for
     supporting quotes (see :attr:`Prompt.evidence`)."""
-    model: str | None = None
+    model: str | tuple[str, ...] | None = None
     """The preset's ``model = "..."``: every prompt goes only to workers serving it (one
-    model per column); ``analyze(model=...)`` overrides it."""
+    model per column); ``model = ["m1", "m2"]`` compares them (one column per prompt x
+    model). ``analyze(model=...)`` overrides it."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
@@ -322,10 +323,7 @@ def _build(data: Mapping[str, Any], *, name: str, source: Path) -> Preset:
     if not isinstance(evidence, bool):
         problems.append("'evidence' must be true or false")
         evidence = False
-    model = data.get("model")
-    if model is not None and (not isinstance(model, str) or not model.strip()):
-        problems.append("'model' must be a model name, e.g. model = \"mistral-7b-instruct\"")
-        model = None
+    model = _preset_model(data.get("model"), problems)
     for number, raw in enumerate(raw_prompts, start=1):
         prompt = prompt_from_table(raw, number, problems, evidence=evidence)
         if prompt is None:
@@ -348,8 +346,23 @@ def _build(data: Mapping[str, Any], *, name: str, source: Path) -> Preset:
         options=dict(options),
         source=source,
         evidence=evidence,
-        model=model.strip() if model else None,
+        model=model,
     )
+
+
+def _preset_model(model: Any, problems: list[str]) -> str | tuple[str, ...] | None:
+    """A preset's ``model``: one name, or a list of names to compare."""
+    if model is None:
+        return None
+    names = model if isinstance(model, list) else [model]
+    if names and all(isinstance(n, str) and n.strip() for n in names):
+        stripped = tuple(n.strip() for n in names)
+        return stripped if isinstance(model, list) else stripped[0]
+    problems.append(
+        "'model' must be a model name, e.g. model = \"mistral-7b-instruct\", or a list of "
+        'names to compare, e.g. model = ["mistral-7b-instruct", "llama-3.1-8b"]'
+    )
+    return None
 
 
 def _check_options(options: Mapping[str, Any]) -> list[str]:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from . import frames
-from .columns import META_COLUMNS
+from .columns import META_COLUMNS, MODEL_COLUMN
 from .statuses import ANSWERED
 
 if TYPE_CHECKING:
@@ -46,6 +46,15 @@ class DllmAccessor:
         """One row per paper x prompt with provenance (worker, model, tokens, status...)."""
         return self._frame if self.is_long else frames.long_from_wide(self._frame)
 
+    def for_model(self, model: str) -> pd.DataFrame:
+        """One model's table out of a comparison (``analyze(..., model=["m1", "m2"])``),
+        wide or long as this one is: the flat table that model would have given alone,
+        whose ``.dllm.long()`` and exports still find its provenance.
+
+        >>> df.dllm.for_model("m1").dllm.to_excel("m1.xlsx")  # doctest: +SKIP
+        """
+        return frames.for_model(self._frame, model)
+
     def to_json_report(self, path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         """Write (when ``path`` is given) and return the original tool's JSON report."""
         report = frames.json_report(self.long())
@@ -55,7 +64,8 @@ class DllmAccessor:
         return report
 
     def answers(self) -> pd.DataFrame:
-        """The wide table's answer columns alone (one per prompt)."""
+        """The wide table's answer columns alone (one per prompt, or per prompt x model
+        when models are compared)."""
         wide = self.wide()
         answers: pd.DataFrame = wide[frames.prompt_columns(wide)]
         return answers
@@ -63,6 +73,11 @@ class DllmAccessor:
     def meta(self) -> pd.DataFrame:
         """The papers' reference metadata alone: title, authors, year, doi, venue, source."""
         wide = self.wide()
+        if isinstance(wide.columns, pd.MultiIndex):  # models compared: (name, "") columns
+            names = [c for c in META_COLUMNS if (c, "") in wide.columns]
+            flat: pd.DataFrame = wide[[(c, "") for c in names]].droplevel("model", axis=1)
+            flat.columns.name = None
+            return flat
         meta: pd.DataFrame = wide[[c for c in META_COLUMNS if c in wide.columns]]
         return meta
 
@@ -70,23 +85,25 @@ class DllmAccessor:
         """Every quote given as evidence, one row each: paper, prompt, quote, page, match.
 
         ``match`` is ``exact`` or ``close`` for a quote the tool found in the paper (on
-        ``page``), ``unverified`` for one it did not find: that one is not evidence.
+        ``page``), ``unverified`` for one it did not find: that one is not evidence. When
+        models are compared, ``requested_model`` follows ``prompt``.
         """
         long = self.long()
+        keys = ["paper", "prompt"]
+        if MODEL_COLUMN in long.columns:  # models compared: which model quoted it
+            keys.append(MODEL_COLUMN)
         rows = [
-            {"paper": paper, "prompt": prompt, **quote}
-            for paper, prompt, text in zip(
-                long["paper"], long["prompt"], long["quotes"], strict=True
-            )
+            {**dict(zip(keys, key, strict=True)), **quote}
+            for *key, text in zip(*(long[k] for k in keys), long["quotes"], strict=True)
             if isinstance(text, str)
             for quote in json.loads(text)
         ]
-        table = pd.DataFrame(rows, columns=["paper", "prompt", "text", "page", "match"])
+        table = pd.DataFrame(rows, columns=[*keys, "text", "page", "match"])
         table = table.rename(columns={"text": "quote"})
+        types = {k: "string" for k in keys}
         typed: pd.DataFrame = table.astype(
-            {"paper": "string", "prompt": "string", "quote": "string", "page": "Int64",
-             "match": "string"}
-        )  # fmt: skip
+            {**types, "quote": "string", "page": "Int64", "match": "string"}
+        )
         return typed
 
     def models(self) -> pd.DataFrame:
@@ -134,6 +151,7 @@ class DllmAccessor:
         """
         from .report import write_report
 
+        frames.require_one_model(self._frame, "df.dllm.to_report()")
         return write_report(self._frame, path, synthesis=synthesis, charts=charts)
 
     def synthesize(self, cluster: Any, question: str | None = None, **options: Any) -> Synthesis:
@@ -165,6 +183,7 @@ class DllmAccessor:
         """
         from . import exports
 
+        frames.require_one_model(self._frame, "df.dllm.to_excel()")
         exports.to_excel(path, wide=self.wide(), long=self.long(), evidence=self.evidence())
 
     def to_markdown(self, path: str | os.PathLike[str] | None = None) -> str:
@@ -185,6 +204,7 @@ class DllmAccessor:
         """
         from . import citations
 
+        frames.require_one_model(self._frame, "df.dllm.to_bibtex()")
         return citations.to_bibtex(self.wide(), path)
 
     def to_ris(self, path: str | os.PathLike[str] | None = None) -> str:
@@ -195,6 +215,7 @@ class DllmAccessor:
         """
         from . import citations
 
+        frames.require_one_model(self._frame, "df.dllm.to_ris()")
         return citations.to_ris(self.wide(), path)
 
     def show(self) -> Styler:
@@ -205,4 +226,5 @@ class DllmAccessor:
         """
         from . import styled
 
+        frames.require_one_model(self._frame, "df.dllm.show()")
         return styled.show(self._frame)

@@ -42,9 +42,10 @@ Row = tuple[Any, ...]
 
 @dataclass(eq=False, slots=True)
 class Cell:
-    """One paper x prompt: its plan, its partial answers and its final answer.
+    """One paper x prompt (x model, when models are compared): its plan, its partial
+    answers and its final answer.
 
-    ``position`` is its place in the paper x prompt order. ``fresh`` is True once any of
+    ``position`` is its place in the paper x prompt x model order. ``fresh`` is True once any of
     its tasks was answered by a worker in this run; a cell whose every task came from the
     result store ends ``cached`` instead of ``ok``.
     """
@@ -73,6 +74,9 @@ class Cell:
     """Quotes the parts of a chunked paper gave, kept through the combine step."""
     parts: dict[tuple[int, ...], Answer | None] = field(default_factory=dict)
     """The answers of its parts while it is chunked, by part (see ``_analysis``)."""
+    target: str | None = None
+    """The model this cell asks (``analyze(model=...)``; ``None``: whatever a worker serves).
+    Not in its row: the row's ``model`` is the one that answered."""
 
     def add_usage(self, answer: Answer) -> None:
         if answer.prompt_tokens is not None:

@@ -5,7 +5,7 @@ Kept apart from ``frames`` so that modules which only need the names do not impo
 
 from __future__ import annotations
 
-__all__ = ["JSON_COLUMNS", "LONG_COLUMNS", "META_COLUMNS"]
+__all__ = ["JSON_COLUMNS", "LONG_COLUMNS", "META_COLUMNS", "MODEL_COLUMN"]
 
 LONG_COLUMNS = {
     "paper": "string",
@@ -46,3 +46,8 @@ two lists the same)."""
 
 JSON_COLUMNS = frozenset({"authors"})
 """Columns that hold Python values (lists): the store keeps them as JSON text."""
+
+MODEL_COLUMN = "requested_model"
+"""When models are compared (``analyze(model=["m1", "m2"])``), the long form has this column
+after ``model``: the model the row's cell asked, which names its wide column ``(prompt,
+model)``. ``model`` stays the name the answering worker gave it (a model group's member)."""

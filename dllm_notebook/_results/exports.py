@@ -102,10 +102,12 @@ def to_markdown(frame: pd.DataFrame, path: str | os.PathLike[str] | None = None)
 
     ``|`` in a cell is escaped and a line break becomes ``<br>``, so each row stays one
     line; numbers are right-aligned; a missing cell is empty. Returns the text, and writes
-    it (UTF-8) when ``path`` is given.
+    it (UTF-8) when ``path`` is given. A model comparison's column ``(prompt, model)``
+    is headed ``prompt [model]``.
     """
     named_index = frame.index.name is not None
-    headers = ([str(frame.index.name)] if named_index else []) + [str(c) for c in frame.columns]
+    headers = [str(frame.index.name)] if named_index else []
+    headers += [frames.column_label(c) for c in frame.columns]
     numeric = ([False] if named_index else []) + [
         pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
         for c in frame.columns

@@ -264,8 +264,9 @@ class ResultStore:
         )
 
     def run_rows(self, run_id: str, fields: Sequence[str]) -> list[tuple[Any, ...]]:
-        """A run's saved rows (``fields`` of :data:`ROW_FIELDS`), in position order."""
-        unknown = [name for name in fields if name not in ROW_FIELDS]
+        """A run's saved rows (``fields`` of :data:`ROW_FIELDS`, or ``position``), in
+        position order."""
+        unknown = [name for name in fields if name not in ROW_FIELDS and name != "position"]
         if unknown:
             raise ValueError(f"no cell field {unknown[0]!r}; fields: {', '.join(ROW_FIELDS)}")
         return (

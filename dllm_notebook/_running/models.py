@@ -9,14 +9,14 @@ model (Ollama's ``:latest`` tag, and the config's model groups).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .._errors import ModelNotServed
+from .._errors import ModelListError, ModelNotServed
 
 if TYPE_CHECKING:
     from .pool import Worker
 
-__all__ = ["ModelGroups", "aliases", "same_model", "serving"]
+__all__ = ["ModelGroups", "aliases", "requested_models", "same_model", "serving"]
 
 ModelGroups = Mapping[str, Iterable[str]]
 
@@ -56,3 +56,38 @@ def serving(workers: Iterable[Worker], wanted: str, groups: ModelGroups) -> list
         "worker, pick one of those models, or name the same model as different servers call "
         'it with a model group in workers.json: "models": {"name": ["id-1", "id-2"]}'
     )
+
+
+def requested_models(model: Any, groups: ModelGroups) -> tuple[str | None, ...]:
+    """``analyze(model=...)`` as the models asked: ``(None,)`` for whatever each worker
+    serves, one name, or several to compare (each its own columns). Raises
+    :class:`ModelListError` for an empty list, a name that is not text, or one model named
+    twice (also as two names of one model group).
+
+    >>> requested_models(["m1", "m2"], {}), requested_models("m1", {})
+    (('m1', 'm2'), ('m1',))
+    """
+    if model is None:
+        return (None,)
+    names = [model] if isinstance(model, str) else model
+    if not isinstance(names, (list, tuple)) or not names:
+        raise ModelListError(
+            f"model={model!r}: give a model name, or a list of model names to compare "
+            'them, e.g. model=["mistral-7b-instruct", "llama-3.1-8b"]'
+        )
+    bad = [n for n in names if not isinstance(n, str) or not n.strip()]
+    if bad:
+        raise ModelListError(
+            f"model={model!r}: {bad[0]!r} is not a model name; each must be a non-empty "
+            "name as the workers serve it (see cluster.check())"
+        )
+    chosen: list[str] = []
+    for name in (n.strip() for n in names):
+        twin = next((c for c in chosen if _plain(name) in aliases(c, groups)), None)
+        if twin is not None:
+            same = "twice" if twin == name else f"twice ({twin!r} and {name!r} are one model)"
+            raise ModelListError(
+                f"model={list(names)!r} names one model {same}: list each model to compare once"
+            )
+        chosen.append(name)
+    return tuple(chosen)

@@ -14,6 +14,8 @@ from ._app import EXIT_INTERRUPTED, EXIT_PARTIAL, config_option, open_cluster
 __all__ = ["analyze", "presets"]
 
 OUTPUT_KINDS = (".parquet", ".csv", ".xlsx", ".md", ".bib", ".ris", ".json")
+ONE_MODEL_KINDS = (".xlsx", ".bib", ".ris")
+"""Outputs that take one model's table (see ``frames.require_one_model``)."""
 
 
 class PaperInput(click.ParamType):  # type: ignore[type-arg]  # generic from click 8.3
@@ -78,6 +80,15 @@ class PaperInput(click.ParamType):  # type: ignore[type-arg]  # generic from cli
     help="Ask for up to three supporting quotes per answer, checked against the paper with "
     "their pages (default: as the preset says; research asks for them).",
 )
+@click.option(
+    "-m",
+    "--model",
+    "models",
+    multiple=True,
+    metavar="MODEL",
+    help="Send every prompt only to the workers serving MODEL (a model group of the config "
+    "counts); repeat to compare models: the table gets one column per prompt x model.",
+)
 @click.pass_context
 def analyze(
     ctx: click.Context,
@@ -93,6 +104,7 @@ def analyze(
     refresh: bool,
     no_cache: bool,
     evidence: bool | None,
+    models: Sequence[str],
 ) -> None:
     """Ask every prompt of every paper in INPUT and save the table.
 
@@ -113,6 +125,7 @@ def analyze(
       dllm analyze "zotero:Review 2026" -c workers.json -o review.csv
       dllm analyze library.bib -c workers.json -o review.xlsx
       dllm analyze library.bib -c workers.json -o review.ris   # answers back to Zotero
+      dllm analyze papers/ -c workers.json -m mistral -m llama3.1 -o compare.parquet
     """
     if input_path is not None and input_option is not None:
         raise click.UsageError("give the input once: either INPUT or --input")
@@ -124,6 +137,12 @@ def analyze(
     if output.suffix.lower() not in OUTPUT_KINDS:
         raise click.BadParameter(
             "use a .parquet, .csv, .xlsx, .md, .bib, .ris or .json file name",
+            param_hint="--output",
+        )
+    if len(models) > 1 and output.suffix.lower() in ONE_MODEL_KINDS:
+        raise click.BadParameter(
+            f"{output.suffix} holds one model's answers; to compare models write a .parquet, "
+            ".csv, .md or .json file (or give one --model)",
             param_hint="--output",
         )
     output.parent.mkdir(parents=True, exist_ok=True)  # fail now, not after the job
@@ -141,6 +160,7 @@ def analyze(
                 refresh=refresh,
                 cache=not no_cache,
                 evidence=evidence,
+                model=_model_choice(models),
             )
         except KeyboardInterrupt:
             job = cluster.last_analysis
@@ -156,9 +176,25 @@ def analyze(
             ctx.exit(EXIT_INTERRUPTED)
     wide = write_results(long, output)
     click.echo(_preview(wide))
-    click.echo(f"Wrote {output} ({len(wide)} papers x {len(wide.columns)} prompts).")
+    click.echo(f"Wrote {output} ({len(wide)} papers x {_shape(wide)}).")
     if len(long.dllm.failures()):
         ctx.exit(EXIT_PARTIAL)
+
+
+def _shape(wide: Any) -> str:
+    """``3 prompts``, or ``3 prompts x 2 models`` for a comparison."""
+    columns = wide.dllm.answers().columns
+    if columns.nlevels == 1:
+        return f"{len(columns)} prompts"
+    prompts, models = (len(set(columns.get_level_values(i))) for i in (0, 1))
+    return f"{prompts} prompts x {models} models"
+
+
+def _model_choice(models: Sequence[str]) -> str | list[str] | None:
+    """``--model``: none (the preset's, or any), one, or several to compare."""
+    if not models:
+        return None
+    return models[0] if len(models) == 1 else list(models)
 
 
 def write_results(long: Any, output: Path) -> Any:
