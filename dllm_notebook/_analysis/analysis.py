@@ -36,14 +36,14 @@ from .._reading.chunking import (
     truncated_prompt,
     with_part_notes,
 )
-from .._reading.evidence import EvidenceIndex, evidence_status
 from .._reading.paper import Paper
 from .._results.cells import Cell, CellSink, MemoryCells, Row, build_columns
 from .._results.columns import LONG_COLUMNS
-from .._results.statuses import ANSWERED, CACHED, FAILED, INVALID, OK, PENDING
+from .._results.statuses import CACHED, FAILED, INVALID, OK, PENDING
 from .._running.pool import Health, Worker
 from .._running.tasks import Task
 from .._types import Answer, ChatRequest
+from .outcome import Outcomes, as_text, run_summary
 from .targets import ModelTargets
 
 if TYPE_CHECKING:
@@ -57,11 +57,6 @@ DEFAULT_MAX_TOKENS = 512
 UNKNOWN_WINDOW = 4096
 """The window assumed for a worker that does not say its own (set ``context_length``)."""
 FIT_MODES = ("chunk", "truncate")
-MAX_QUOTES = 3
-"""Quotes kept per answer (the schema asks for at most three)."""
-EVIDENCE_INDEXES = 8
-"""Papers whose normalized text is kept for checking quotes: papers are planned in order,
-so a paper's cells finish close together."""
 
 
 def planning_windows(workers: Sequence[Worker]) -> tuple[int, int]:
@@ -152,7 +147,7 @@ class Analysis:
         self._counter = itertools.count()
         self._system_tokens: int | None = None
         self._workers: Sequence[Worker] = ()
-        self._indexes: dict[str, EvidenceIndex] = {}
+        self.outcomes = Outcomes()
         self._combine_budget = self._budget(UNKNOWN_WINDOW)
 
     def _budget(self, window: int) -> Budget:
@@ -356,7 +351,7 @@ class Analysis:
             parsed = cell.prompt.parse_answer(text) if cell.prompt.schema else None
             if parsed is not None and parsed.ok:
                 cell.part_quotes.extend(parsed.quotes)
-                texts.append(_as_text(parsed.value))
+                texts.append(as_text(parsed.value))
             else:
                 texts.append(text)
         try:
@@ -381,48 +376,9 @@ class Analysis:
         return tasks
 
     def _finish(self, cell: Cell, text: str) -> None:
-        """The cell's final answer: parsed against its prompt's type, its quotes checked
-        against the whole paper. An answer that does not match its type (after the one
-        retry the dispatcher makes) ends ``invalid``, keeping the model's raw text."""
-        cell.parts = {}
-        prompt = cell.prompt
-        cell.status = OK if cell.fresh else CACHED
-        if prompt.schema is None:
-            cell.answer = text.strip()
-        else:
-            parsed = prompt.parse_answer(text)
-            if parsed.ok:
-                cell.answer = _as_text(parsed.value)
-                if prompt.type != "text":
-                    cell.value = parsed.value
-                quotes = [*parsed.quotes, *cell.part_quotes]
-            else:
-                cell.answer, cell.status = text.strip(), INVALID
-                cell.error, cell.error_type = parsed.error, "InvalidAnswer"
-                quotes = list(cell.part_quotes)
-            if prompt.evidence:
-                self._check_quotes(cell, quotes)
+        """The cell's final answer, typed and with its quotes checked (``outcome.py``)."""
+        self.outcomes.finish(cell, text)
         self._settle(cell)
-
-    def _check_quotes(self, cell: Cell, quotes: Sequence[str]) -> None:
-        """Verify up to three distinct quotes against the paper (verified ones first)."""
-        checked = sorted(
-            self._evidence_index(cell.paper).verify(dict.fromkeys(quotes)),
-            key=lambda q: not q.verified,
-        )
-        kept = checked[:MAX_QUOTES]
-        cell.quotes = [{"text": q.text, "page": q.page, "match": q.match} for q in kept]
-        cell.evidence = evidence_status(kept)
-
-    def _evidence_index(self, paper: Paper) -> EvidenceIndex:
-        """One index per paper, kept for its next cells (papers are planned in order)."""
-        index = self._indexes.get(paper.name)
-        if index is None:
-            index = EvidenceIndex(paper)
-            self._indexes[paper.name] = index
-            while len(self._indexes) > EVIDENCE_INDEXES:
-                self._indexes.pop(next(iter(self._indexes)))
-        return index
 
     def _fail(self, cell: Cell, error: str, error_type: str | None) -> None:
         cell.status, cell.error, cell.parts = FAILED, error, {}
@@ -481,42 +437,14 @@ class Analysis:
         return table if long else wide_frame(table)
 
     def summary(self, elapsed: float) -> str:
-        """One line: papers and prompts, tasks answered, and what went wrong (unreadable
-        papers counted as papers, failed tasks as tasks)."""
-        total = self.total
-        counts = Counter(self.statuses)  # copies: the loop thread may be adding to them
-        ok = sum(counts[s] for s in ANSWERED)
-        models = f" x {_count(len(self.models), 'model')}" if self.targets.compared else ""
-        line = (
-            f"analyzed {_count(len(self.papers), 'paper')} x "
-            f"{_count(len(self.prompts), 'prompt')}{models}: "
-            f"{ok}/{total} tasks answered in {elapsed:.1f} s"
+        """One line: papers and prompts, tasks answered, and what went wrong."""
+        return run_summary(
+            papers=len(self.papers),
+            prompts=len(self.prompts),
+            models=len(self.models),
+            total=self.total,
+            statuses=self.statuses,
+            failures=self.failures,
+            unreadable=self.unreadable,
+            elapsed=elapsed,
         )
-        if counts[CACHED]:
-            line += f" ({counts[CACHED]} from the result store)"
-        pending = total - sum(counts.values())
-        if pending:
-            line += f"; {_count(pending, 'task')} not finished"
-        reasons = [
-            f"{_count(n, 'paper')} unreadable ({kind})"
-            for kind, n in Counter(self.unreadable).items()
-        ]
-        reasons += [
-            f"{_count(n, 'task')} failed ({kind})" for kind, n in Counter(self.failures).items()
-        ]
-        if reasons:
-            line += "; " + ", ".join(reasons) + ". See .dllm.failures() for each error"
-        return line
-
-
-def _as_text(value: Any) -> str:
-    """A typed value as the long form's ``answer`` text."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return "; ".join(str(v) for v in value)
-    return str(value).strip()
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'s' * (n != 1)}"
