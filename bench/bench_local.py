@@ -33,6 +33,7 @@ from dllm_notebook import (
     Cluster,
     LocalServer,
     Paper,
+    PrefixAffinity,
     WorkerConfig,
     default_model_path,
     load_papers,
@@ -135,7 +136,8 @@ Starter = Callable[[argparse.Namespace], AbstractContextManager[tuple[list[Worke
 def run_one(name: str, starter: Starter, args: argparse.Namespace, papers: list[Paper]) -> Run:
     with (
         starter(args) as (configs, startup),
-        Cluster(configs, store=None, request_timeout=600) as cluster,
+        # Cluster.local()'s scheduler, for both servers: each reads a paper once per slot
+        Cluster(configs, store=None, request_timeout=600, scheduler=PrefixAffinity()) as cluster,
     ):
         began = time.monotonic()
         table = cluster.analyze(papers, preset=args.preset, long=True, progress=False)

@@ -138,3 +138,26 @@ def test_a_request_takes_the_free_slot_that_read_its_paper(
     third = {**paper, "content": "x" * 4000}
     done = send_in_turn(server, "llamacpp", [research_requests(third)[0], a[3], b[2]])
     assert [(c.cached_tokens or 0) > 1000 for c in done] == [False, True, False]
+
+
+@pytest.mark.parametrize("mode", ["invalid_json", "out_of_schema"])
+def test_a_retry_on_the_only_worker_is_never_left_waiting_for_its_chain(
+    lab: FakeLab, mode: str
+) -> None:
+    # PrefixAffinity sends a retry away from the worker that read its paper; with one
+    # worker it must come back to it. This once stalled a local run at 22 of 25 cells.
+    from dllm_notebook import Cluster, Paper, PrefixAffinity
+
+    server = lab.add("llamacpp", behaviour=cached(schema_answers=mode, slots=2))
+    text = "Words of text. " * 200
+    papers = [Paper.from_text(f"p{i}.txt", f"Paper {i}. {text}") for i in (1, 2)]
+    prompts = {
+        "n": {"template": "{content}\nHow many participants?", "type": "integer"},
+        "yes": {"template": "{content}\nIs the code public?", "type": "boolean"},
+    }
+    url = server.url.replace("http://", "llamacpp://")
+    with Cluster([url], scheduler=PrefixAffinity(), store=None, request_timeout=30) as cluster:
+        long = cluster.analyze(papers, prompts=prompts, long=True, progress=False)
+    assert list(long["status"]) == ["invalid"] * 4  # every cell settled, none pending
+    generations = server.log.generations()
+    assert len(generations) == 8  # each asked twice: the answer, and the one retry

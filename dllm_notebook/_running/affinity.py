@@ -136,15 +136,19 @@ class PrefixAffinity(EarliestFinish):
                 units.append(tasks)
                 continue
             held[group] = reader
+            # A retry (an error, or an invalid answer) and a task the reader may not take
+            # leave the chain: planned alone, they go elsewhere when they can, and back to
+            # the reader when it is the only worker (never left waiting for a chain).
+            away = [t for t in tasks if not can_take(reader.worker, t) or reader.id in t.tried]
+            for task in away:
+                tasks.remove(task)
+                units.append([task])
             if running[group, reader.id]:  # the slot reading it is busy: the chain follows
                 self._extend(reader, group, tasks, view, now)
                 continue
             if reader.free <= 0 or len(placements) >= budget:
                 continue
-            # a retry (an error, or an invalid answer) goes elsewhere, not back to the reader
-            follow = next(
-                (t for t in tasks if can_take(reader.worker, t) and reader.id not in t.tried), None
-            )
+            follow = tasks[0] if tasks else None
             if follow is not None:
                 tasks.remove(follow)
                 seconds = self._seconds(reader, task_size(self.speeds, follow), True)
