@@ -36,6 +36,7 @@ from .._results.frames import PROMPTS_ATTR, RUN_ATTR, prompt_columns, require_on
 from .._results.statuses import ANSWERED
 from .._results.synthesis import OK, Synthesis, check_citations, cited_keys
 from .._results.values import is_missing, text_or_none
+from .analysis import UNKNOWN_WINDOW
 
 __all__ = ["DEFAULT_QUESTION", "Reduction", "asynthesize", "synthesize"]
 
@@ -60,8 +61,6 @@ REDUCE_TEMPLATE = (
     "after every claim, cite the papers it rests on by their keys, in square brackets as "
     "below. Cite only keys given below.\n\n{content}"
 )
-DEFAULT_MAX_TOKENS = 400
-_UNKNOWN_WINDOW = 4096
 _MARGIN = 0.9  # of the room, for the servers' own tokenizers and chat templates
 
 
@@ -321,9 +320,9 @@ def window_for(cluster: Cluster) -> int:
     if not windows:
         logger.warning(
             "synthesize: no worker reports its context window; assuming %d tokens",
-            _UNKNOWN_WINDOW,
+            UNKNOWN_WINDOW,
         )
-        return _UNKNOWN_WINDOW
+        return UNKNOWN_WINDOW
     return int(min(windows))
 
 
@@ -344,7 +343,7 @@ def synthesize(
     question: str | None = None,
     columns: Sequence[str] | None = None,
     *,
-    max_tokens: int = DEFAULT_MAX_TOKENS,
+    max_tokens: int,
     progress: bool = True,
     refresh: bool = False,
 ) -> Synthesis:
@@ -365,7 +364,7 @@ async def asynthesize(
     question: str | None = None,
     columns: Sequence[str] | None = None,
     *,
-    max_tokens: int = DEFAULT_MAX_TOKENS,
+    max_tokens: int,
     progress: bool = True,
     refresh: bool = False,
 ) -> Synthesis:
