@@ -148,9 +148,8 @@ class PrefixAffinity(EarliestFinish):
                 continue
             if reader.free <= 0 or len(placements) >= budget:
                 continue
-            follow = tasks[0] if tasks else None
-            if follow is not None:
-                tasks.remove(follow)
+            if tasks:
+                follow = tasks.pop(0)
                 seconds = self._seconds(reader, task_size(self.speeds, follow), True)
                 reserve = seconds + self._chain(reader, tasks, read=True)
                 self._start(placements, follow, reader, now, seconds, reserve, follow_up=True)

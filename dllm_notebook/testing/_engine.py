@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import json
 import random
 import re
 import time
@@ -428,11 +427,11 @@ def _answer(call: Call, plan: _Plan, b: Behaviour) -> tuple[list[str], int, str]
     A structured answer (see ``_structured``) is written whole unless ``max_tokens`` cuts
     it, one token per space-separated word; a free-text one is the echo and filler words.
     """
-    text = structured_text(call.schema, plan.echo_of, b.schema_answers)
-    if text is not None and call.grammar is not None:
-        text = _compact(text)
-        if b.schema_answers == "valid" and call.grammar.fullmatch(text) is None:
-            raise RuntimeError(f"the emulated answer {text!r} does not follow the grammar")
+    grammar = call.grammar
+    text = structured_text(call.schema, plan.echo_of, b.schema_answers, compact=bool(grammar))
+    valid = b.schema_answers == "valid"
+    if text is not None and grammar is not None and valid and grammar.fullmatch(text) is None:
+        raise RuntimeError(f"the emulated answer {text!r} does not follow the grammar")
     if text is None and (b.cite_prompt_keys or b.cite):
         text = " ".join([*answer_words(plan.echo_of, 0), *_citing_words(plan.echo_of, b)])
     if text is None:
@@ -442,14 +441,6 @@ def _answer(call: Call, plan: _Plan, b: Behaviour) -> tuple[list[str], int, str]
         words = words[: max(call.max_tokens, 1)]
         return [words[0], *(" " + w for w in words[1:])], len(words), "length"
     return [words[0], *(" " + w for w in words[1:])], len(words), "stop"
-
-
-def _compact(text: str) -> str:
-    """JSON ``text`` without whitespace between its tokens, as a compact grammar forces."""
-    try:
-        return json.dumps(json.loads(text), ensure_ascii=False, separators=(",", ":"))
-    except ValueError:
-        return text  # an answer spoiled on purpose stays as it is
 
 
 _KEY = re.compile(r"(?<!\[)\[([^\[\]\n]+)\](?!\])")

@@ -53,11 +53,14 @@ _SENTENCE = re.compile(r"[^.!?]*[.!?]")
 _MIN_QUOTE, _MAX_QUOTE = 40, 240
 
 
-def structured_text(schema: Mapping[str, Any] | None, prompt: str, mode: str) -> str | None:
+def structured_text(
+    schema: Mapping[str, Any] | None, prompt: str, mode: str, *, compact: bool = False
+) -> str | None:
     """The whole answer to ``prompt``: an instance of ``schema`` (constrained decoding), or
-    of a schema written in the prompt (fenced), or ``None`` for a free-text answer."""
+    of a schema written in the prompt (fenced), or ``None`` for a free-text answer.
+    ``compact``: no whitespace between JSON tokens, as a compact grammar forces."""
     if schema is not None:
-        return schema_answer(schema, prompt, mode)
+        return schema_answer(schema, prompt, mode, compact=compact)
     found = schema_in_text(prompt)
     if found is None:
         return None
@@ -84,7 +87,12 @@ def schema_in_text(text: str) -> tuple[dict[str, Any], int] | None:
 
 
 def schema_answer(
-    schema: Mapping[str, Any], prompt: str, mode: str = "valid", *, quote_from: str | None = None
+    schema: Mapping[str, Any],
+    prompt: str,
+    mode: str = "valid",
+    *,
+    quote_from: str | None = None,
+    compact: bool = False,
 ) -> str:
     """The JSON text a fake model writes for ``schema`` and the user message ``prompt``;
     quotes are copied from ``quote_from`` (default: the whole message)."""
@@ -95,7 +103,8 @@ def schema_answer(
         value["answer"] = _wrong(schema.get("properties", {}).get("answer", {}), value["answer"])
     if mode == "invented_quotes" and isinstance(value, dict) and "quotes" in value:
         value["quotes"] = [INVENTED_QUOTES[(seed[5] + i) % len(INVENTED_QUOTES)] for i in range(2)]
-    text = json.dumps(value, ensure_ascii=False)
+    separators = (",", ":") if compact else None
+    text = json.dumps(value, ensure_ascii=False, separators=separators)
     if mode == "invalid_json":
         return "Sure, here is the answer: " + text[: max(len(text) // 2, 2)]
     return text
