@@ -11,7 +11,10 @@ environment outside the project, e.g. ``uv venv /tmp/lcp && uv pip install --pyt
 'llama-cpp-python[server]'``), the server ``Cluster.local()`` ran before: llama-cpp-python's
 single-request server with the same Q/A prompt format, context window and threads.
 ``--rounds N`` alternates the contenders N times (the machine may be shared, so alternating
-spreads its noise over both); the table shows each contender's median.
+spreads its noise over both); the table shows each contender's median. Every contender
+is planned by ``PrefixAffinity``, ``Cluster.local()``'s scheduler; ``--with-earliest-finish``
+adds the new server under ``EarliestFinish`` (the scheduler of a lab), to show what reading
+each paper once per slot saves.
 """
 
 from __future__ import annotations
@@ -31,9 +34,11 @@ import httpx
 
 from dllm_notebook import (
     Cluster,
+    EarliestFinish,
     LocalServer,
     Paper,
     PrefixAffinity,
+    Scheduler,
     WorkerConfig,
     default_model_path,
     load_papers,
@@ -133,11 +138,16 @@ def _free_port() -> int:
 Starter = Callable[[argparse.Namespace], AbstractContextManager[tuple[list[WorkerConfig], float]]]
 
 
-def run_one(name: str, starter: Starter, args: argparse.Namespace, papers: list[Paper]) -> Run:
+def run_one(
+    name: str,
+    starter: Starter,
+    scheduler: Callable[[], Scheduler],
+    args: argparse.Namespace,
+    papers: list[Paper],
+) -> Run:
     with (
         starter(args) as (configs, startup),
-        # Cluster.local()'s scheduler, for both servers: each reads a paper once per slot
-        Cluster(configs, store=None, request_timeout=600, scheduler=PrefixAffinity()) as cluster,
+        Cluster(configs, store=None, request_timeout=600, scheduler=scheduler()) as cluster,
     ):
         began = time.monotonic()
         table = cluster.analyze(papers, preset=args.preset, long=True, progress=False)
@@ -153,6 +163,11 @@ def main() -> None:
     parser.add_argument("--preset", default="research")
     parser.add_argument("--baseline-python", default=None, help="a Python with llama-cpp-python")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--with-earliest-finish",
+        action="store_true",
+        help="also run the new server under EarliestFinish (the scheduler of a lab)",
+    )
     defaults = LocalServer()  # not started: its settings are Cluster.local()'s defaults
     parser.add_argument("--n-ctx", type=int, default=defaults.n_ctx)
     parser.add_argument("--n-parallel", type=int, default=defaults.n_parallel)
@@ -162,15 +177,19 @@ def main() -> None:
     args = parser.parse_args()
 
     papers = load_papers(args.papers_dir)[: args.papers]
-    contenders: list[tuple[str, Starter]] = []
+    # Cluster.local()'s scheduler, PrefixAffinity, for every server: each reads a paper
+    # once per slot. --with-earliest-finish adds the new server under EarliestFinish.
+    contenders: list[tuple[str, Starter, Callable[[], Scheduler]]] = []
     if args.baseline_python:
-        contenders.append(("llama-cpp-python server (1 slot)", baseline))
+        contenders.append(("llama-cpp-python server (1 slot)", baseline, PrefixAffinity))
     new_name = f"xllamacpp, {args.n_parallel} slots"
-    contenders.append((new_name, new_default))
-    runs: dict[str, list[Run]] = {name: [] for name, _ in contenders}
+    if args.with_earliest_finish:
+        contenders.append((f"{new_name}, EarliestFinish", new_default, EarliestFinish))
+    contenders.append((new_name, new_default, PrefixAffinity))
+    runs: dict[str, list[Run]] = {name: [] for name, _, _ in contenders}
     for round_ in range(args.rounds):
-        for name, starter in contenders:
-            run = run_one(name, starter, args, papers)
+        for name, starter, scheduler in contenders:
+            run = run_one(name, starter, scheduler, args, papers)
             runs[name].append(run)
             sys.stderr.write(
                 f"round {round_ + 1}: {name}: {run.ok}/{run.cells} cells in {run.seconds:.1f} s "
