@@ -213,6 +213,30 @@ def test_an_invalid_answer_is_asked_again_on_another_worker(lab: FakeLab, paper:
     assert len(good.log.generations()) == len(papers)
 
 
+def test_an_answer_cut_at_max_tokens_is_asked_again_only_where_another_worker_can_answer(
+    lab: FakeLab, paper: str
+) -> None:
+    cut = ChatRequest(
+        DESIGN.render({"content": paper, "title": "S2ORC"}),
+        options={"max_tokens": 3},  # the JSON answer needs more: cut mid-object
+        schema=DESIGN.schema,
+    )
+    alone = lab.add("llamacpp", models=["m-1"], **WINDOW)
+    with Cluster([url_for(alone.url, "llamacpp")], **SETTINGS) as cluster:
+        answer = cluster.ask(cut)
+    assert answer.finish_reason == "length" and not DESIGN.parse_answer(answer.text).ok
+    assert answer.attempts == 1  # the same model at the same limit would be cut again
+    assert len(alone.log.generations()) == 1
+
+    first = lab.add("llamacpp", models=["m-1"], **WINDOW)
+    second = lab.add("llamacpp", models=["m-1"], **WINDOW)
+    urls = [url_for(first.url, "llamacpp"), url_for(second.url, "llamacpp")]
+    with Cluster(urls, **SETTINGS) as cluster:
+        answer = cluster.ask(cut)
+    assert answer.attempts == 2  # another worker might not run out: asked there once
+    assert len(first.log.generations()) == len(second.log.generations()) == 1
+
+
 @pytest.mark.parametrize(
     ("status", "body", "rejected"),
     [

@@ -143,6 +143,19 @@ def test_broken_json_is_invalid_too(lab: FakeLab, tmp_path: Path) -> None:
     assert set(long["status"]) == {"invalid"}
 
 
+def test_an_answer_cut_at_max_tokens_says_to_raise_it_and_is_not_asked_again_in_vain(
+    lab: FakeLab, tmp_path: Path
+) -> None:
+    long = analyze(
+        lab, "openai", tmp_path, prompts={"design": TYPED["design"]}, long=True, max_tokens=1
+    )
+    assert set(long["status"]) == {"invalid"}
+    assert long["error"].str.contains("cut off at max_tokens").all()
+    assert long["error"].str.contains("raise max_tokens").all()
+    generations = [r for r in lab.log.records() if r.is_generation]
+    assert len(generations) == len(long)  # one worker: asking it again would cut again
+
+
 def test_changing_a_prompts_type_asks_again(lab: FakeLab, tmp_path: Path) -> None:
     server = lab.add("openai", context_length=32768)
     template = "Paper:\n{content}\n\nHow many participants?"

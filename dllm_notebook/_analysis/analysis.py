@@ -304,7 +304,7 @@ class Analysis:
             self._fail(cell, where + (answer.error or "failed"), answer.error_type)
             return None
         if not cell.parts:
-            self._finish(cell, answer.text)
+            self._finish(cell, answer.text, cut=answer.finish_reason == "length")
             return None
         cell.parts[part] = answer
         if any(p is None for p in cell.parts.values()):
@@ -375,9 +375,9 @@ class Analysis:
             return None
         return tasks
 
-    def _finish(self, cell: Cell, text: str) -> None:
+    def _finish(self, cell: Cell, text: str, *, cut: bool = False) -> None:
         """The cell's final answer, typed and with its quotes checked (``outcome.py``)."""
-        self.outcomes.finish(cell, text)
+        self.outcomes.finish(cell, text, cut=cut)
         self._settle(cell)
 
     def _fail(self, cell: Cell, error: str, error_type: str | None) -> None:

@@ -33,10 +33,11 @@ class Outcomes:
     def __init__(self) -> None:
         self._indexes: dict[str, EvidenceIndex] = {}
 
-    def finish(self, cell: Cell, text: str) -> None:
+    def finish(self, cell: Cell, text: str, *, cut: bool = False) -> None:
         """The cell's final answer: parsed against its prompt's type, its quotes checked
         against the whole paper. An answer that does not match its type (after the one
-        retry the dispatcher makes) ends ``invalid``, keeping the model's raw text."""
+        retry the dispatcher makes) ends ``invalid``, keeping the model's raw text; ``cut``:
+        the server stopped it at ``max_tokens``, which the error then says."""
         cell.parts = {}
         prompt = cell.prompt
         cell.status = OK if cell.fresh else CACHED
@@ -52,6 +53,12 @@ class Outcomes:
         else:
             cell.answer, cell.status = text.strip(), INVALID
             cell.error, cell.error_type = parsed.error, "InvalidAnswer"
+            if cut:
+                cell.error = (
+                    f"{parsed.error}; the answer was cut off at max_tokens before it ended: "
+                    "raise max_tokens for this prompt (in its preset, or max_tokens= in "
+                    "analyze()) if its answers are meant to be that long"
+                )
             quotes = list(cell.part_quotes)
         if prompt.evidence:
             self.check_quotes(cell, quotes)

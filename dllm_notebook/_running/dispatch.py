@@ -401,13 +401,25 @@ class Dispatcher:
             return task, self._failure(task, error)
         return self._requeue(batch, task)
 
-    @staticmethod
-    def _ask_again(task: Task, completion: Completion, worker: str) -> bool:
-        """Whether an answer fails the task's check and may be asked for again."""
+    def _ask_again(self, task: Task, completion: Completion, worker: str) -> bool:
+        """Whether an answer fails the task's check and may be asked for again: once, and
+        not when the answer ran into ``max_tokens`` and no other worker could answer (the
+        same model at the same limit runs out of tokens again: a minute lost for nothing)."""
         if task.validate is None or task.invalid_retries >= MAX_INVALID_RETRIES:
             return False
         problem = task.validate(completion.text)
         if problem is None:
+            return False
+        if completion.finish_reason == "length" and not any(
+            w.id not in task.excluded and w.id not in task.tried and w.fits(task.needed_tokens)
+            for w in self.pool.workers
+        ):
+            log.info(
+                "task %d: invalid answer from %s (%s), cut at max_tokens; no other worker to ask",
+                task.index,
+                worker,
+                problem,
+            )
             return False
         task.invalid_retries += 1
         task.attempts += 1
