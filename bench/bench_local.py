@@ -9,7 +9,10 @@ preset, with no result store, on one server started for it: the new default
 ``--baseline-python`` names a Python that has ``llama-cpp-python[server]`` (a scratch
 environment outside the project, e.g. ``uv venv /tmp/lcp && uv pip install --python /tmp/lcp
 'llama-cpp-python[server]'``), the server ``Cluster.local()`` ran before: llama-cpp-python's
-single-request server with the same Q/A prompt format, context window and threads.
+single-request server with the same Q/A prompt format and context window, and the threads
+its launcher gave it (half the CPUs; ``--baseline-threads`` to change). The new server
+runs with ``LocalServer``'s defaults, threads included (the CPUs idle when the bench
+starts; ``--threads`` to change).
 ``--rounds N`` alternates the contenders N times (the machine may be shared, so alternating
 spreads its noise over both); the table shows each contender's median. Every contender
 is planned by ``PrefixAffinity``, ``Cluster.local()``'s scheduler; ``--with-earliest-finish``
@@ -86,8 +89,8 @@ def baseline(args: argparse.Namespace) -> Iterator[tuple[list[WorkerConfig], flo
         "--host", "127.0.0.1",
         "--port", str(port),
         "--n_ctx", str(args.n_ctx),
-        "--n_threads", str(args.threads),
-        "--n_threads_batch", str(args.threads),
+        "--n_threads", str(args.baseline_threads),
+        "--n_threads_batch", str(args.baseline_threads),
         "--n_batch", str(args.n_batch),
         "--n_ubatch", str(args.n_ubatch),
         "--interrupt_requests", "False",
@@ -172,6 +175,12 @@ def main() -> None:
     parser.add_argument("--n-ctx", type=int, default=defaults.n_ctx)
     parser.add_argument("--n-parallel", type=int, default=defaults.n_parallel)
     parser.add_argument("--threads", type=int, default=defaults.n_threads)
+    parser.add_argument(
+        "--baseline-threads",
+        type=int,
+        default=max(1, (os.cpu_count() or 2) // 2),
+        help="threads of llama-cpp-python's server (default: half the CPUs, as it was run)",
+    )
     parser.add_argument("--n-batch", type=int, default=defaults.n_batch)
     parser.add_argument("--n-ubatch", type=int, default=defaults.n_ubatch)
     args = parser.parse_args()
@@ -198,7 +207,8 @@ def main() -> None:
 
     print(
         f"{len(papers)} papers x preset {args.preset!r}; n_ctx {args.n_ctx} per request, "
-        f"{args.threads} threads, n_batch {args.n_batch}, n_ubatch {args.n_ubatch}; "
+        f"{args.threads} threads (baseline {args.baseline_threads}), n_batch {args.n_batch}, "
+        f"n_ubatch {args.n_ubatch}; "
         f"median of {args.rounds} round(s)\n"
     )
     print("| server | cells ok | seconds | cells/min | startup s | x baseline |")

@@ -83,6 +83,29 @@ def test_url_of_a_server_never_started_is_an_error_that_says_to_start_it() -> No
         _ = server.url
 
 
+@pytest.mark.parametrize(
+    ("cpus", "load", "servers", "threads"),
+    [
+        (2, 0.4, 1, 2),  # a quiet 2-core machine: both cores (1.4x faster than one)
+        (2, 7.5, 1, 1),  # other work keeps the cores busy: one thread, or they stall
+        (8, 2.6, 1, 6),  # what the other work leaves idle
+        (8, 0.1, 2, 4),  # parallel servers share the idle CPUs
+        (2, 0.2, 4, 1),  # one thread each at least
+    ],
+)
+def test_threads_default_to_the_cpus_other_work_leaves_idle(
+    monkeypatch: pytest.MonkeyPatch, cpus: int, load: float, servers: int, threads: int
+) -> None:
+    import dllm_notebook._local.server as server_module
+
+    monkeypatch.setattr(server_module, "usable_cpus", lambda: cpus)
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    assert server_module.default_threads(servers) == threads
+    if servers == 1:
+        assert LocalServer(model_path="model.gguf").n_threads == threads
+    assert LocalServer(model_path="model.gguf", n_threads=3).n_threads == 3
+
+
 # -- real servers ------------------------------------------------------------------------
 
 
@@ -106,6 +129,15 @@ def test_a_running_server_is_a_worker_a_cluster_can_use(server: LocalServer) -> 
         frame = cluster.check()
         assert bool(frame.loc["mine", "healthy"]), frame.loc["mine", "error"]
         assert cluster.workers[0].context_length == server.n_ctx
+
+
+@pytest.mark.integration
+@needs_llama
+def test_the_default_model_samples_with_dry_so_it_does_not_loop(server: LocalServer) -> None:
+    props = httpx.get(f"{server.url}/props", timeout=30).json()
+    params = props["default_generation_settings"]["params"]
+    assert params["dry_multiplier"] == pytest.approx(0.8)  # llama.cpp's own default is 0
+    assert "dry" in params["samplers"]
 
 
 @pytest.mark.integration

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .._config import WorkerConfig
-from .server import DEFAULT_N_CTX, DEFAULT_N_PARALLEL, LocalServer, usable_cpus
+from .server import DEFAULT_N_CTX, DEFAULT_N_PARALLEL, LocalServer, default_threads
 
 __all__ = ["local_worker_configs", "start_local_servers"]
 
@@ -30,12 +30,13 @@ def start_local_servers(
 ) -> list[LocalServer]:
     """Start ``count`` servers in parallel; if one fails, stop the others and raise.
 
-    Without ``n_threads``, the servers share half this machine's CPUs (one thread at least).
+    Without ``n_threads``, the servers share the CPUs other work leaves idle (one thread
+    each at least).
     """
     if count < 1:
         raise ValueError(f"workers={count}: start at least one local worker")
     if n_threads is None and count > 1:
-        n_threads = max(1, usable_cpus() // (2 * count))
+        n_threads = default_threads(servers=count)
     servers = [
         LocalServer(
             Path(model) if model is not None else None,

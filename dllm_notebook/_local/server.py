@@ -70,11 +70,12 @@ class LocalServer:
     ``n_parallel`` how many requests the server decodes at once; the server holds
     ``n_ctx x n_parallel`` tokens of KV cache. ``chat_template=None`` picks ``"dllm-qa"``
     for the default model, a plain ``Q: ... A:`` prompt that suits that base model (with
-    its stop words), and for any other model lets llama.cpp use the chat template stored in
-    its GGUF file; any other string is a Jinja chat template. ``n_threads=None`` uses half
-    the CPUs this process may run on (measured on 2 shared cores: see docs/performance.md);
-    give parallel servers a share each. ``n_batch`` and ``n_ubatch`` are llama.cpp's logical
-    and physical batch sizes for reading prompts.
+    its stop words, and llama.cpp's DRY sampler on so it does not loop), and for any other
+    model lets llama.cpp use the chat template stored in its GGUF file; any other string is
+    a Jinja chat template. ``n_threads=None`` uses the CPUs that other work leaves idle when
+    the server starts (:func:`default_threads`, measured on 2 cores: see
+    docs/performance.md); give parallel servers a share each. ``n_batch`` and ``n_ubatch``
+    are llama.cpp's logical and physical batch sizes for reading prompts.
     ``model_alias`` is the model id the server reports (default: the file's stem).
 
     ``start()`` returns once ``GET /v1/models`` answers; ``stop()`` ends the server
@@ -393,10 +394,23 @@ def _python() -> str:
     return sys.executable
 
 
-def default_threads() -> int:
-    """Half the CPUs: on 2 busy cores, 1 thread read prompts 2.5x faster than 2 (llama.cpp's
-    threads wait for each other at every step, so one descheduled thread stalls them all)."""
-    return max(1, usable_cpus() // 2)
+def default_threads(servers: int = 1) -> int:
+    """The CPUs other work leaves idle now, shared by ``servers``: all of them on a quiet
+    machine, one on a busy one.
+
+    Measured on 2 cores (docs/performance.md): quiet, 2 threads answered the same cells
+    1.4x faster than 1; with other work keeping the cores busy (load average 7 to 8), 1
+    thread read prompts 2.5x faster than 2, since llama.cpp's threads wait for each other
+    at every step and one descheduled thread stalls them all. The load average (over the
+    last minute, its whole part) stands for that other work; where the system has none,
+    half the CPUs.
+    """
+    cpus = usable_cpus()
+    try:
+        busy = int(os.getloadavg()[0])
+    except (AttributeError, OSError):  # Windows; an unreadable load average
+        busy = cpus // 2
+    return max(1, (cpus - min(busy, cpus - 1)) // max(1, servers))
 
 
 def usable_cpus() -> int:
