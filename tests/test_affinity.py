@@ -182,13 +182,14 @@ def ideal(sims: list[CacheWorker], paper_tokens: list[int], *, cached: bool) -> 
 
 
 @pytest.mark.parametrize("reports", ["count", "prefill", "nothing"])
-@pytest.mark.parametrize(("count", "bound", "today_share"), [(10, 0.56, 0.6), (35, 0.75, 0.75)])
+@pytest.mark.parametrize(("count", "bound", "today_share"), [(10, 0.56, 0.6), (35, 0.70, 0.7)])
 def test_on_a_caching_lab_a_paper_is_read_about_once(
     count: int, bound: float, today_share: float, reports: str
 ) -> None:
     """Measured (fake clock, 100 papers x 5 prompts): 10 Macs 0.552 of the cache-oblivious
-    ideal (today's scheduler 1.00; the bound with each paper read once 0.51); 35 Macs 0.739
-    (today 1.07). Learned from cached-token counts, reported prefill times or latency."""
+    ideal (today's scheduler 1.00; the bound with each paper read once 0.51); 35 Macs 0.672
+    (today 1.07; the issue's target 0.70). Learned from cached-token counts, reported
+    prefill times or latency."""
     paper_tokens = papers(100)
     today = simulate(EarliestFinish(), mac_lab(count), make_tasks(paper_tokens))
     new = simulate(PrefixAffinity(), mac_lab(count, reports=reports), make_tasks(paper_tokens))

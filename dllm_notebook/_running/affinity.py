@@ -52,6 +52,11 @@ if TYPE_CHECKING:
 
 __all__ = ["PrefixAffinity"]
 
+MOVE_GAIN = 0.25
+"""The end game moves a chain's task only when the chain then ends sooner by at least this
+share of what the task costs its reader: a move on an estimate's edge adds a reading for
+nothing."""
+
 UNMEASURED_SLOWDOWN = 2.0
 """How much slower than the lab's typical speed a worker that has not answered yet may
 turn out to be, when it fills a free slot with work planned for others."""
@@ -80,8 +85,12 @@ class PrefixAffinity(EarliestFinish):
 
     # -- costs ------------------------------------------------------------------------
     def _saving(self, worker: str) -> float:
-        """The share of a follow-up's prefill to plan with: 0 until measured."""
-        return self.cache.saving(worker) or 0.0
+        """The share of a follow-up's prefill to plan with: the worker's own once measured,
+        else the median of the workers measured so far, else 0."""
+        saving = self.cache.saving(worker)
+        if saving is None:
+            saving = self.cache.typical()
+        return saving or 0.0
 
     def _holds(self, worker: str) -> bool:
         """Whether groups stay with this worker: it caches, or it is not measured yet."""
@@ -297,8 +306,8 @@ class PrefixAffinity(EarliestFinish):
             if not options:
                 continue
             finish, _, c = min(options, key=lambda o: o[:2])
-            if finish >= chain_end:
-                continue  # the chain gets there sooner than a second reading would
+            if finish >= chain_end - MOVE_GAIN * self._seconds(reader, size, True):
+                continue  # a second reading would not end clearly sooner than the chain
             if c.slots[0] > now and group in ready and len(tasks) == 1 and waiting:
                 continue  # its reader is free now and other work waits: it stays busy
             if c.slots[0] <= now:
