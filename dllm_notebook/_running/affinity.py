@@ -14,9 +14,13 @@ where it finishes first, hedging at the end) and changes the unit it plans:
    costs one full prefill, then for each further prompt only what the cache does not save
    there. Chains go largest first to where they finish first, and the group stays with
    that worker.
-3. **Near the end, chains are split.** A slot that planning leaves free takes the last
-   task of the chain expected to end last, when that task, prefilled in full there, still
-   ends before the chain would have reached it: the cache saves less than the wait costs.
+3. **The end game splits chains.** The last task of the chain expected to end last moves
+   to the slot where, read in full, it ends first: one free now, or one of another worker
+   once its planned work is done (a reservation, planned again on the next pass). It moves
+   while the chain then ends clearly sooner (:data:`MOVE_GAIN`), so on a lab with more
+   slots than papers the slow workers' chains are cut early and the fast ones read those
+   papers again. A reader with a free slot keeps its chain's next task while other work
+   waits.
 
 Before a worker has answered, its speed is a guess. Equal guesses put the larger work on
 the worker with more slots (most likely the larger machine), and a worker not measured
@@ -25,10 +29,11 @@ yet fills a free slot only with a unit that ends in time even at twice the guess
 must not start the batch on its largest paper. A second reading of a paper (rule 3) goes
 only to a worker whose speed is measured.
 
-Whether a worker caches is learned (``cache.py``), never assumed: a worker starts unknown,
-plans as if its cache saved nothing, yet keeps its groups so that follow-ups measure it. A
-worker whose follow-ups save little is treated as having no cache, and when no worker
-caches the plan is exactly ``EarliestFinish``'s.
+Whether a worker caches is learned (``cache.py``), never assumed: a worker starts unknown
+and keeps its groups so that follow-ups measure it. Until then it plans with the median
+saving of the workers already measured, or with none while no worker is. A worker whose
+follow-ups save little is treated as having no cache, and when no worker caches the plan
+is exactly ``EarliestFinish``'s.
 
 Like the rest of the family this is pure: ``now`` is passed in (tests/test_affinity.py
 runs whole labs with slot caches on a fake clock).

@@ -12,6 +12,8 @@ the answer allows:
 3. the latency, against what the speed model expects with and without the prefill (exo).
 
 A worker starts *unknown*; one follow-up makes it known (a decaying average follows).
+:meth:`CacheModel.typical` is the median over the workers known so far, what the planner
+assumes for one not measured yet (nothing while no worker is measured).
 
 Everything here is arithmetic on numbers passed in: no clock, no I/O.
 """
