@@ -261,3 +261,17 @@ def test_when_slots_outnumber_papers_the_slow_chains_are_read_again_elsewhere() 
     for _, task, worker in run.starts:
         readers.setdefault(task.group, set()).add(worker)
     assert max(len(r) for r in readers.values()) >= 2
+
+
+def test_a_worker_not_measured_yet_is_planned_with_what_the_others_showed() -> None:
+    """Before any follow-up nothing is assumed; after a batch on the caching lab the
+    scheduler knows a follow-up there reads next to nothing, and on the lab without a cache
+    that it saves nothing. That median is what a worker is planned with until its own
+    follow-ups answer."""
+    assert PrefixAffinity().cache.typical() is None
+    caching = PrefixAffinity()
+    simulate(caching, mac_lab(10), make_tasks(papers(20)))
+    assert (caching.cache.typical() or 0.0) >= 0.9
+    plain = PrefixAffinity()
+    simulate(plain, mac_lab(10, cache=False), make_tasks(papers(20)))
+    assert plain.cache.typical() == 0.0
