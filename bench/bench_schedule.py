@@ -29,7 +29,8 @@ prefills only the rest and reports the cached tokens in its dialect's field), wi
 prompts in the built-in presets' layout (title and paper first, the question last). Each
 run is reported against two bounds: the cache-oblivious ideal (every prompt read in full,
 the ``ideal`` of the other labs) and the cache ideal (each paper read once). Only today's
-scheduler (``earliest-finish``) and the default (``PrefixAffinity``) run here.
+scheduler (``earliest-finish``) and ``PrefixAffinity`` (``prefix-affinity``, opt-in for a
+lab) run here.
 ``nocache10``: the same prompts on the 10-Mac lab without a cache, the same two schedulers.
 
 ``die``: the 10-Mac lab, two Macs killed at 40% of the ideal makespan; the ideal counts
@@ -79,7 +80,7 @@ from _lab import (
     write_papers,
 )
 
-from dllm_notebook import Cluster, EarliestFinish, LeastLoaded, Scheduler
+from dllm_notebook import Cluster, EarliestFinish, LeastLoaded, PrefixAffinity, Scheduler
 from dllm_notebook.testing import RequestRecord
 
 SCENARIOS = (
@@ -101,7 +102,12 @@ SCHEDULERS: dict[str, Callable[[], Scheduler | None]] = {
     "default": lambda: None,
 }
 CACHE_SCENARIOS = ("cache10", "cache35", "nocache10")
-"""Scenarios with the paper-first prompts, run with today's scheduler and the default."""
+"""Scenarios with the paper-first prompts, run with today's scheduler and PrefixAffinity."""
+CACHE_SCHEDULERS: dict[str, Callable[[], Scheduler | None]] = {
+    "earliest-finish": EarliestFinish,
+    "prefix-affinity": PrefixAffinity,
+}
+"""A lab's default is ``EarliestFinish`` while ``PrefixAffinity`` is opt-in: both by name."""
 KILLED = ("pro-05", "studio-10")
 VERBOSE = False
 KILL_AT = 0.4
@@ -168,7 +174,10 @@ def run_lab(
         ports = lab.ports
         workers = worker_configs(machines, ports)
         with Cluster(
-            workers, scheduler=SCHEDULERS[scheduler](), store=None, **settings_for(machines)
+            workers,
+            scheduler={**SCHEDULERS, **CACHE_SCHEDULERS}[scheduler](),
+            store=None,
+            **settings_for(machines),
         ) as cluster:
             health = cluster.check()
             if not health["healthy"].all():
@@ -268,7 +277,7 @@ def bench_labs(scenarios: Sequence[str], papers: int, target: float, repeat: int
             kill = KILLED if scenario == "die" else ()
             order = list(SCHEDULERS)
             if scenario in CACHE_SCENARIOS:
-                order = ["earliest-finish", "default"]
+                order = list(CACHE_SCHEDULERS)
             for round_ in range(repeat):
                 for scheduler in order if round_ % 2 == 0 else order[::-1]:
                     run = run_lab(

@@ -182,13 +182,14 @@ def ideal(sims: list[CacheWorker], paper_tokens: list[int], *, cached: bool) -> 
 
 
 @pytest.mark.parametrize("reports", ["count", "prefill", "nothing"])
-@pytest.mark.parametrize(("count", "bound", "today_share"), [(10, 0.56, 0.6), (35, 0.75, 0.75)])
+@pytest.mark.parametrize(("count", "bound", "today_share"), [(10, 0.56, 0.6), (35, 0.70, 0.7)])
 def test_on_a_caching_lab_a_paper_is_read_about_once(
     count: int, bound: float, today_share: float, reports: str
 ) -> None:
     """Measured (fake clock, 100 papers x 5 prompts): 10 Macs 0.552 of the cache-oblivious
-    ideal (today's scheduler 1.00; the bound with each paper read once 0.51); 35 Macs 0.739
-    (today 1.07). Learned from cached-token counts, reported prefill times or latency."""
+    ideal (today's scheduler 1.00; the bound with each paper read once 0.51); 35 Macs 0.672
+    (today 1.07; the issue's target 0.70). Learned from cached-token counts, reported
+    prefill times or latency."""
     paper_tokens = papers(100)
     today = simulate(EarliestFinish(), mac_lab(count), make_tasks(paper_tokens))
     new = simulate(PrefixAffinity(), mac_lab(count, reports=reports), make_tasks(paper_tokens))
@@ -242,3 +243,35 @@ def test_before_any_answer_the_largest_papers_go_to_the_largest_machines() -> No
     assert {w for w, tokens in started if tokens == biggest} <= {
         s.id for s in mac_lab(35) if s.slots == max(TIERS.values())[0]
     }
+
+
+def test_when_slots_outnumber_papers_the_slow_chains_are_read_again_elsewhere() -> None:
+    """35 Macs have 138 slots for 100 papers, and five answers on one Air slot take 85 s
+    of writing alone, longer than the whole batch may (0.70 of the ideal is about 47 s).
+    The end game reads those chains' last prompts again on faster workers: some papers
+    are read twice, none is left to the Airs' pace, and every prompt is answered once."""
+    paper_tokens = papers(100)
+    tasks = make_tasks(paper_tokens)
+    run = simulate(PrefixAffinity(), mac_lab(35), tasks)
+    reads = len(tasks) - run.cached
+    assert len(paper_tokens) < reads <= 2 * len(paper_tokens)
+    assert run.makespan <= 0.70 * ideal(mac_lab(35), paper_tokens, cached=False)
+    assert run.generations == len(tasks)  # no hedge needed, no prompt generated twice
+    readers: dict[str, set[str]] = {}
+    for _, task, worker in run.starts:
+        readers.setdefault(task.group, set()).add(worker)
+    assert max(len(r) for r in readers.values()) >= 2
+
+
+def test_a_worker_not_measured_yet_is_planned_with_what_the_others_showed() -> None:
+    """Before any follow-up nothing is assumed; after a batch on the caching lab the
+    scheduler knows a follow-up there reads next to nothing, and on the lab without a cache
+    that it saves nothing. That median is what a worker is planned with until its own
+    follow-ups answer."""
+    assert PrefixAffinity().cache.typical() is None
+    caching = PrefixAffinity()
+    simulate(caching, mac_lab(10), make_tasks(papers(20)))
+    assert (caching.cache.typical() or 0.0) >= 0.9
+    plain = PrefixAffinity()
+    simulate(plain, mac_lab(10, cache=False), make_tasks(papers(20)))
+    assert plain.cache.typical() == 0.0

@@ -14,9 +14,13 @@ where it finishes first, hedging at the end) and changes the unit it plans:
    costs one full prefill, then for each further prompt only what the cache does not save
    there. Chains go largest first to where they finish first, and the group stays with
    that worker.
-3. **Near the end, chains are split.** A slot that planning leaves free takes the last
-   task of the chain expected to end last, when that task, prefilled in full there, still
-   ends before the chain would have reached it: the cache saves less than the wait costs.
+3. **The end game splits chains.** The last task of the chain expected to end last moves
+   to the slot where, read in full, it ends first: one free now, or one of another worker
+   once its planned work is done (a reservation, planned again on the next pass). It moves
+   while the chain then ends clearly sooner (:data:`MOVE_GAIN`), so on a lab with more
+   slots than papers the slow workers' chains are cut early and the fast ones read those
+   papers again. A reader with a free slot keeps its chain's next task while other work
+   waits.
 
 Before a worker has answered, its speed is a guess. Equal guesses put the larger work on
 the worker with more slots (most likely the larger machine), and a worker not measured
@@ -25,10 +29,11 @@ yet fills a free slot only with a unit that ends in time even at twice the guess
 must not start the batch on its largest paper. A second reading of a paper (rule 3) goes
 only to a worker whose speed is measured.
 
-Whether a worker caches is learned (``cache.py``), never assumed: a worker starts unknown,
-plans as if its cache saved nothing, yet keeps its groups so that follow-ups measure it. A
-worker whose follow-ups save little is treated as having no cache, and when no worker
-caches the plan is exactly ``EarliestFinish``'s.
+Whether a worker caches is learned (``cache.py``), never assumed: a worker starts unknown
+and keeps its groups so that follow-ups measure it. Until then it plans with the median
+saving of the workers already measured, or with none while no worker is. A worker whose
+follow-ups save little is treated as having no cache, and when no worker caches the plan
+is exactly ``EarliestFinish``'s.
 
 Like the rest of the family this is pure: ``now`` is passed in (tests/test_affinity.py
 runs whole labs with slot caches on a fake clock).
@@ -51,6 +56,11 @@ if TYPE_CHECKING:
     from .._types import Completion
 
 __all__ = ["PrefixAffinity"]
+
+MOVE_GAIN = 0.25
+"""The end game moves a chain's task only when the chain then ends sooner by at least this
+share of what the task costs its reader: a move on an estimate's edge adds a reading for
+nothing."""
 
 UNMEASURED_SLOWDOWN = 2.0
 """How much slower than the lab's typical speed a worker that has not answered yet may
@@ -80,8 +90,12 @@ class PrefixAffinity(EarliestFinish):
 
     # -- costs ------------------------------------------------------------------------
     def _saving(self, worker: str) -> float:
-        """The share of a follow-up's prefill to plan with: 0 until measured."""
-        return self.cache.saving(worker) or 0.0
+        """The share of a follow-up's prefill to plan with: the worker's own once measured,
+        else the median of the workers measured so far, else 0."""
+        saving = self.cache.saving(worker)
+        if saving is None:
+            saving = self.cache.typical()
+        return saving or 0.0
 
     def _holds(self, worker: str) -> bool:
         """Whether groups stay with this worker: it caches, or it is not measured yet."""
@@ -130,6 +144,9 @@ class PrefixAffinity(EarliestFinish):
                 units.append([task])
         placements: list[Placement] = []
         held: dict[str, Candidate] = {}
+        ready: list[str] = []
+        """Groups whose reader has a slot free for their next task: it is kept for them
+        while the plan is made, and given back when the end game sends the rest away."""
         for group, tasks in groups.items():
             reader = by_id.get(self._reader.get(group, ""))
             if reader is None or not self._holds(reader.id):
@@ -145,19 +162,26 @@ class PrefixAffinity(EarliestFinish):
                 units.append([task])
             if running[group, reader.id]:  # the slot reading it is busy: the chain follows
                 self._extend(reader, group, tasks, view, now)
-                continue
-            if reader.free <= 0 or len(placements) >= budget:
-                continue
-            if tasks:
-                follow = tasks.pop(0)
-                seconds = self._seconds(reader, task_size(self.speeds, follow), True)
-                reserve = seconds + self._chain(reader, tasks, read=True)
-                self._start(placements, follow, reader, now, seconds, reserve, follow_up=True)
-                running[group, reader.id] += 1
+            elif tasks and reader.free > 0 and len(ready) < budget:
+                ready.append(group)
+                reader.free -= 1
+                heapq.heapreplace(reader.slots, now + self._chain(reader, tasks, read=True))
         units.sort(key=lambda u: -sum(task_size(self.speeds, t).reference_seconds for t in u))
+        budget -= len(ready)
         end = self._plan(units, candidates, now, placements, budget)
-        self._backfill_units(units, candidates, now, placements, budget, end)
-        self._split(groups, held, running, view, candidates, now, placements, budget)
+        waiting = any(units)
+        self._split(
+            groups, held, running, ready, waiting, view, candidates, now, placements, budget
+        )
+        for group in ready:
+            reader, tasks = held[group], groups[group]
+            reader.free += 1
+            if not tasks:
+                continue  # the end game sent the rest to faster workers
+            follow = tasks.pop(0)
+            seconds = self._seconds(reader, task_size(self.speeds, follow), True)
+            self._start(placements, follow, reader, now, seconds, 0.0, follow_up=True)
+        self._backfill_units(units, candidates, now, placements, budget + len(ready), end)
         return placements
 
     def _any_cache(self, view: LabView) -> bool:
@@ -183,7 +207,7 @@ class PrefixAffinity(EarliestFinish):
             size = Size(full.prompt * (1 - self._saving(c.id)), full.answer)
         placements.append(Placement(task, c.worker, seconds, size=size))
         c.free -= 1
-        if c.slots and c.slots[0] <= now:
+        if reserve and c.slots and c.slots[0] <= now:
             heapq.heapreplace(c.slots, now + reserve)
         if follow_up:
             self._follow_ups.add((id(task), c.id))
@@ -248,17 +272,21 @@ class PrefixAffinity(EarliestFinish):
         groups: dict[str, list[Task]],
         held: dict[str, Candidate],
         running: Counter[tuple[str, str]],
+        ready: list[str],
+        waiting: bool,
         view: LabView,
         candidates: list[Candidate],
         now: float,
         placements: list[Placement],
         budget: int,
     ) -> None:
-        """Free slots take the last task of the chain expected to end last, while that
-        task, read in full there, still ends before the chain would have reached it."""
+        """The end game: the last task of the chain expected to end last moves to the slot
+        where, read in full, it ends first (free now, or once its planned work is done),
+        while that is sooner than the chain would reach it. Moved to a free slot, it starts
+        now; else it waits, and the next pass plans it again."""
         known = self.speeds.known()  # a second reading pays only on a worker known to be fast
-        free = [c for c in candidates if c.free > 0 and c.id in known]
-        if not free or len(placements) >= budget:
+        targets = [c for c in candidates if c.id in known and c.slots]
+        if not targets:
             return
         chains: list[tuple[float, str]] = []
         for group, reader in held.items():
@@ -270,25 +298,30 @@ class PrefixAffinity(EarliestFinish):
                 start += max((self._remaining(a, now) for a in mine), default=0.0)
             ends = start + self._chain(reader, groups[group], read=True)
             heapq.heappush(chains, (-ends, group))
-        while chains and free and len(placements) < budget:
+        while chains:
             negative_end, group = heapq.heappop(chains)
             chain_end, reader, tasks = -negative_end, held[group], groups[group]
             task = tasks[-1]
             size = task_size(self.speeds, task)
             options = [
-                (now + self._seconds(c, size, False), c)
-                for c in free
-                if c.free > 0 and can_take(c.worker, task)
+                (max(c.slots[0], now) + self._seconds(c, size, False), -c.worker.limit, c)
+                for c in targets
+                if c is not reader and can_take(c.worker, task)
             ]
             if not options:
                 continue
-            finish, c = min(options, key=lambda o: (o[0], -o[1].worker.limit))
-            if finish >= chain_end:
-                continue  # the chain gets there sooner than a second reading would
+            finish, _, c = min(options, key=lambda o: o[:2])
+            if finish >= chain_end - MOVE_GAIN * self._seconds(reader, size, True):
+                continue  # a second reading would not end clearly sooner than the chain
+            if c.slots[0] > now and group in ready and len(tasks) == 1 and waiting:
+                continue  # its reader is free now and other work waits: it stays busy
+            if c.slots[0] <= now:
+                if c.free <= 0 or len(placements) >= budget:
+                    continue
+                placements.append(Placement(task, c.worker, finish - now))
+                c.free -= 1
+            heapq.heapreplace(c.slots, finish)
             tasks.remove(task)
-            placements.append(Placement(task, c.worker, finish - now))
-            c.free -= 1
-            free = [f for f in free if f.free > 0]
             if tasks:
                 left = chain_end - self._seconds(reader, size, True)
                 heapq.heappush(chains, (-left, group))

@@ -12,12 +12,15 @@ the answer allows:
 3. the latency, against what the speed model expects with and without the prefill (exo).
 
 A worker starts *unknown*; one follow-up makes it known (a decaying average follows).
+:meth:`CacheModel.typical` is the median over the workers known so far, what the planner
+assumes for one not measured yet (nothing while no worker is measured).
 
 Everything here is arithmetic on numbers passed in: no clock, no I/O.
 """
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 
 from .._types import Completion
@@ -49,6 +52,12 @@ class CacheModel:
         """The learned share (0 to 1), or ``None`` before the first follow-up."""
         state = self._workers.get(worker)
         return None if state is None else state.saving
+
+    def typical(self) -> float | None:
+        """The median share over the workers measured so far (``None``: none yet): what a
+        worker not measured yet is planned with once others have shown their caches."""
+        known = [state.saving for state in self._workers.values() if state.saving is not None]
+        return statistics.median(known) if known else None
 
     def caches(self, worker: str) -> bool | None:
         """Whether the worker's cache is worth keeping a paper on it (``None``: unknown)."""
