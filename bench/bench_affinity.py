@@ -9,6 +9,10 @@ cache-oblivious ideal: EarliestFinish, PrefixAffinity with the cache reported as
 counts, as a shorter prefill only (LM Studio) or not at all (exo), and the cache ideal
 (each paper read once); then, on the same labs without a cache, each scheduler's
 efficiency (ideal / makespan).
+
+``--handful`` prints instead a few papers (3, 5, 10, 20, seed 7) on the same labs: each
+scheduler's makespan over the cache-oblivious ideal, with and without a cache. The ideal
+is the fluid bound, out of reach when there are fewer prompts than slots.
 """
 
 from __future__ import annotations
@@ -34,7 +38,11 @@ def of_ideal(scheduler: Scheduler, count: int, tokens: list[int], **lab: Any) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="7,1,2,3,4", help="seeds of the paper sizes")
+    parser.add_argument("--handful", action="store_true", help="batches of 3 to 20 papers")
     args = parser.parse_args()
+    if args.handful:
+        handful()
+        return
     print(
         "| seed | Macs | EarliestFinish | PrefixAffinity (tokens) | (prefill) | (latency) "
         "| cache ideal | no cache: EarliestFinish | no cache: PrefixAffinity |"
@@ -57,6 +65,24 @@ def main() -> None:
             print(
                 f"| {seed} | {count} | " + " | ".join(f"{c:.3f}" for c in cells) + " |", flush=True
             )
+
+
+def handful() -> None:
+    print(
+        "| papers | Macs | EarliestFinish | PrefixAffinity | no cache: EarliestFinish "
+        "| no cache: PrefixAffinity |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|")
+    for count in (10, 35):
+        for n in (3, 5, 10, 20):
+            tokens = papers(n, seed=7)
+            cells = [
+                of_ideal(EarliestFinish(), count, tokens),
+                of_ideal(PrefixAffinity(), count, tokens),
+                of_ideal(EarliestFinish(), count, tokens, cache=False),
+                of_ideal(PrefixAffinity(), count, tokens, cache=False),
+            ]
+            print(f"| {n} | {count} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
 
 
 if __name__ == "__main__":

@@ -198,7 +198,7 @@ def test_on_a_caching_lab_a_paper_is_read_about_once(
     assert new.makespan <= today_share * today.makespan
     assert new.cached >= 0.45 * len(paper_tokens) * (PROMPTS - 1)
     assert new.generations <= 1.05 * len(paper_tokens) * PROMPTS  # hedges only at the end
-    assert today.cached == 0  # today's scheduler spreads a paper's prompts
+    assert today.cached <= 0.02 * new.cached  # today's scheduler spreads a paper's prompts
 
 
 @pytest.mark.parametrize("count", [10, 35])
@@ -275,3 +275,21 @@ def test_a_worker_not_measured_yet_is_planned_with_what_the_others_showed() -> N
     plain = PrefixAffinity()
     simulate(plain, mac_lab(10, cache=False), make_tasks(papers(20)))
     assert plain.cache.typical() == 0.0
+
+
+@pytest.mark.parametrize("scheduler", [EarliestFinish, PrefixAffinity])
+@pytest.mark.parametrize(("count", "papers_", "bound"), [(10, 5, 2.0), (35, 10, 3.0), (35, 3, 8.0)])
+def test_a_handful_of_papers_on_a_big_lab_starts_on_the_large_macs(
+    scheduler: type[EarliestFinish], count: int, papers_: int, bound: float
+) -> None:
+    """A notebook cell with a few papers, before any Mac has answered: the largest work
+    goes to the workers with the most slots, and a first task still running on a worker
+    that never answered is copied to a fast idle one early. Before, the Airs (first in the
+    config) got the largest papers and their copies came late: 5 papers on 10 Macs ended
+    at 5.4x the ideal, 10 papers on 35 Macs at 9.0x, 3 on 35 at 25.8x."""
+    tokens = papers(papers_, seed=7)
+    run = simulate(scheduler(), mac_lab(count, cache=False), make_tasks(tokens))
+    assert run.generations <= papers_ * PROMPTS * 1.5  # copies, not a flood
+    assert run.makespan <= bound * ideal(mac_lab(count), tokens, cached=False)
+    first = {worker for started, _, worker in run.starts if started == 0.0}
+    assert all(w.startswith(("ultra", "studio", "pro")) for w in first)

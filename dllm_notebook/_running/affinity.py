@@ -33,7 +33,7 @@ Whether a worker caches is learned (``cache.py``), never assumed: a worker start
 and keeps its groups so that follow-ups measure it. Until then it plans with the median
 saving of the workers already measured, or with none while no worker is. A worker whose
 follow-ups save little is treated as having no cache, and when no worker caches the plan
-is exactly ``EarliestFinish``'s.
+is exactly ``EarliestFinish``'s, as it is for a new batch with a free slot for every task.
 
 Like the rest of the family this is pure: ``now`` is passed in (tests/test_affinity.py
 runs whole labs with slot caches on a fake clock).
@@ -116,12 +116,20 @@ class PrefixAffinity(EarliestFinish):
             self._seconds(c, task_size(self.speeds, t), read or i > 0) for i, t in enumerate(tasks)
         )
 
+    @staticmethod
+    def _fits_at_once(queue: TaskQueue, view: LabView) -> bool:
+        """Every task of a new batch has a free slot: a paper read on several slots at once
+        ends sooner than a chain on one (whose answers are decoded in turn)."""
+        free = sum(max(0, w.free_slots) for w in view.workers)
+        return not any(view.running.values()) and len(queue) <= free
+
     # -- placing ----------------------------------------------------------------------
     def assign(self, queue: TaskQueue, view: LabView, budget: int) -> list[Placement]:
         if (
             not isinstance(queue, SizedQueue)
             or not self._any_cache(view)
             or not any(task.group for task in queue)
+            or self._fits_at_once(queue, view)
         ):
             return super().assign(queue, view, budget)
         candidates = self._candidates(view)

@@ -26,6 +26,13 @@ HEDGE_GAIN = 0.75
 """Hedge only when the copy is expected to finish in under this share of the time the
 running attempt still needs."""
 HEDGE_MIN_SECONDS = 0.05
+OVERDUE = 0.5
+"""An attempt past its expected time still needs this share of the time it has run."""
+UNMEASURED_OVERDUE = 1.0
+"""The same for a worker that has never answered: its speed was a guess, and Macs of one lab
+differ four-fold, so an overdue first task is likely on a slow machine. A fast worker left
+idle then copies it sooner (10 emulated Macs, 5 papers x 5 prompts: the batch ended at
+5.2x the ideal with 0.5, as the Airs' first tasks were copied only after 4 to 7 s)."""
 LOOKAHEAD = 256
 """Tasks examined per planning pass before free slots settle for what finishes in time."""
 
@@ -224,14 +231,15 @@ class EarliestFinish:
         prompt, answer = size.prompt, size.answer
         needed, excluded, tried = task.needed_tokens, task.excluded, task.tried
         best: Candidate | None = None
-        best_key = (True, float("inf"))
+        best_key = (True, float("inf"), 0)
         for c in candidates:  # the hot loop of planning: kept to plain arithmetic
             if not c.slots or (excluded and c.id in excluded):
                 continue
             if needed is not None and c.window is not None and needed > c.window:
                 continue
             finish = c.slots[0] + c.prefill * prompt + c.decode * answer
-            key = (bool(tried) and c.id in tried, finish)
+            # Equal guesses (no worker measured yet): the larger work to more slots.
+            key = (bool(tried) and c.id in tried, finish, -c.worker.limit)
             if key < best_key:
                 best, best_key = c, key
         if best is None:
@@ -288,13 +296,16 @@ class EarliestFinish:
 
     def _remaining(self, attempt: Attempt, now: float) -> float:
         """Seconds an attempt still needs, by what is known of its worker now; once overdue,
-        half as long again as it has run (a late worker is slower than we thought)."""
+        half as long again as it has run (a late worker is slower than we thought), or as
+        long again on a worker that has never answered (:data:`UNMEASURED_OVERDUE`)."""
         if attempt.size is None:
             attempt.size = task_size(self.speeds, attempt.task)
         elapsed = now - attempt.started
-        self.speeds.running_for(attempt.worker.id, attempt.size, elapsed)
-        expected = self.speeds.speed(attempt.worker.id).seconds(attempt.size)
-        return max(expected - elapsed, 0.5 * elapsed)
+        worker = attempt.worker.id
+        self.speeds.running_for(worker, attempt.size, elapsed)
+        expected = self.speeds.speed(worker).seconds(attempt.size)
+        late = OVERDUE if self.speeds.measured(worker) else UNMEASURED_OVERDUE
+        return max(expected - elapsed, late * elapsed)
 
     def observe(self, attempt: Attempt, completion: Completion, latency: float) -> None:
         task = attempt.task

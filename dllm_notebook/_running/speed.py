@@ -86,6 +86,10 @@ class SpeedModel:
     def known(self) -> dict[str, Speed]:
         return dict(self._speeds)
 
+    def measured(self, worker: str) -> bool:
+        """Whether the worker has answered, so its speed is its own and not a guess."""
+        return worker in self._speeds
+
     def _median_prior(self) -> Speed:
         if not self._speeds:
             return PRIOR
