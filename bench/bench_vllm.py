@@ -11,9 +11,10 @@ dispatcher ``analyze()`` runs on), each on a fresh server:
 - ``peak``: an ``openai`` worker with ``max_concurrent_requests: 128``, the server's best;
 - ``learned``: the same worker with no ``max_concurrent_requests``, which starts at 4.
 
-Prints each run's throughput over the whole batch and in its steady part (between the
-25th and the 90th percentile of answers), the most requests the server ran at once, the
-limit at the end and the refusals; then the learned run's ratios to the peak.
+Prints each run's throughput over the whole batch and in its steady part (from the moment
+the server first ran 90% of its batch at once to the 90th percentile of answers), the most
+requests the server ran at once, the limit at the end and the refusals; then the learned
+run's ratios to the peak.
 """
 
 from __future__ import annotations
@@ -65,11 +66,23 @@ def server_spec(seconds: float) -> dict[str, Any]:
     }
 
 
-def steady_rate(records: list[RequestRecord]) -> float:
-    """Answers per second between the 25th and the 90th percentile of answers."""
+def steady_rate(records: list[RequestRecord], batch: int = 128) -> float:
+    """Answers per second once the server first ran 90% of its batch at once (the learned
+    limit has found it), up to the 90th percentile of answers (before the batch's tail)."""
+    events: list[tuple[float, int]] = []
+    for r in records:
+        if r.started_at is not None and r.released_at is not None:
+            events += [(r.started_at, 1), (r.released_at, -1)]
+    events.sort()
+    current, since = 0, events[0][0]
+    for at, delta in events:
+        current += delta
+        if current >= 0.9 * batch:
+            since = at
+            break
     done = sorted(r.released_at for r in records if r.generated and r.released_at is not None)
-    low, high = done[len(done) // 4], done[len(done) * 9 // 10]
-    return (len(done) * 9 // 10 - len(done) // 4) / (high - low)
+    until = done[len(done) * 9 // 10]
+    return sum(1 for t in done if since < t <= until) / (until - since)
 
 
 def run(name: str, tasks: int, seconds: float, extra: dict[str, Any]) -> Result:

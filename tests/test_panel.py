@@ -154,7 +154,7 @@ def test_text_table_has_a_row_per_worker_and_a_totals_row(
     assert done >= 6  # a hedged copy that also succeeded counts where it ran
     assert float(rows["alpha"][8]) > 0  # average latency in seconds
     total = text_cells(lines[6])
-    assert total[:2] == ["total", "2/2 healthy"] and total[2].startswith("0/7")
+    assert total[:2] == ["total", "2/2 healthy"] and total[2].startswith("0/1026 (limit")
     assert total[-4:-2] == [str(done), "0"]
     assert len(lines) == 7
 
@@ -257,7 +257,7 @@ def test_panel_shows_requests_in_flight_then_done(
     table = parse(widget.value)
     assert table.rows["alpha"].cells[5].startswith("0/2")
     assert table.rows["beta"].cells[6] == "0"
-    assert table.totals[5].startswith("0/7")
+    assert table.totals[5].startswith("0/1026 (limit")  # 2 + beta's learning cap
     assert table.totals[6:8] == [table.rows["alpha"].cells[6], "0"]
 
 

@@ -54,6 +54,11 @@ HOLD_ROUNDS = 20
 """After a queue was seen, rounds of answers before the limit is probed above it again."""
 CLEAR = 1.1
 """Recent latency within this factor of the floor: room to try one more request."""
+LEARNED_QUEUEING = 1.5
+"""A learned limit above 32: recent latency this many times the floor may be a queue.
+Higher than :data:`QUEUEING`: past a batch throughput stays flat, so growing a little too
+far costs nothing, while the client's own costs at a hundred in flight would look like a
+queue. A Mac's few slots are judged as before."""
 GAINING = 1.1
 """A learned limit: throughput this many times its best so far is still growing."""
 LEARN_STEP = 4
@@ -113,15 +118,16 @@ class AdaptiveLimit:
         # A learned limit may see hundreds of answers per round: its floor drifts per round.
         drift = FLOOR_DRIFT ** (1 / self.limit) if self.learning else FLOOR_DRIFT
         self.floor = per_unit if self.floor is None else min(per_unit, self.floor * drift)
+        # A learned limit averages over a few percent of a round, not over the last three
+        # answers: a hiccup that slows a hundred answers at once is not a queue.
+        weight = min(RECENT_WEIGHT, 4 / self.limit) if self.learning else RECENT_WEIGHT
         self.recent = (
-            per_unit
-            if self.recent is None
-            else self.recent + RECENT_WEIGHT * (per_unit - self.recent)
+            per_unit if self.recent is None else self.recent + weight * (per_unit - self.recent)
         )
         self._in_flight = (
             concurrency
             if self._in_flight is None
-            else self._in_flight + RECENT_WEIGHT * (concurrency - self._in_flight)
+            else self._in_flight + weight * (concurrency - self._in_flight)
         )
         if self._hold > 0:
             self._hold -= 1
@@ -134,7 +140,8 @@ class AdaptiveLimit:
         if self._cooldown > 0:
             self._cooldown -= 1
             return self.limit
-        queued = waited and concurrency > 1 and self.recent > QUEUEING * self.floor
+        queueing = LEARNED_QUEUEING if self.learning and self.limit > 32 else QUEUEING
+        queued = waited and concurrency > 1 and self.recent > queueing * self.floor
         holds = self.recent < CLEAR * self.floor
         if self.learning:
             # Latency rising faster than throughput is a queue; rising more slowly, it is

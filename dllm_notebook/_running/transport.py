@@ -10,8 +10,9 @@ slots gets one pool, exactly as before.
 
 from __future__ import annotations
 
-import itertools
 import math
+import ssl
+from collections.abc import AsyncIterator
 
 import httpx
 
@@ -22,21 +23,61 @@ SHARD = 16
 
 
 class ShardedTransport(httpx.AsyncBaseTransport):
-    """Requests go to the pools in turn; each pool keeps its connections alive."""
+    """Requests go in turn to as many pools as the requests in flight need (one per
+    :data:`SHARD`), so a worker with a few requests out keeps using one pool and its few
+    connections; each pool keeps its connections alive and is made when first needed."""
 
     def __init__(self, connections: int) -> None:
-        count = max(1, math.ceil(connections / SHARD))
-        size = math.ceil(connections / count)
-        limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-        self.shards = [httpx.AsyncHTTPTransport(limits=limits) for _ in range(count)]
-        self._turn = itertools.cycle(self.shards)
+        self._count = max(1, math.ceil(connections / SHARD))
+        size = math.ceil(connections / self._count)
+        self._limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+        self._tls: ssl.SSLContext | None = None
+        self.shards: list[httpx.AsyncHTTPTransport] = []
+        self.in_flight = 0
+        self._turn = 0
+
+    def _next(self) -> httpx.AsyncHTTPTransport:
+        needed = min(self._count, self.in_flight // SHARD + 1)
+        while len(self.shards) < needed:
+            if self._tls is None:  # one for all: each takes ~70 ms (it loads the CA bundle)
+                self._tls = httpx.create_ssl_context()
+            self.shards.append(httpx.AsyncHTTPTransport(limits=self._limits, verify=self._tls))
+        self._turn = (self._turn + 1) % needed
+        return self.shards[self._turn]
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        return await next(self._turn).handle_async_request(request)
+        shard = self._next()
+        self.in_flight += 1
+        try:
+            response = await shard.handle_async_request(request)
+        except BaseException:
+            self.in_flight -= 1
+            raise
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        response.stream = _Counted(response.stream, self)
+        return response
 
     async def aclose(self) -> None:
         for shard in self.shards:
             await shard.aclose()
+
+
+class _Counted(httpx.AsyncByteStream):
+    """A response body that counts its request out of the transport when closed."""
+
+    def __init__(self, stream: httpx.AsyncByteStream, owner: ShardedTransport) -> None:
+        self._stream = stream
+        self._owner: ShardedTransport | None = owner
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:
+            yield chunk
+
+    async def aclose(self) -> None:
+        if self._owner is not None:
+            self._owner.in_flight -= 1
+            self._owner = None
+        await self._stream.aclose()
 
 
 def transport(connections: int) -> httpx.AsyncBaseTransport:
