@@ -111,3 +111,21 @@ def test_refusals_halve_the_limit_once_and_every_prompt_is_answered(lab: FakeLab
     assert refused  # it did go past the slots, and heard about it
     assert len(refused) < count // 5  # then stayed within them
     assert server.log.max_in_flight() >= 12  # without giving up the slots it has
+
+
+def test_only_openai_workers_without_a_number_learn(lab: FakeLab) -> None:
+    vllm_server = lab.add("vllm", models=["qwen"])
+    mac = lab.add("lm_studio", models=["qwen"])
+    specs = [
+        f"http://127.0.0.1:{vllm_server.port}",  # detected as openai: learns
+        {**worker(vllm_server), "id": "fixed", "max_concurrent_requests": 8},
+        {"id": "mac", "host": "127.0.0.1", "port": mac.port, "type": "lm_studio"},
+    ]
+    with Cluster(specs, **FAST) as cluster:
+        cluster.check()
+        workers = {w.id: w for w in cluster.workers}
+        detected = workers[f"127.0.0.1:{vllm_server.port}"]
+        assert (detected.config.type, detected.max_concurrent_requests) == ("openai", 1024)
+        assert detected.limit == 4  # it starts small
+        assert (workers["fixed"].max_concurrent_requests, workers["fixed"].limit) == (8, 8)
+        assert (workers["mac"].max_concurrent_requests, workers["mac"].limit) == (5, 5)
