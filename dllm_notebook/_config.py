@@ -104,7 +104,16 @@ class WorkerConfig:
     """Seconds to wait for one answer; defaults to the cluster's ``request_timeout``."""
     slots_from_server: bool = False
     """The config gave no ``max_concurrent_requests``: where the server reports how many
-    requests it decodes at once (llama.cpp's ``/slots``), that number is used instead."""
+    requests it decodes at once (llama.cpp's ``/slots``), that number is used instead, and
+    an ``openai`` worker learns it (see :attr:`learns_concurrency`)."""
+
+    @property
+    def learns_concurrency(self) -> bool:
+        """Whether the number of requests in flight is learned from the server's answers:
+        an ``openai`` worker (vLLM, SGLang, a Mac's LM Studio: from 4 slots to hundreds)
+        whose config gives no ``max_concurrent_requests``. Other types default to 5 (or,
+        for ``llama_cpp``, the server's slot count)."""
+        return self.slots_from_server and self.type == "openai"
 
     @property
     def base_url(self) -> str:

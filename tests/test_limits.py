@@ -69,3 +69,31 @@ def test_fixed_costs_of_short_answers_are_not_taken_for_a_queue() -> None:
         limit.on_success(0.004, work=5.0, concurrency=5, exact=False)
         limit.on_success(0.004, work=0.0001, concurrency=5, exact=True)
     assert limit.limit == 5
+
+
+def test_a_learned_limit_starts_small_and_doubles_each_round_while_latency_holds() -> None:
+    limit = AdaptiveLimit.learned()
+    assert limit.limit == 4
+    for _ in range(5):  # five rounds of answers, each as many as the limit
+        feed(limit, 1.0, limit.limit)
+    assert limit.limit == 4 * 2**5
+
+
+def test_a_learned_limit_halves_once_for_a_burst_of_refusals() -> None:
+    limit = AdaptiveLimit.learned()
+    for _ in range(4):
+        feed(limit, 1.0, limit.limit)
+    sent = limit.limit
+    assert limit.on_overload(concurrency=sent) == sent // 2
+    # The rest of the burst was sent before that back-off: it answered them too.
+    for concurrency in range(sent // 2 + 1, sent):
+        assert limit.on_overload(concurrency=concurrency) == sent // 2
+
+
+def test_a_learned_limit_stops_where_latency_grows_with_the_requests_in_flight() -> None:
+    # Four slots: with c requests in flight each takes c / 4 as long (Little's law).
+    limit = AdaptiveLimit.learned()
+    for _ in range(200):
+        c = limit.limit
+        limit.on_success(max(1.0, c / 4), work=1.0, concurrency=c)
+    assert limit.limit <= 6

@@ -63,10 +63,12 @@ class _Batch:
 def _served_from_cache(attempt: Attempt, completion: Completion) -> bool:
     """Whether most of the prompt came from the server's prefix cache, by its report or by
     the size the scheduler expected. Such an answer's latency is mostly fixed costs, so it
-    says nothing about the server's queue (the adaptive limit skips it)."""
-    full = attempt.task.request.prompt_tokens_estimate or 0
+    says nothing about the server's queue (the adaptive limit skips it). The scheduler's
+    size is in the server's tokens, so it is compared with the server's count when there is
+    one (an estimate can be twice the server's count, which is no cache hit)."""
+    full = completion.prompt_tokens or attempt.task.request.prompt_tokens_estimate or 0
     if completion.cached_tokens is not None:
-        return completion.cached_tokens > 0.5 * (completion.prompt_tokens or full)
+        return completion.cached_tokens > 0.5 * full
     return attempt.size is not None and full > 0 and attempt.size.prompt < 0.5 * full
 
 
@@ -381,7 +383,7 @@ class Dispatcher:
             return None
         task.last_error = error
         if isinstance(error, WorkerOverloaded):
-            self.pool.record_overload(worker, error)
+            self.pool.record_overload(worker, error, concurrency=attempt.concurrency)
         else:
             self.pool.record_failure(worker, error)
         if others:

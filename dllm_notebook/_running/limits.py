@@ -9,6 +9,21 @@ probed back up, one request per round of answers, while latency stays near its b
 is additive increase with a latency-gradient decrease, as TCP Vegas and Netflix's
 concurrency-limits do.
 
+A limit that is *learned* (:meth:`AdaptiveLimit.learned`: an ``openai`` worker whose config
+gives no ``max_concurrent_requests``, which may be a 4-slot Mac or a vLLM server with
+hundreds) starts at :data:`LEARN_START` and grows in slow start: one more request per
+answer while latency holds, so it doubles every round of answers, up to
+:data:`LEARN_MAXIMUM`. The first sign of a limit (a queue in the latencies, or a
+429/503) ends slow start; from then on it is the additive increase above, one step per
+eighth of a round (about 12 % a round), so that hundreds of slots are found again quickly.
+A queue is latency rising faster than throughput (requests in flight over latency): a
+latency that rises more slowly is the price of more throughput and does not stop the
+growth. Continuous batching (vLLM, SGLang) keeps each request's latency flat while
+throughput grows; past the batch, latency grows as fast as the requests in flight and
+throughput stays flat, so the limit comes back to the batch. A burst of refusals from one
+overload counts once: a refused request sent while more were in flight than the limit
+allows now was sent before the last back-off.
+
 Latency is compared per unit of work: the time the server says it spent on the request
 (which leaves out its queue), or else tokens, a prompt token counting ``PREFILL_WEIGHT`` of a
 generated one. The floor (the best seen) drifts up slowly so a worker that became slower for good
@@ -19,7 +34,12 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["AdaptiveLimit"]
+__all__ = ["LEARN_MAXIMUM", "LEARN_START", "AdaptiveLimit"]
+
+LEARN_START = 4
+"""Requests in flight a learned limit starts with: no more than a small Mac's slots."""
+LEARN_MAXIMUM = 1024
+"""The most a learned limit grows to (the most ``max_concurrent_requests`` accepts)."""
 
 PREFILL_WEIGHT = 1 / 16
 QUEUEING = 1.2
@@ -34,17 +54,35 @@ HOLD_ROUNDS = 20
 """After a queue was seen, rounds of answers before the limit is probed above it again."""
 CLEAR = 1.1
 """Recent latency within this factor of the floor: room to try one more request."""
+LEARNED_QUEUEING = 1.5
+"""A learned limit above 32: recent latency this many times the floor may be a queue.
+Higher than :data:`QUEUEING`: past a batch throughput stays flat, so growing a little too
+far costs nothing, while the client's own costs at a hundred in flight would look like a
+queue. A Mac's few slots are judged as before."""
+GAINING = 1.1
+"""A learned limit: throughput this many times its best so far is still growing."""
+LEARN_STEP = 4
+"""A learned limit below 32 grows by one per this many good answers."""
 FLOOR_DRIFT = 1.01
 RECENT_WEIGHT = 0.3
 
 
 class AdaptiveLimit:
-    """One worker's concurrency limit between 1 and ``maximum``."""
+    """One worker's concurrency limit between 1 and ``maximum``.
 
-    def __init__(self, maximum: int) -> None:
+    >>> AdaptiveLimit(5).limit          # a configured maximum: starts there
+    5
+    >>> AdaptiveLimit.learned().limit   # learned: starts small and grows
+    4
+    """
+
+    def __init__(self, maximum: int, *, start: int | None = None) -> None:
         self.configured = max(1, maximum)
         self.maximum = self.configured
-        self.limit = self.maximum
+        self.limit = self.maximum if start is None else max(1, min(start, self.maximum))
+        self.learning = start is not None
+        """Started below its maximum, to find the server's capacity."""
+        self.slow_start = self.learning
         self.floor: float | None = None
         self.recent: float | None = None
         self._cooldown = 0
@@ -52,6 +90,13 @@ class AdaptiveLimit:
         self._in_flight: float | None = None
         self._ceiling = self.maximum
         self._hold = 0
+        self._best_rate: float | None = None
+        """A learned limit's best throughput (requests in flight / latency per unit)."""
+
+    @classmethod
+    def learned(cls) -> AdaptiveLimit:
+        """A limit that starts at :data:`LEARN_START` and learns the server's capacity."""
+        return cls(LEARN_MAXIMUM, start=LEARN_START)
 
     @staticmethod
     def work(prompt_tokens: float, answer_tokens: float) -> float:
@@ -70,16 +115,19 @@ class AdaptiveLimit:
         if work <= 0 or latency <= 0:
             return self.limit
         per_unit = latency / work
-        self.floor = per_unit if self.floor is None else min(per_unit, self.floor * FLOOR_DRIFT)
+        # A learned limit may see hundreds of answers per round: its floor drifts per round.
+        drift = FLOOR_DRIFT ** (1 / self.limit) if self.learning else FLOOR_DRIFT
+        self.floor = per_unit if self.floor is None else min(per_unit, self.floor * drift)
+        # A learned limit averages over a few percent of a round, not over the last three
+        # answers: a hiccup that slows a hundred answers at once is not a queue.
+        weight = min(RECENT_WEIGHT, 4 / self.limit) if self.learning else RECENT_WEIGHT
         self.recent = (
-            per_unit
-            if self.recent is None
-            else self.recent + RECENT_WEIGHT * (per_unit - self.recent)
+            per_unit if self.recent is None else self.recent + weight * (per_unit - self.recent)
         )
         self._in_flight = (
             concurrency
             if self._in_flight is None
-            else self._in_flight + RECENT_WEIGHT * (concurrency - self._in_flight)
+            else self._in_flight + weight * (concurrency - self._in_flight)
         )
         if self._hold > 0:
             self._hold -= 1
@@ -92,20 +140,43 @@ class AdaptiveLimit:
         if self._cooldown > 0:
             self._cooldown -= 1
             return self.limit
-        if waited and concurrency > 1 and self.recent > QUEUEING * self.floor:
+        queueing = LEARNED_QUEUEING if self.learning and self.limit > 32 else QUEUEING
+        queued = waited and concurrency > 1 and self.recent > queueing * self.floor
+        holds = self.recent < CLEAR * self.floor
+        if self.learning:
+            # Latency rising faster than throughput is a queue; rising more slowly, it is
+            # the price of more throughput (and of the client's own costs), worth paying.
+            rate = self._in_flight / self.recent
+            if queued and rate > GAINING * (self._best_rate or 0.0):
+                queued = False
+            if not queued:
+                holds = True
+                self._best_rate = max(rate, (self._best_rate or 0.0) / drift)
+        if queued:
             slots = math.ceil(self._in_flight * self.floor / self.recent)
             self._decrease(max(1, min(self.limit - slots, self.limit // 2)))
             self.recent = self.floor * (QUEUEING + CLEAR) / 2  # judge the new limit afresh
+        elif self.slow_start:
+            # One more per answer, while the server keeps up: twice the limit per round
+            # of answers. Only while the limit is in use (answers sent with a quarter of it
+            # in flight or more: the limit doubled since the earliest of them were sent).
+            if self.limit < self.maximum and 4 * concurrency >= self.limit and holds:
+                self.limit += 1
         elif (
             self.limit < (self._ceiling if self._hold > 0 else self.maximum)
-            and concurrency >= self.limit
-            and self.recent < (CLEAR * self.floor)
+            and (4 * concurrency >= 3 * self.limit if self.learning else concurrency >= self.limit)
+            and holds
         ):
             self._credit += 1
-            if self._credit >= self.limit:  # one step per round of answers
+            if self._credit >= self._step_answers():  # one step per round of answers
                 self.limit += 1
                 self._credit = 0
         return self.limit
+
+    def _step_answers(self) -> int:
+        """Answers per step up: a round's, or for a learned limit an eighth of a round's (at
+        least :data:`LEARN_STEP`), so that a limit of hundreds grows back in a few rounds."""
+        return max(LEARN_STEP, self.limit // 8) if self.learning else self.limit
 
     def on_server_slots(self, slots: int) -> int:
         """The server says it runs ``slots`` requests at once (llama.cpp's ``/slots``): the
@@ -116,12 +187,24 @@ class AdaptiveLimit:
         self._ceiling = min(self._ceiling, self.maximum)
         return self.limit
 
-    def on_overload(self) -> int:
-        """The server refused a request as overloaded (429/503): halve."""
+    def on_overload(self, concurrency: int | None = None) -> int:
+        """The server refused a request as overloaded (429/503): halve. ``concurrency``:
+        requests in flight on this worker when the refused one was sent (itself included);
+        a learned limit halves once per overload, not once per request it refused."""
+        if self.answered(concurrency):
+            return self.limit
         self._decrease(self.limit - max(1, self.limit // 2))
         return self.limit
 
+    def answered(self, concurrency: int | None) -> bool:
+        """Whether a learned limit already backed off below ``concurrency``: a refusal of a
+        request sent with that many in flight was answered by that back-off."""
+        return self.learning and concurrency is not None and concurrency > self.limit
+
     def _decrease(self, step: int) -> None:
+        self.slow_start = False
         self.limit = max(1, self.limit - step)
-        self._cooldown = self.limit
+        # Until the answers sent above the new limit are in (a learned limit may have had
+        # twice as many out), they say nothing about it.
+        self._cooldown = max(self.limit, math.ceil(self._in_flight or 0) if self.learning else 0)
         self._credit = 0

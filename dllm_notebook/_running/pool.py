@@ -33,7 +33,8 @@ from .._events import EventHub
 from .._loop import wait_within
 from .._types import Completion, ModelInfo, ServerInfo
 from .backends import Backend, detect_type, make_backend
-from .limits import AdaptiveLimit
+from .limits import LEARN_MAXIMUM, AdaptiveLimit
+from .transport import transport
 
 __all__ = ["Health", "Worker", "WorkerPool", "WorkerStats"]
 
@@ -92,6 +93,7 @@ class Worker:
         the configured or probed one from then on, as long as the model stays the same)."""
         self.concurrency = AdaptiveLimit(config.max_concurrent_requests)
         self.limit = self.concurrency.limit
+        self.learn_concurrency_if_unset()
         self.in_flight = 0
         self.paused_until = 0.0
         self.consecutive_failures = 0
@@ -102,6 +104,15 @@ class Worker:
         self.checked_at: float | None = None
         self.stats = WorkerStats()
         self.wake = asyncio.Event()
+
+    def learn_concurrency_if_unset(self) -> None:
+        """An ``openai`` worker with no ``max_concurrent_requests`` learns its limit (see
+        ``WorkerConfig.learns_concurrency``): from a few requests up to the server's
+        capacity, whose cap becomes the worker's maximum."""
+        if self.config.learns_concurrency and not self.concurrency.learning:
+            self.config = replace(self.config, max_concurrent_requests=LEARN_MAXIMUM)
+            self.concurrency = AdaptiveLimit.learned()
+            self.limit = self.concurrency.limit
 
     @property
     def free_slots(self) -> int:
@@ -152,8 +163,11 @@ class Worker:
 
 def _connections(config: WorkerConfig) -> int:
     """HTTP connections to one worker: its slots, plus a few for health checks. A llama.cpp
-    server may report more slots than the configured default (see ``slots_from_server``)."""
-    server_slots = config.slots_from_server and config.type in ("llama_cpp", "auto")
+    server may report more slots than the configured default (see ``slots_from_server``);
+    an ``openai`` worker (or one detected as such) may learn up to ``LEARN_MAXIMUM``."""
+    if config.slots_from_server and config.type in ("openai", "auto"):
+        return LEARN_MAXIMUM + 4
+    server_slots = config.slots_from_server and config.type == "llama_cpp"
     return (64 if server_slots else config.max_concurrent_requests) + 4
 
 
@@ -285,10 +299,16 @@ class WorkerPool:
         )
         self.notify()
 
-    def record_overload(self, worker: Worker, error: WorkerOverloaded) -> None:
+    def record_overload(
+        self, worker: Worker, error: WorkerOverloaded, *, concurrency: int | None = None
+    ) -> None:
+        """A 429/503: the worker rests and its limit halves. ``concurrency``: requests in
+        flight on it when the refused one was sent (itself included)."""
         worker.stats.failures += 1
         worker.last_error = error.detail
-        worker.limit = worker.concurrency.on_overload()
+        if worker.concurrency.answered(concurrency):
+            return  # one overload, many refusals: it rests and backs off once
+        worker.limit = worker.concurrency.on_overload(concurrency)
         worker.trips = min(worker.trips + 1, MAX_BACKOFF_TRIPS)
         worker.paused_until = time.monotonic() + (error.retry_after or 0.5 * 2**worker.trips)
 
@@ -334,7 +354,7 @@ class WorkerPool:
                 base_url=cfg.base_url,
                 headers=headers,
                 timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-                limits=httpx.Limits(max_connections=_connections(cfg)),
+                transport=transport(_connections(cfg)),
             )
             self._clients[worker.id] = client
         return client
@@ -384,6 +404,8 @@ class WorkerPool:
                         worker=worker.id,
                     )
                 worker.config = replace(worker.config, type=detected)
+                worker.learn_concurrency_if_unset()
+                self.notify()
             worker.backend = make_backend(worker.config, client)
         return await worker.backend.probe(detailed=detailed)
 

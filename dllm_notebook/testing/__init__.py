@@ -43,7 +43,7 @@ from ._crossref import FakeCrossref
 from ._dialects import CLIENT_TYPES, DEFAULT_PORTS, DIALECTS
 from ._instant import InstantBackend, instant_answers
 from ._lab import FakeLab, parse_spec
-from ._log import RequestLog, RequestRecord
+from ._log import RequestLog, RequestRecord, peak_in_flight
 from ._server import FakeServer
 from ._structured import INVENTED_QUOTES
 from ._text import (
@@ -77,6 +77,7 @@ __all__ = [
     "instant_answers",
     "markers",
     "parse_spec",
+    "peak_in_flight",
     "prompt_digest",
     "prompt_tokens",
 ]

@@ -42,6 +42,13 @@ class Behaviour:
         request that would wait behind that many others is refused as overloaded.
         ``answer_tokens`` is the length of an answer when ``max_tokens`` does not cut it.
         ``slots_endpoint``: llama.cpp's ``/slots`` is on (``False``: ``--no-slots``).
+        ``batch_size`` (continuous batching, as vLLM and SGLang do): up to that many
+        requests holding slots run at full speed at once; past it each one slows in
+        proportion (with ``n`` in flight, each goes ``batch_size / n`` times as fast), so
+        the server's throughput rises with concurrency up to ``batch_size`` and stays
+        flat beyond. ``None``: every slot runs at full speed whatever the others do.
+
+        >>> Behaviour(slots=256, batch_size=128, max_queue=64, decode_tps=64)  # like vLLM
 
     Prefix cache
         ``prefix_cache``: each slot keeps the prompt it read last, as llama.cpp's server
@@ -90,6 +97,7 @@ class Behaviour:
     base_latency: float = 0.0
     time_scale: float = 1.0
     slots: int = 1
+    batch_size: int | None = None
     max_queue: int | None = None
     answer_tokens: int = 16
     slots_endpoint: bool = True
@@ -184,6 +192,8 @@ def _problems(b: Behaviour) -> list[str]:
         problems.append("answer_tokens and retry_after must not be negative")
     if b.die_after is not None and b.die_after < 0:
         problems.append("die_after must be None or at least 0")
+    if b.batch_size is not None and b.batch_size < 1:
+        problems.append("batch_size must be None or at least 1")
     if b.max_queue is not None and b.max_queue < 0:
         problems.append("max_queue must be None or at least 0")
     if b.schema_answers not in SCHEMA_ANSWERS:

@@ -13,19 +13,18 @@ import enum
 import random
 import re
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ._behaviour import Behaviour
 from ._log import RequestRecord
+from ._slots import BatchClock, QueueFull, SlotCache, SlotGate
 from ._structured import structured_text
 from ._text import (
     CHARS_PER_TOKEN,
     answer_words,
-    common_prefix_length,
     content_text,
     count_tokens,
     last_user_message,
@@ -144,6 +143,8 @@ class Generation:
     _time_scale: float
     cached_tokens: int | None = None
     """Prompt tokens the slot had cached (``None``: the server models no prefix cache)."""
+    _serve: Callable[[float], Awaitable[None]] | None = None
+    """Spends full-speed seconds of work in a shared batch (``Behaviour.batch_size``)."""
 
     @property
     def content(self) -> str:
@@ -160,9 +161,12 @@ class Generation:
         total = self._scaled_decode()
         count = max(len(self.pieces), 1)
         for index, piece in enumerate(self.pieces):
-            delay = start + total * (index + 1) / count - loop.time()
-            if delay > 0.002:
-                await asyncio.sleep(delay)
+            if self._serve is not None:  # each piece's share of the batch
+                await self._serve(total / count)
+            else:
+                delay = start + total * (index + 1) / count - loop.time()
+                if delay > 0.002:
+                    await asyncio.sleep(delay)
             yield piece
         self._measure(loop.time() - start)
 
@@ -171,7 +175,9 @@ class Generation:
         loop = asyncio.get_running_loop()
         start = loop.time()
         total = self._scaled_decode()
-        if total > 0:
+        if self._serve is not None:
+            await self._serve(total)
+        elif total > 0:
             await asyncio.sleep(total)
         self._measure(loop.time() - start)
 
@@ -185,102 +191,22 @@ class Generation:
             self.decode_s = max(elapsed, 1e-6)
 
 
-class SlotGate:
-    """A FIFO semaphore whose capacity is read live (``Behaviour.slots`` may change)."""
-
-    def __init__(self, capacity: Callable[[], int]) -> None:
-        self._capacity = capacity
-        self.active = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
-
-    @property
-    def queued(self) -> int:
-        return len(self._waiters)
-
-    async def acquire(self, max_queue: int | None) -> None:
-        if not self._waiters and self.active < self._capacity():
-            self.active += 1
-            return
-        if max_queue is not None and len(self._waiters) >= max_queue:
-            raise Refused(Refusal.OVERLOADED, message="queue full")
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self.release()  # granted, then cancelled before it ran: give it back
-            elif waiter in self._waiters:
-                self._waiters.remove(waiter)
-            raise
-
-    def release(self) -> None:
-        self.active -= 1
-        self.wake()
-
-    def wake(self) -> None:
-        while self._waiters and self.active < self._capacity():
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                self.active += 1
-
-
-SLOT_SIMILARITY = 0.5
-"""llama.cpp's ``--slot-prompt-similarity`` default."""
-
-
-class SlotCache:
-    """Which prompt each slot read last, and which slots are busy (``prefix_cache``).
-
-    Like llama.cpp's server: a request takes the free slot whose prompt shares the
-    longest beginning with its own, if that is at least half of its prompt
-    (``--slot-prompt-similarity``, 0.5); otherwise the least recently used free slot.
-    """
-
-    def __init__(self) -> None:
-        self._texts: list[str] = []
-        self._used: list[int] = []
-        self._busy: set[int] = set()
-        self._clock = 0
-
-    def take(self, text: str, slots: int) -> tuple[int, int]:
-        """A free slot for ``text`` and the characters it has cached already."""
-        while len(self._texts) < slots:
-            self._texts.append("")
-            self._used.append(0)
-        free = [i for i in range(slots) if i not in self._busy] or [len(self._texts)]
-        if free[0] == len(self._texts):  # more requests than slots (slots shrank): a new one
-            self._texts.append("")
-            self._used.append(0)
-        shared = {i: common_prefix_length(self._texts[i], text) for i in free}
-        slot = max(free, key=lambda i: (shared[i], -self._used[i]))
-        if shared[slot] < SLOT_SIMILARITY * len(text):  # too little in common: the LRU slot
-            slot = min(free, key=lambda i: self._used[i])
-        self._busy.add(slot)
-        self._clock += 1
-        self._used[slot] = self._clock
-        return slot, shared[slot]
-
-    def read(self, slot: int, text: str) -> None:
-        """The slot has read ``text``: later requests may reuse it."""
-        self._texts[slot] = text
-
-    def release(self, slot: int) -> None:
-        self._busy.discard(slot)
-
-
 class Engine:
     """One server run's admission and pacing state (recreated on every start)."""
 
     def __init__(self, behaviour: Callable[[], Behaviour], die: Callable[[], None]) -> None:
         self._behaviour = behaviour
         self._die = die
-        self.gate = SlotGate(lambda: self._behaviour().slots)
+        self.gate = SlotGate(lambda: self._behaviour().slots, self._running_changed)
+        self.batch = BatchClock(lambda: self._behaviour().batch_size, lambda: self.gate.active)
         self._seed = behaviour().seed
         self._rng = random.Random(self._seed)
         self.arrivals = 0
         self.cache = SlotCache()
+
+    def _running_changed(self) -> None:
+        if self._behaviour().batch_size is not None:
+            self.batch.changed()
 
     def reseed(self, seed: int) -> None:
         self._seed = seed
@@ -309,9 +235,13 @@ class Engine:
         await _sleep(b.base_latency * b.time_scale)
         try:
             await self.gate.acquire(b.max_queue)
-        except Refused as refused:
-            refused.status, refused.retry_after = b.overload_status, b.retry_after
-            raise
+        except QueueFull:
+            raise Refused(
+                Refusal.OVERLOADED,
+                message="queue full",
+                status=b.overload_status,
+                retry_after=b.retry_after,
+            ) from None
         record.started_at = time.monotonic()
         slot: int | None = None
         text = ""
@@ -331,7 +261,11 @@ class Engine:
                 await asyncio.Event().wait()
             await _sleep(resolved.load_seconds * b.time_scale)
             prefill_s = _nominal(plan.prompt_used - (cached or 0), b.prefill_tps)
-            await _sleep(prefill_s * b.time_scale)
+            batched = b.batch_size is not None
+            if batched:
+                await self.batch.serve(prefill_s * b.time_scale)
+            else:
+                await _sleep(prefill_s * b.time_scale)
             if slot is not None:
                 self.cache.read(slot, text)
             pieces, completion, finish = _answer(call, plan, b)
@@ -350,6 +284,7 @@ class Engine:
                 _decode_tps=b.decode_tps,
                 _time_scale=b.time_scale,
                 cached_tokens=cached,
+                _serve=self.batch.serve if batched else None,
             )
             record.prompt_tokens_used = plan.prompt_used
             record.cached_tokens = cached

@@ -9,13 +9,13 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ._text import prompt_digest
 
-__all__ = ["RequestLog", "RequestRecord"]
+__all__ = ["RequestLog", "RequestRecord", "peak_in_flight"]
 
 OK_OUTCOMES = frozenset({"ok", "empty"})
 
@@ -143,17 +143,24 @@ class RequestLog:
 
     def max_in_flight(self) -> int:
         """The most requests that held a generation slot at the same moment."""
-        events: list[tuple[float, int]] = []
-        for r in self.records():
-            if r.started_at is None:
-                continue
-            events.append((r.started_at, 1))
-            if r.released_at is not None:
-                events.append((r.released_at, -1))
-        # At equal times a release happened before the acquire it allowed.
-        events.sort(key=lambda event: (event[0], event[1]))
-        peak = current = 0
-        for _, delta in events:
-            current += delta
-            peak = max(peak, current)
-        return peak
+        return peak_in_flight(self.records())
+
+
+def peak_in_flight(records: Iterable[RequestRecord], *, queued: bool = False) -> int:
+    """The most requests that held a generation slot at the same moment; ``queued``: the
+    most the server held at once, waiting in its queue or running (from arrival)."""
+    events: list[tuple[float, int]] = []
+    for r in records:
+        start = r.received_at if queued and r.started_at is not None else r.started_at
+        if start is None:  # never reached a slot (refused): not held
+            continue
+        events.append((start, 1))
+        if r.released_at is not None:
+            events.append((r.released_at, -1))
+    # At equal times a release happened before the acquire it allowed.
+    events.sort(key=lambda event: (event[0], event[1]))
+    peak = current = 0
+    for _, delta in events:
+        current += delta
+        peak = max(peak, current)
+    return peak

@@ -1,0 +1,88 @@
+"""One worker's HTTP connections, in shards of at most :data:`SHARD` connections.
+
+httpcore's connection pool (1.0.9) walks every connection, and for each idle one every
+connection again, each time a request starts or ends (encode/httpcore#1035, open): with a
+hundred requests in flight on one server (vLLM), that bookkeeping costs the client some
+30 ms of CPU per request and caps it below what the server can do. Several small pools,
+taken in turn, keep the same connections at a fraction of the cost. A worker with few
+slots gets one pool, exactly as before.
+"""
+
+from __future__ import annotations
+
+import math
+import ssl
+from collections.abc import AsyncIterator
+
+import httpx
+
+__all__ = ["SHARD", "ShardedTransport", "transport"]
+
+SHARD = 16
+"""Connections per pool."""
+
+
+class ShardedTransport(httpx.AsyncBaseTransport):
+    """Requests go in turn to as many pools as the requests in flight need (one per
+    :data:`SHARD`), so a worker with a few requests out keeps using one pool and its few
+    connections; each pool keeps its connections alive and is made when first needed."""
+
+    def __init__(self, connections: int) -> None:
+        self._count = max(1, math.ceil(connections / SHARD))
+        size = math.ceil(connections / self._count)
+        self._limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+        self._tls: ssl.SSLContext | None = None
+        self.shards: list[httpx.AsyncHTTPTransport] = []
+        self.in_flight = 0
+        self._turn = 0
+
+    def _next(self) -> httpx.AsyncHTTPTransport:
+        needed = min(self._count, self.in_flight // SHARD + 1)
+        while len(self.shards) < needed:
+            if self._tls is None:  # one for all: each takes ~70 ms (it loads the CA bundle)
+                self._tls = httpx.create_ssl_context()
+            self.shards.append(httpx.AsyncHTTPTransport(limits=self._limits, verify=self._tls))
+        self._turn = (self._turn + 1) % needed
+        return self.shards[self._turn]
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        shard = self._next()
+        self.in_flight += 1
+        try:
+            response = await shard.handle_async_request(request)
+        except BaseException:
+            self.in_flight -= 1
+            raise
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        response.stream = _Counted(response.stream, self)
+        return response
+
+    async def aclose(self) -> None:
+        for shard in self.shards:
+            await shard.aclose()
+
+
+class _Counted(httpx.AsyncByteStream):
+    """A response body that counts its request out of the transport when closed."""
+
+    def __init__(self, stream: httpx.AsyncByteStream, owner: ShardedTransport) -> None:
+        self._stream = stream
+        self._owner: ShardedTransport | None = owner
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:
+            yield chunk
+
+    async def aclose(self) -> None:
+        if self._owner is not None:
+            self._owner.in_flight -= 1
+            self._owner = None
+        await self._stream.aclose()
+
+
+def transport(connections: int) -> httpx.AsyncBaseTransport:
+    """The transport for a worker that may hold ``connections`` connections at once."""
+    if connections <= SHARD:
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        return httpx.AsyncHTTPTransport(limits=limits)
+    return ShardedTransport(connections)
