@@ -20,6 +20,7 @@ from .._errors import WorkerError, WorkerUnreachable
 from .._loop import bridge, run_sync, wait_within
 from .._types import ModelInfo
 from .backends import detect_type, make_backend
+from .transport import tls_context
 
 __all__ = ["ServerProbe", "aprobe", "probe"]
 
@@ -59,6 +60,7 @@ async def _probe(config: WorkerConfig, timeout: float) -> ServerProbe:
         base_url=config.base_url,
         headers=headers,
         timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+        verify=tls_context(),
     ) as client:
         if config.type == "auto":
             try:
