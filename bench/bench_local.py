@@ -59,6 +59,7 @@ class Run:
     ok: int
     seconds: float
     startup: float
+    answer_tokens: int
 
     @property
     def per_minute(self) -> float:
@@ -156,7 +157,8 @@ def run_one(
         table = cluster.analyze(papers, preset=args.preset, long=True, progress=False)
         seconds = time.monotonic() - began
     ok = int((table["status"] == "ok").sum())
-    return Run(name, len(table), ok, seconds, startup)
+    tokens = int(table["completion_tokens"].sum())
+    return Run(name, len(table), ok, seconds, startup, tokens)
 
 
 def main() -> None:
@@ -211,8 +213,8 @@ def main() -> None:
         f"n_ubatch {args.n_ubatch}; "
         f"median of {args.rounds} round(s)\n"
     )
-    print("| server | cells ok | seconds | cells/min | startup s | x baseline |")
-    print("|---|---|---|---|---|---|")
+    print("| server | cells ok | seconds | cells/min | answer tokens | startup s | x baseline |")
+    print("|---|---|---|---|---|---|---|")
     first = statistics.median(r.per_minute for r in next(iter(runs.values())))
     for name, results in runs.items():
         rate = statistics.median(r.per_minute for r in results)
@@ -220,9 +222,10 @@ def main() -> None:
         startup = statistics.median(r.startup for r in results)
         ok = min(r.ok for r in results)
         cells = results[0].cells
+        tokens = statistics.median(r.answer_tokens for r in results)
         print(
-            f"| {name} | {ok}/{cells} | {seconds:.1f} | {rate:.2f} | {startup:.1f} "
-            f"| {rate / first:.2f} |"
+            f"| {name} | {ok}/{cells} | {seconds:.1f} | {rate:.2f} | {tokens:.0f} "
+            f"| {startup:.1f} | {rate / first:.2f} |"
         )
 
 

@@ -84,26 +84,38 @@ def test_url_of_a_server_never_started_is_an_error_that_says_to_start_it() -> No
 
 
 @pytest.mark.parametrize(
-    ("cpus", "load", "servers", "threads"),
+    ("cpus", "busy", "servers", "threads"),
     [
         (2, 0.4, 1, 2),  # a quiet 2-core machine: both cores (1.4x faster than one)
-        (2, 7.5, 1, 1),  # other work keeps the cores busy: one thread, or they stall
-        (8, 2.6, 1, 6),  # what the other work leaves idle
+        (2, 1.9, 1, 1),  # other work keeps the cores busy: one thread, or they stall
+        (8, 2.6, 1, 5),  # what the other work leaves idle
         (8, 0.1, 2, 4),  # parallel servers share the idle CPUs
         (2, 0.2, 4, 1),  # one thread each at least
     ],
 )
 def test_threads_default_to_the_cpus_other_work_leaves_idle(
-    monkeypatch: pytest.MonkeyPatch, cpus: int, load: float, servers: int, threads: int
+    monkeypatch: pytest.MonkeyPatch, cpus: int, busy: float, servers: int, threads: int
 ) -> None:
     import dllm_notebook._local.server as server_module
 
     monkeypatch.setattr(server_module, "usable_cpus", lambda: cpus)
-    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(server_module, "busy_cpus", lambda: busy)
     assert server_module.default_threads(servers) == threads
     if servers == 1:
         assert LocalServer(model_path="model.gguf").n_threads == threads
     assert LocalServer(model_path="model.gguf", n_threads=3).n_threads == 3
+
+
+def test_busy_cpus_sees_a_process_that_keeps_a_core_busy() -> None:
+    import dllm_notebook._local.server as server_module
+
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        assert server_module.busy_cpus() >= 0.6  # one core, give or take the sampling
+    finally:
+        spin.kill()
+        spin.wait()
 
 
 # -- real servers ------------------------------------------------------------------------

@@ -32,13 +32,14 @@ from pathlib import Path
 from types import TracebackType
 
 import httpx
+import psutil
 
 from .._config import WorkerConfig
 from .._errors import LocalWorkerError
 from .launch import QA_CHAT_FORMAT
 from .model_files import INSTALL_HINT, default_model_path
 
-__all__ = ["QA_CHAT_FORMAT", "LocalServer", "default_threads", "usable_cpus"]
+__all__ = ["QA_CHAT_FORMAT", "LocalServer", "busy_cpus", "default_threads", "usable_cpus"]
 
 _LAUNCHER = Path(__file__).with_name("launch.py")
 _BOOTSTRAP = (
@@ -56,6 +57,8 @@ DEFAULT_N_CTX = 4096
 DEFAULT_N_PARALLEL = 2
 DEFAULT_N_BATCH = 2048
 DEFAULT_N_UBATCH = 512
+BUSY_SAMPLE_SECONDS = 0.25
+"""How long ``busy_cpus()`` watches the CPUs before a server picks its threads."""
 """Defaults chosen by measurement on a 2-core machine: see docs/performance.md."""
 
 _live: set[LocalServer] = set()
@@ -401,16 +404,23 @@ def default_threads(servers: int = 1) -> int:
     Measured on 2 cores (docs/performance.md): quiet, 2 threads answered the same cells
     1.4x faster than 1; with other work keeping the cores busy (load average 7 to 8), 1
     thread read prompts 2.5x faster than 2, since llama.cpp's threads wait for each other
-    at every step and one descheduled thread stalls them all. The load average (over the
-    last minute, its whole part) stands for that other work; where the system has none,
-    half the CPUs.
+    at every step and one descheduled thread stalls them all.
     """
     cpus = usable_cpus()
+    busy = min(round(busy_cpus()), cpus - 1)
+    return max(1, (cpus - busy) // max(1, servers))
+
+
+def busy_cpus() -> float:
+    """How many CPUs other work keeps busy, sampled over :data:`BUSY_SAMPLE_SECONDS` (not
+    the load average: it still counts, for a minute, work that has just ended, such as
+    the install before a first run or the server a benchmark stopped)."""
     try:
-        busy = int(os.getloadavg()[0])
-    except (AttributeError, OSError):  # Windows; an unreadable load average
-        busy = cpus // 2
-    return max(1, (cpus - min(busy, cpus - 1)) // max(1, servers))
+        percent = float(psutil.cpu_percent(interval=BUSY_SAMPLE_SECONDS))
+    except (OSError, RuntimeError):  # a system psutil cannot read
+        return usable_cpus() / 2
+    cpus: int = psutil.cpu_count() or usable_cpus()
+    return percent / 100 * cpus
 
 
 def usable_cpus() -> int:
