@@ -52,8 +52,10 @@ def answered(frame: pd.DataFrame) -> int:
 
 
 def test_submit_returns_at_once_and_the_notebook_stays_free(lab: FakeLab) -> None:
-    server = slow(lab)
-    with Cluster([url(server)], **FAST) as cluster:
+    # llama.cpp says its 2 slots, so the job keeps 2 requests out and the ask() takes
+    # its turn between them (an openai worker would learn its limit, sending more).
+    server = lab.add("llamacpp", behaviour=Behaviour(decode_tps=16 / 0.25, slots=2))
+    with Cluster([server.url.replace("http", "llamacpp", 1)], **FAST) as cluster:
         job = cluster.submit(papers(12), prompts=QUESTION, progress=False)
         assert job.status in ("queued", "running") and not job.done()
         assert not any(r.generated for r in lab.log.generations())

@@ -196,7 +196,9 @@ def test_an_invalid_answer_is_asked_again_on_another_worker(lab: FakeLab, paper:
     bad = lab.add(
         "ollama", models=["m-1"], behaviour=Behaviour(schema_answers="out_of_schema"), **WINDOW
     )
-    good = lab.add("llamacpp", models=["m-1"], behaviour=Behaviour(slots=6), **WINDOW)
+    # 4 slots, fewer than the bad worker's 5: before any answer the larger share of the
+    # work goes to the worker with more slots, so the bad one takes some.
+    good = lab.add("llamacpp", models=["m-1"], behaviour=Behaviour(slots=4), **WINDOW)
     prompt = load_preset("research").prompts[0]  # text with evidence
     papers = [paper[i * 500 : i * 500 + 3000] for i in range(6)]
     workers = [url_for(bad.url, "ollama"), url_for(good.url, "llamacpp")]
