@@ -99,6 +99,22 @@ def test_a_four_slot_server_is_not_flooded(lab: FakeLab) -> None:
     assert took < 2 * ideal  # (the old fixed 5 queued one request a round, too)
 
 
+def test_short_answers_on_a_two_slot_server_do_not_hide_its_queue(lab: FakeLab) -> None:
+    """Answers of a quarter of a second: a request that waits one answer in the queue has
+    waited less than MIN_WAIT, yet it waited as long as it ran. (Before, the limit grew to
+    10 on this server before it backed off.)"""
+    seconds, slots, count = 0.25, 2, 40
+    behaviour = Behaviour(slots=slots, decode_tps=TOKENS / seconds, answer_tokens=TOKENS)
+    server = lab.add("lm_studio", models=["qwen"], behaviour=behaviour)
+    with Cluster([worker(server)], **FAST) as cluster:
+        answers = cluster.map(prompts(count))
+        limit = cluster.workers[0].limit
+    assert all(a.ok for a in answers)
+    records = [r for r in server.log.generations() if r.generated]
+    assert peak_in_flight(records, queued=True) <= 3 * slots
+    assert limit <= slots + 1  # it ends near the server's slots
+
+
 def test_refusals_halve_the_limit_once_and_every_prompt_is_answered(lab: FakeLab) -> None:
     # 16 slots and no queue: whatever the client sends beyond 16 is refused with 429.
     behaviour = vllm(0.3, slots=16, batch_size=16, max_queue=0, overload_status=429)

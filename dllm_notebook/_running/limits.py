@@ -50,6 +50,10 @@ MIN_WAIT = 0.25
 """Seconds over the best-case time an answer must take before it counts as queued: with
 short answers from a fast server, fixed costs (HTTP, JSON) would otherwise look like a
 queue."""
+LEARNED_WAIT = 0.5
+"""A learned limit: a wait over this share of the answer's best time counts as queued even
+when shorter than :data:`MIN_WAIT` (a 2-slot server answering in 0.25 s was sent 10 at
+once before its waits passed :data:`MIN_WAIT`)."""
 HOLD_ROUNDS = 20
 """After a queue was seen, rounds of answers before the limit is probed above it again."""
 CLEAR = 1.1
@@ -131,7 +135,12 @@ class AdaptiveLimit:
         )
         if self._hold > 0:
             self._hold -= 1
-        waited = latency - self.floor * work > MIN_WAIT
+        best = self.floor * work
+        # A learned limit may be far above a small server's slots: a wait of half the
+        # answer's best time is already a queue there, however short the answers.
+        waited = latency - best > (
+            min(MIN_WAIT, LEARNED_WAIT * best) if self.learning else MIN_WAIT
+        )
         if exact and waited and concurrency > 1 and per_unit > QUEUED * self.floor:
             if concurrency - 1 < self.limit:
                 self._decrease(self.limit - (concurrency - 1))
