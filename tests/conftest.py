@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -115,3 +120,27 @@ def stored_digests(path: Path) -> set[str]:
     finally:
         conn.close()
     return {row[0] for row in rows}
+
+
+@contextmanager
+def served_apart(
+    dialect: str, models: list[str], behaviour: dict[str, Any]
+) -> Iterator[tuple[subprocess.Popen[str], dict[str, Any]]]:
+    """A fake server in a process of its own (``python -m dllm_notebook.testing serve``),
+    as another machine's server is: yields the process and the line it printed (its
+    ``url``, ``port``, ``dialect`` and ``models``). Terminated on leaving, if still running."""
+    command = [sys.executable, "-m", "dllm_notebook.testing", "serve", "--dialect", dialect]
+    arguments = ["--models", *models, "--behaviour", json.dumps(behaviour)]
+    with subprocess.Popen(
+        [*command, *arguments],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    ) as process:
+        try:
+            assert process.stdout is not None
+            yield process, json.loads(process.stdout.readline())
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=10)

@@ -5,10 +5,6 @@ server refuses with 429/503. Real HTTP on loopback; each server's log is the jud
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +15,7 @@ import httpx
 from dllm_notebook import Cluster
 from dllm_notebook.testing import Behaviour, FakeLab, FakeServer, RequestRecord, peak_in_flight
 
-from .conftest import FAST
+from .conftest import FAST, served_apart
 
 TOKENS = 16
 PAPER = " ".join(f"finding{j} of the study" for j in range(60))
@@ -31,24 +27,11 @@ def worker(server: FakeServer | int, **extra: Any) -> dict[str, Any]:
 
 
 @contextmanager
-def served_apart(behaviour: Behaviour) -> Iterator[tuple[int, str]]:
+def vllm_apart(behaviour: Behaviour) -> Iterator[tuple[int, str]]:
     """A fake vLLM server in a process of its own (as a GPU server is another machine, its
     CPU is not the client's); yields its port and URL."""
-    command = [sys.executable, "-m", "dllm_notebook.testing", "serve", "--dialect", "vllm"]
-    arguments = ["--models", "qwen", "--behaviour", json.dumps(behaviour.to_dict())]
-    with subprocess.Popen(
-        [*command, *arguments],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    ) as process:
-        try:
-            assert process.stdout is not None
-            info = json.loads(process.stdout.readline())
-            yield info["port"], info["url"]
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
+    with served_apart("vllm", ["qwen"], behaviour.to_dict()) as (_, info):
+        yield info["port"], info["url"]
 
 
 def server_log(url: str) -> list[RequestRecord]:
@@ -72,7 +55,7 @@ def vllm(seconds: float, **changes: Any) -> Behaviour:
 
 
 def test_a_vllm_server_gets_well_over_a_hundred_requests_at_once() -> None:
-    with served_apart(vllm(seconds=1.0)) as (port, url):
+    with vllm_apart(vllm(seconds=1.0)) as (port, url):
         with Cluster([worker(port)], **{**FAST, "request_timeout": 30.0}) as cluster:
             answers = cluster.map(prompts(700))
             limit = cluster.workers[0].limit

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -27,6 +26,8 @@ from dllm_notebook.testing import (
     parse_spec,
     prompt_digest,
 )
+
+from .conftest import served_apart
 
 PROMPT = "Summarise the paper [[paper-7]] in one line. [[q-2]]"
 OPENAI_STYLE = [d for d in DIALECTS if d != "ollama"]
@@ -545,25 +546,15 @@ def test_behaviour_rejects_unknown_fields_and_bad_values() -> None:
 
 
 def test_cli_serves_in_another_process_until_sigterm() -> None:
-    command = [sys.executable, "-m", "dllm_notebook.testing", "serve", "--dialect", "vllm"]
-    with subprocess.Popen(
-        [*command, "--models", "m1", "--behaviour", '{"slots": 2}'],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    ) as process:
-        try:
-            assert process.stdout is not None
-            info = json.loads(process.stdout.readline())
-            assert info["dialect"] == "vllm" and info["models"] == ["m1"]
-            body = {"model": "m1", "messages": [{"role": "user", "content": PROMPT}]}
-            answer = httpx.post(info["url"] + "/v1/chat/completions", json=body).json()
-            assert answer["choices"][0]["message"]["content"].startswith(expected_echo(PROMPT))
-            log = httpx.get(info["url"] + "/_fake/log").json()["records"]
-            assert [r["outcome"] for r in log] == ["ok"]
-        finally:
-            process.send_signal(signal.SIGTERM)
-            assert process.wait(timeout=10) == 0
+    with served_apart("vllm", ["m1"], {"slots": 2}) as (process, info):
+        assert info["dialect"] == "vllm" and info["models"] == ["m1"]
+        body = {"model": "m1", "messages": [{"role": "user", "content": PROMPT}]}
+        answer = httpx.post(info["url"] + "/v1/chat/completions", json=body).json()
+        assert answer["choices"][0]["message"]["content"].startswith(expected_echo(PROMPT))
+        log = httpx.get(info["url"] + "/_fake/log").json()["records"]
+        assert [r["outcome"] for r in log] == ["ok"]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
 
 
 def _wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
