@@ -201,8 +201,14 @@ class Dispatcher:
                 task.excluded.add(worker.id)
                 warn_lacking(worker.id, kind, task.request.options, self._warned_lacking)
 
+    def _possible(self, task: Task) -> list[Worker]:
+        """The workers that may take ``task``: not excluded from it, and with room for it."""
+        return [
+            w for w in self.pool.workers if w.id not in task.excluded and w.fits(task.needed_tokens)
+        ]
+
     def _never_placeable(self, task: Task) -> WorkerError | None:
-        if any(w.id not in task.excluded and w.fits(task.needed_tokens) for w in self.pool.workers):
+        if self._possible(task):
             return None
         if task.last_error is not None:
             return task.last_error
@@ -224,11 +230,7 @@ class Dispatcher:
         for task in list(batch.queue):
             error: WorkerError | NoHealthyWorkers | None = self._never_placeable(task)
             if error is None:
-                possible = [
-                    w
-                    for w in self.pool.workers
-                    if w.id not in task.excluded and w.fits(task.needed_tokens)
-                ]
+                possible = self._possible(task)
                 if any(w.health is Health.HEALTHY for w in possible):
                     task.waiting_since = None
                 elif task.waiting_since is None:
@@ -412,9 +414,8 @@ class Dispatcher:
         problem = task.validate(completion.text)
         if problem is None:
             return False
-        if completion.finish_reason == "length" and not any(
-            w.id not in task.excluded and w.id not in task.tried and w.fits(task.needed_tokens)
-            for w in self.pool.workers
+        if completion.finish_reason == "length" and all(
+            w.id in task.tried for w in self._possible(task)
         ):
             log.info(
                 "task %d: invalid answer from %s (%s), cut at max_tokens; no other worker to ask",
