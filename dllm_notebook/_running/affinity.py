@@ -87,6 +87,15 @@ class PrefixAffinity(EarliestFinish):
         """Group -> the worker that last started one of its tasks (and keeps it)."""
         self._follow_ups: set[tuple[int, str]] = set()
         """(id(task), worker) of attempts placed where their group had been read."""
+        self._sizes: dict[int, Size] = {}
+        """id(task) -> its expected size, for one planning pass (a chain is costed on every
+        candidate, and the speed model answers the same within a pass)."""
+
+    def _size(self, task: Task) -> Size:
+        size = self._sizes.get(id(task))
+        if size is None:
+            size = self._sizes[id(task)] = task_size(self.speeds, task)
+        return size
 
     # -- costs ------------------------------------------------------------------------
     def _saving(self, worker: str) -> float:
@@ -110,11 +119,15 @@ class PrefixAffinity(EarliestFinish):
     def _chain(self, c: Candidate, tasks: Sequence[Task], read: bool = False) -> float:
         """Seconds ``tasks`` take back to back on one slot of ``c`` (``read``: the slot
         holds their paper already)."""
-        if not self._holds(c.id):
-            return sum(self._seconds(c, task_size(self.speeds, t), False) for t in tasks)
-        return sum(
-            self._seconds(c, task_size(self.speeds, t), read or i > 0) for i, t in enumerate(tasks)
-        )
+        if not tasks:
+            return 0.0
+        sizes = [self._size(t) for t in tasks]
+        prompt = sum(size.prompt for size in sizes)
+        answer = sum(size.answer for size in sizes)
+        if self._holds(c.id):
+            first = 0.0 if read else sizes[0].prompt
+            prompt = first + (prompt - first) * (1 - self._saving(c.id))
+        return c.prefill * prompt + c.decode * answer
 
     @staticmethod
     def _fits_at_once(queue: TaskQueue, view: LabView) -> bool:
@@ -135,6 +148,7 @@ class PrefixAffinity(EarliestFinish):
         candidates = self._candidates(view)
         if not sum(c.free for c in candidates) or budget <= 0 or not len(queue):
             return []
+        self._sizes = {}
         now = view.now
         by_id = {c.id: c for c in candidates}
         running = Counter(
@@ -174,7 +188,7 @@ class PrefixAffinity(EarliestFinish):
                 ready.append(group)
                 reader.free -= 1
                 heapq.heapreplace(reader.slots, now + self._chain(reader, tasks, read=True))
-        units.sort(key=lambda u: -sum(task_size(self.speeds, t).reference_seconds for t in u))
+        units.sort(key=lambda u: -sum(self._size(t).reference_seconds for t in u))
         budget -= len(ready)
         end = self._plan(units, candidates, now, placements, budget)
         waiting = any(units)
@@ -187,7 +201,7 @@ class PrefixAffinity(EarliestFinish):
             if not tasks:
                 continue  # the end game sent the rest to faster workers
             follow = tasks.pop(0)
-            seconds = self._seconds(reader, task_size(self.speeds, follow), True)
+            seconds = self._seconds(reader, self._size(follow), True)
             self._start(placements, follow, reader, now, seconds, 0.0, follow_up=True)
         self._backfill_units(units, candidates, now, placements, budget + len(ready), end)
         return placements
@@ -211,7 +225,7 @@ class PrefixAffinity(EarliestFinish):
         """Start ``task`` on a free slot of ``c``, which is then busy for ``reserve`` s."""
         size = None
         if follow_up:
-            full = task_size(self.speeds, task)
+            full = self._size(task)
             size = Size(full.prompt * (1 - self._saving(c.id)), full.answer)
         placements.append(Placement(task, c.worker, seconds, size=size))
         c.free -= 1
@@ -268,7 +282,7 @@ class PrefixAffinity(EarliestFinish):
             start = heapq.heapreplace(best.slots, best_key[1])
             if start <= now and best.free > 0:
                 unit.remove(first)
-                seconds = self._seconds(best, task_size(self.speeds, first), False)
+                seconds = self._seconds(best, self._size(first), False)
                 placements.append(Placement(first, best.worker, seconds))
                 best.free -= 1
                 if first.group and self._holds(best.id):
@@ -310,7 +324,7 @@ class PrefixAffinity(EarliestFinish):
             negative_end, group = heapq.heappop(chains)
             chain_end, reader, tasks = -negative_end, held[group], groups[group]
             task = tasks[-1]
-            size = task_size(self.speeds, task)
+            size = self._size(task)
             options = [
                 (max(c.slots[0], now) + self._seconds(c, size, False), -c.worker.limit, c)
                 for c in targets
@@ -366,7 +380,7 @@ class PrefixAffinity(EarliestFinish):
                 if unit is None:
                     break
                 first = unit.pop(0)
-                seconds = self._seconds(c, task_size(self.speeds, first), False)
+                seconds = self._seconds(c, self._size(first), False)
                 reserve = seconds + self._chain(c, unit, read=True)
                 self._start(placements, first, c, now, seconds, reserve, follow_up=False)
 
