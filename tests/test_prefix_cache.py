@@ -161,3 +161,31 @@ def test_a_retry_on_the_only_worker_is_never_left_waiting_for_its_chain(
     assert list(long["status"]) == ["invalid"] * 4  # every cell settled, none pending
     generations = server.log.generations()
     assert len(generations) == 8  # each asked twice: the answer, and the one retry
+
+
+def test_answers_from_a_silent_cache_do_not_cut_the_workers_limit(lab: FakeLab) -> None:
+    # exo says nothing of its cache or its timings: a paper's follow-up comes back in a
+    # tenth of the time of its first reading. Taken as the worker's best case, it made
+    # every first reading look queued, and a 6-slot Studio on exo ran with 2.
+    from dllm_notebook import Cluster, Paper, PrefixAffinity
+
+    server = lab.add(
+        "exo", behaviour=cached(slots=4, prefill_tps=5000.0, decode_tps=400.0, answer_tokens=16)
+    )
+    text = "Words of text. " * 800  # about 3,000 tokens: 0.6 s to read, 0.04 s to answer
+    papers = [Paper.from_text(f"p{i}.txt", f"Paper {i}. {text}") for i in range(8)]
+    prompts = {f"q{i}": f"{{content}}\nQuestion {i}?" for i in range(5)}
+    worker = {
+        "host": "127.0.0.1",
+        "port": server.port,
+        "type": CLIENT_TYPES["exo"],
+        "max_concurrent_requests": 4,
+        "context_length": 8192,  # exo does not say its window
+    }
+    with Cluster([worker], scheduler=PrefixAffinity(), store=None) as cluster:
+        long = cluster.analyze(papers, prompts=prompts, long=True, progress=False)
+        limit = cluster.workers[0].limit
+    assert list(long["status"]) == ["ok"] * 40
+    cached_answers = [r for r in server.log.generations() if (r.cached_tokens or 0) > 1000]
+    assert len(cached_answers) >= 20  # the follow-ups did find their paper
+    assert limit == 4

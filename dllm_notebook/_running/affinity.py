@@ -227,7 +227,7 @@ class PrefixAffinity(EarliestFinish):
         if follow_up:
             full = self._size(task)
             size = Size(full.prompt * (1 - self._saving(c.id)), full.answer)
-        placements.append(Placement(task, c.worker, seconds, size=size))
+        placements.append(Placement(task, c.worker, seconds, size=size, warm=follow_up))
         c.free -= 1
         if reserve and c.slots and c.slots[0] <= now:
             heapq.heapreplace(c.slots, now + reserve)

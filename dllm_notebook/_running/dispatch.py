@@ -61,15 +61,20 @@ class _Batch:
 
 
 def _served_from_cache(attempt: Attempt, completion: Completion) -> bool:
-    """Whether most of the prompt came from the server's prefix cache, by its report or by
-    the size the scheduler expected. Such an answer's latency is mostly fixed costs, so it
-    says nothing about the server's queue (the adaptive limit skips it). The scheduler's
-    size is in the server's tokens, so it is compared with the server's count when there is
-    one (an estimate can be twice the server's count, which is no cache hit)."""
+    """Whether most of the prompt may have come from the server's prefix cache, by its
+    report, or else by where the attempt was sent. Such an answer's latency is mostly fixed
+    costs, so it says nothing about the server's queue (the adaptive limit skips it: taken
+    as a best case, it would make every full reading after it look queued). A server that
+    reports its cached tokens is taken at its word (a count more than half the prompt); one
+    that reports its own prefill and generation times is judged by them, which leave the
+    cache out as they leave the queue out. Any other (exo) is given the benefit of the
+    doubt whenever the attempt went to the worker that read its paper."""
     full = completion.prompt_tokens or attempt.task.request.prompt_tokens_estimate or 0
     if completion.cached_tokens is not None:
         return completion.cached_tokens > 0.5 * full
-    return attempt.size is not None and full > 0 and attempt.size.prompt < 0.5 * full
+    if completion.prefill_seconds and completion.generation_seconds:
+        return False
+    return attempt.warm
 
 
 class Dispatcher:
@@ -301,6 +306,7 @@ class Dispatcher:
             placement.hedge,
             concurrency=worker.in_flight,
             size=placement.size,
+            warm=placement.warm,
         )
         self._running.setdefault(worker.id, []).append(attempt)
         batch.copies.setdefault(id(task), []).append(attempt)

@@ -63,6 +63,9 @@ class Attempt:
     """Requests in flight on the worker once this one started (itself included)."""
     size: Size | None = None
     """The task's expected size, noted by the scheduler."""
+    warm: bool = False
+    """Sent to the worker that read the task's group: the server may answer it from its
+    prefix cache."""
 
     @property
     def expected_end(self) -> float:
@@ -78,6 +81,9 @@ class Placement:
     size: Size | None = None
     """The size the scheduler expects there (smaller when the worker's cache holds the
     prompt's beginning); becomes the attempt's ``size``."""
+    warm: bool = False
+    """The worker read the task's group: its server may answer from its prefix cache.
+    Becomes the attempt's ``warm``."""
 
 
 @dataclass(frozen=True)
