@@ -61,6 +61,8 @@ _UNITS_RE = re.compile(
 _WORD_RE = re.compile(r"[A-Za-z]+")
 _SPACES_RE = re.compile(r"[ \t\r\f\v]+")
 _FREE_SPACE_RE = re.compile(r"(?<![ \t\r\f\v]) (?=[A-Za-z])")
+_NOT_LONE_SPACE = ("  ", "\t", "\r", "\f", "\v")
+_PAID_LONE_SPACE_RE = re.compile(r" [^A-Za-z]")
 _WIDE_RE = re.compile(r"[^\x00-\u07ff]")
 _word_costs: dict[str, int] = {}
 _PIECE_RE = re.compile(r"\S+\s*")
@@ -122,11 +124,15 @@ def _cost(text: str) -> int:
                 _word_costs[word] = cost
         half += cost * count
         letters += len(word) * count
-    spaces = 0
-    for length, count in Counter(map(len, _SPACES_RE.findall(text))).items():
-        half += 2 * math.ceil(length / 4) * count
-        spaces += length * count
-    half -= 2 * len(_FREE_SPACE_RE.findall(text))  # a single space before a word is free
+    if any(s in text for s in _NOT_LONE_SPACE):
+        spaces = 0
+        for length, count in Counter(map(len, _SPACES_RE.findall(text))).items():
+            half += 2 * math.ceil(length / 4) * count
+            spaces += length * count
+        half -= 2 * len(_FREE_SPACE_RE.findall(text))  # a single space before a word is free
+    else:  # every space stands alone (a paper's text, normalized): count, don't match
+        spaces = text.count(" ")
+        half += 2 * (len(_PAID_LONE_SPACE_RE.findall(text)) + text.endswith(" "))
     wide = 0 if text.isascii() else len(_WIDE_RE.findall(text))
     half += 3 * wide + 2 * (len(text) - letters - spaces - wide)
     return half

@@ -58,6 +58,8 @@ _SPACING_ACCENT_RE = re.compile("([A-Za-z]?)([" + "".join(_SPACING_ACCENTS) + "]
 _SOFT_HYPHEN_BREAK_RE = re.compile("\u00ad[ \t]*\r?\n[ \t]*")
 # Control characters (not \t \n), zero-width spaces, BOM and soft hyphens are dropped.
 _DROP_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u00ad\u200b\u2060\ufeff]")
+_ASCII_DROP = dict.fromkeys([*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
+"""``_DROP_RE``'s characters that ASCII has, for ``str.translate`` (a tenth of the time)."""
 _SPACES_RE = re.compile("[ \t\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]+")
 _UNMAPPABLE_RE = re.compile("[\ufffd\ue000-\uf8ff\U000f0000-\U000ffffd\U00100000-\U0010fffd]")
 _HYPHENS = "-\u2010"
@@ -77,8 +79,10 @@ def clean_chars(text: str) -> str:
         if _SPACING_ACCENT_RE.search(text):
             text = _SPACING_ACCENT_RE.sub(_compose_accent, text)
         text = _SOFT_HYPHEN_BREAK_RE.sub("", text)
-    text = _DROP_RE.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
-    return text if ascii_only else unicodedata.normalize("NFC", text)
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if ascii_only:
+        return text.translate(_ASCII_DROP)
+    return unicodedata.normalize("NFC", _DROP_RE.sub("", text))
 
 
 def _compose_accent(match: re.Match[str]) -> str:
@@ -158,7 +162,9 @@ def visible_chars(text: str) -> int:
 def unmappable_fraction(text: str) -> float:
     """Share of the visible characters that are U+FFFD or private-use code points."""
     visible = visible_chars(text)
-    return len(_UNMAPPABLE_RE.findall(text)) / visible if visible else 0.0
+    if not visible or text.isascii():  # no U+FFFD nor private use in ASCII
+        return 0.0
+    return len(_UNMAPPABLE_RE.findall(text)) / visible
 
 
 def classify_text(text: str) -> tuple[TextStatus, str]:
