@@ -1,7 +1,7 @@
 """Scheduling on a mixed lab: the default scheduler against naive least-loaded and the ideal.
 
     uv run --no-sync python bench/bench_schedule.py [--quick] [--verbose]
-        [--only mixed10,mixed35,queue10,queue35,slots10,die,cpu,import] [--papers 100]
+        [--only mixed10,mixed35,plain35,queue10,queue35,slots10,die,cpu,import] [--papers 100]
         [--target 20]
         [--repeat 1] [--cpu-tasks 2000]
 
@@ -14,6 +14,10 @@ ideal makespan is ``--target`` seconds. Each scheduler runs on a fresh lab; prin
 makespan, the ideal (total work / total capacity, from the tokens the servers counted) and
 efficiency = ideal / makespan, and checks by the markers the servers echo that no answer
 is lost, doubled or misplaced.
+
+``plain35``: the 35-Mac lab as a new user would configure it: a workers.json that gives each
+Mac's slots and nothing cluster-wide (every cluster setting at its default, so
+``max_concurrent_batch`` is ``"auto"``).
 
 ``queue10``, ``queue35``: the 10- or 35-Mac lab, but two of every ten are configured for 2
 requests more than they run at once, so the extra ones wait in the server's queue until the
@@ -86,6 +90,7 @@ from dllm_notebook.testing import RequestRecord
 SCENARIOS = (
     "mixed10",
     "mixed35",
+    "plain35",
     "queue10",
     "queue35",
     "slots10",
@@ -165,6 +170,7 @@ def run_lab(
     *,
     prompts: dict[str, str] = PROMPTS,
     prefix_cache: bool = False,
+    plain: bool = False,
 ) -> Run:
     """One analyze() on a fresh lab; kills ``kill`` at KILL_AT of the predicted ideal."""
     predicted = ideal_makespan(expected_work(expected), machines) * time_scale
@@ -177,7 +183,7 @@ def run_lab(
             workers,
             scheduler={**SCHEDULERS, **CACHE_SCHEDULERS}[scheduler](),
             store=None,
-            **settings_for(machines),
+            **({} if plain else settings_for(machines)),
         ) as cluster:
             health = cluster.check()
             if not health["healthy"].all():
@@ -290,6 +296,7 @@ def bench_labs(scenarios: Sequence[str], papers: int, target: float, repeat: int
                         kill,
                         prompts=prompts,
                         prefix_cache=scenario.startswith("cache"),
+                        plain=scenario.startswith("plain"),
                     )
                     print_run(run)
                     runs.append(run)
