@@ -148,6 +148,15 @@ class Backend(ABC):
         self.client = client
         self.schema_on_wire = self.constrains_output
         """False once the server refused the schema field: it then goes in the prompt."""
+        self._urls: dict[str, httpx.URL] = {}
+
+    def url(self, path: str) -> httpx.URL:
+        """The absolute URL of ``path`` on this server, parsed once: httpx would parse the
+        base URL and the path again for every request (a fifth of a request's CPU)."""
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = self.client.base_url.join(path.lstrip("/"))
+        return url
 
     def prepared(self, request: ChatRequest) -> ChatRequest:
         """The request as this server gets it: a schema it cannot take goes in the prompt."""
@@ -208,7 +217,8 @@ class Backend(ABC):
         if timeout is not None:
             extra["timeout"] = httpx.Timeout(timeout, connect=min(timeout, 10.0))
         try:
-            async with self.client.stream("POST", path, json=json_body, **extra) as response:
+            request = self.client.stream("POST", self.url(path), json=json_body, **extra)
+            async with request as response:
                 if response.status_code >= 400:
                     body = (await response.aread()).decode("utf-8", errors="replace")
                     raise classify_error(
@@ -247,7 +257,7 @@ class Backend(ABC):
         if timeout is not None:
             extra["timeout"] = httpx.Timeout(timeout, connect=min(timeout, 10.0))
         try:
-            response = await self.client.request(method, path, json=json_body, **extra)
+            response = await self.client.request(method, self.url(path), json=json_body, **extra)
         except (httpx.TransportError, OSError) as exc:
             raise self.unreachable(exc, model, "cannot reach") from exc
         if response.status_code >= 400:
