@@ -18,6 +18,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, ClassVar
 
 import httpx
+import orjson
 
 from ..._config import WorkerConfig
 from ..._errors import (
@@ -136,6 +137,17 @@ def classify_error(
     return RequestRejected(f"request rejected (HTTP {status}): {message}", **kw)
 
 
+def json_content(json_body: Any) -> dict[str, Any]:
+    """A request's JSON body, for httpx: encoded by orjson (a paper's prompt is tens of
+    kilobytes, which ``json.dumps`` encodes eight times slower), or none."""
+    if json_body is None:
+        return {}
+    return {"content": orjson.dumps(json_body), "headers": _JSON_HEADERS}
+
+
+_JSON_HEADERS = {"content-type": "application/json"}
+
+
 class Backend(ABC):
     """One wire format. Subclasses implement :meth:`probe` and :meth:`chat`."""
 
@@ -217,7 +229,7 @@ class Backend(ABC):
         if timeout is not None:
             extra["timeout"] = httpx.Timeout(timeout, connect=min(timeout, 10.0))
         try:
-            request = self.client.stream("POST", self.url(path), json=json_body, **extra)
+            request = self.client.stream("POST", self.url(path), **json_content(json_body), **extra)
             async with request as response:
                 if response.status_code >= 400:
                     body = (await response.aread()).decode("utf-8", errors="replace")
@@ -257,7 +269,9 @@ class Backend(ABC):
         if timeout is not None:
             extra["timeout"] = httpx.Timeout(timeout, connect=min(timeout, 10.0))
         try:
-            response = await self.client.request(method, self.url(path), json=json_body, **extra)
+            response = await self.client.request(
+                method, self.url(path), **json_content(json_body), **extra
+            )
         except (httpx.TransportError, OSError) as exc:
             raise self.unreachable(exc, model, "cannot reach") from exc
         if response.status_code >= 400:
