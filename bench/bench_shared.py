@@ -63,18 +63,19 @@ from dllm_notebook.testing import RequestRecord, peak_queued
 
 # -- one client (a process of its own) ---------------------------------------------------
 def client(config: Path, folder: Path, out: Path) -> None:
-    """Get ready (imports, the lab checked), say so on stdout, read the time to start from
-    stdin (time.monotonic(), the same clock in every process of the machine), analyze
-    ``folder`` then, and write what happened to ``out``."""
+    """Get ready (imports), say so on stdout, read the time to start from stdin
+    (time.monotonic(), the same clock in every process of the machine), then do what a
+    notebook does: make the cluster, check it, analyze ``folder``; write what happened to
+    ``out``."""
     logging.getLogger("dllm_notebook").setLevel(logging.ERROR)
+    print("ready", flush=True)
+    start_at = float(sys.stdin.readline())
+    time.sleep(max(0.0, start_at - time.monotonic()))
+    started = time.monotonic()
     with Cluster.from_config(config, store=None) as cluster:
         health = cluster.check()
         if not health["healthy"].all():
             raise SystemExit(f"the lab is not healthy before the run:\n{health}")
-        print("ready", flush=True)
-        start_at = float(sys.stdin.readline())
-        time.sleep(max(0.0, start_at - time.monotonic()))
-        started = time.monotonic()
         frame = cluster.analyze(folder, prompts=PROMPTS, cache=False, progress=False, long=True)
         ended = time.monotonic()
         workers = {w.id: {"failures": w.stats.failures, "limit": w.limit} for w in cluster.workers}

@@ -12,8 +12,12 @@ import heapq
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+
+import httpx
 
 from dllm_notebook import Cluster
 from dllm_notebook._running.limits import AdaptiveLimit
@@ -161,3 +165,31 @@ def test_two_clusters_in_two_processes_share_the_lab_and_neither_starves() -> No
     # And no server's queue held more than its slots + 2.
     for server in dialects:
         assert peak_queued(r for r in records if r.server == server) <= 4 + 2
+
+
+def test_a_notebook_that_comes_to_a_busy_llama_cpp_server_does_not_queue_a_full_share(
+    lab: FakeLab,
+) -> None:
+    # Another notebook keeps all 4 slots busy; llama.cpp's /slots says so.
+    server = lab.add("llamacpp", behaviour=Behaviour(slots=4, decode_tps=20, answer_tokens=40))
+    body = {"messages": [{"role": "user", "content": "someone else's"}], "max_tokens": 40}
+    config = {"id": "mac", "host": "127.0.0.1", "port": server.port, "type": "llama_cpp"}
+    with ThreadPoolExecutor(4) as pool:
+        others = [
+            pool.submit(httpx.post, server.url + "/v1/chat/completions", json=body, timeout=30)
+            for _ in range(4)
+        ]
+        time.sleep(0.3)
+        with Cluster([{**config, "max_concurrent_requests": 4}], **FAST) as cluster:
+            cluster.check()
+            (worker,) = cluster.workers
+            assert worker.limit == 2  # half its slots, not all 4 behind the others' 4
+            answers = cluster.map([f"mine [[m{i}]]" for i in range(4)])
+        assert all(f.result().status_code == 200 for f in others)
+    assert all(a.ok for a in answers)
+    assert peak_queued(server.log.records()) <= 2
+
+    # Alone, the same notebook takes every slot.
+    with Cluster([{**config, "max_concurrent_requests": 4}], **FAST) as cluster:
+        cluster.check()
+        assert cluster.workers[0].limit == 4

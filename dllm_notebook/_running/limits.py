@@ -237,6 +237,15 @@ class AdaptiveLimit:
         self._ceiling = min(self._ceiling, self.maximum)
         return self.limit
 
+    def on_others_busy(self, others: int) -> int:
+        """The server says other clients' requests hold ``others`` of its slots now
+        (llama.cpp's ``/slots``, read before any request is sent): take the free slots, or
+        half the maximum where fewer are free, rather than queue a full share behind them.
+        The answers then move it, as for every limit (AIMD converges to a fair share).
+        Returns the new limit."""
+        self.limit = min(self.limit, max(1, self.maximum - others, self.maximum // 2))
+        return self.limit
+
     def on_overload(self, concurrency: int | None = None) -> int:
         """The server refused a request as overloaded (429/503): halve. ``concurrency``:
         requests in flight on this worker when the refused one was sent (itself included);
