@@ -52,6 +52,7 @@ __all__ = [
     "lab_spec",
     "logged_work",
     "mixed_lab",
+    "settings_for",
     "task_work",
     "worker_configs",
     "write_papers",
@@ -192,6 +193,17 @@ def worker_configs(machines: Sequence[Machine], ports: Mapping[str, int]) -> lis
     return configs
 
 
+def settings_for(machines: Sequence[Machine]) -> dict[str, Any]:
+    """The cluster-wide settings the benches run the lab with."""
+    return {
+        "max_concurrent_batch": sum(m.client_limit for m in machines),
+        "health_check_interval": 5.0,
+        "request_timeout": 120.0,
+        "probe_timeout": 2.0,
+        "no_worker_timeout": 30.0,
+    }
+
+
 # -- work and the ideal bound ------------------------------------------------------------
 def task_work(prompt_tokens: int, completion_tokens: int) -> float:
     """Nominal seconds one task takes on a speed-1 machine: latency, prefill, decode."""
@@ -256,9 +268,15 @@ _WORDS = _VOCABULARY.split()
 
 
 def write_papers(
-    folder: Path, count: int, *, seed: int = 7, tokens: tuple[int, int] = (2000, 15000)
+    folder: Path,
+    count: int,
+    *,
+    seed: int = 7,
+    tokens: tuple[int, int] = (2000, 15000),
+    first: int = 0,
 ) -> dict[str, str]:
-    """Write ``count`` synthetic ``.txt`` papers; returns each file's unique marker.
+    """Write ``count`` synthetic ``.txt`` papers, numbered from ``first``; returns each
+    file's unique marker.
 
     Lengths are drawn uniformly from ``tokens`` (as the fake servers count them: 4
     characters a token). The marker sits in the middle of the body, not in the title.
@@ -266,7 +284,7 @@ def write_papers(
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)
     out: dict[str, str] = {}
-    for number in range(count):
+    for number in range(first, first + count):
         name = f"paper-{number:03d}.txt"
         marker = f"[[paper-{number:03d}-{rng.getrandbits(32):08x}]]"
         target = rng.randint(*tokens) * 4

@@ -62,7 +62,6 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from _cpu import bench_cpu, bench_import, lab_process
 from _lab import (
@@ -80,6 +79,7 @@ from _lab import (
     lab_spec,
     logged_work,
     mixed_lab,
+    settings_for,
     worker_configs,
     write_papers,
 )
@@ -147,16 +147,6 @@ class Run:
     def serving_efficiency(self) -> float:
         """Efficiency counted from the first request (planning before it left out)."""
         return self.ideal / (self.makespan - self.first_request)
-
-
-def settings_for(machines: Sequence[Machine]) -> dict[str, Any]:
-    return {
-        "max_concurrent_batch": sum(m.client_limit for m in machines),
-        "health_check_interval": 5.0,
-        "request_timeout": 120.0,
-        "probe_timeout": 2.0,
-        "no_worker_timeout": 30.0,
-    }
 
 
 def run_lab(

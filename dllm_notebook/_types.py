@@ -106,6 +106,9 @@ class ServerInfo:
     """The server-wide context window where the server reports one (llama.cpp ``/props``)."""
     slots: int | None = None
     """How many requests the server decodes at once, where it says (llama.cpp ``/slots``)."""
+    busy_slots: int | None = None
+    """How many of them are decoding now, any client's requests (llama.cpp ``/slots``
+    ``is_processing``), where the server says."""
 
     def find(self, model: str) -> ModelInfo | None:
         """The model with this id, ignoring Ollama's implicit ``:latest`` tag."""

@@ -55,10 +55,23 @@ def test_one_answer_that_waited_in_the_servers_queue_lowers_the_limit_at_once() 
     # Sent as the 6th in flight, it took 2 s for 1 s of work: it waited; 5 at once is the
     # most that ran.
     assert limit.on_success(2.0, 1.0, concurrency=6, exact=True) == 5
-    # Not probed above that again soon, however well the next answers go.
-    for _ in range(60):
+    # Not probed above that again for a while, however well the next answers go ...
+    for _ in range(9):
         limit.on_success(1.0, 1.0, concurrency=5, exact=True)
     assert limit.limit == 5
+    # ... but probed again after that (the room may have been another client's, gone now).
+    for _ in range(60):
+        limit.on_success(1.0, 1.0, concurrency=5, exact=True)
+    assert limit.limit == 6
+
+
+def test_a_client_that_came_to_a_busy_server_still_sees_its_queue() -> None:
+    limit = AdaptiveLimit(8)
+    # Every answer so far waited as long again as the server worked on it (another
+    # client keeps the server busy): that is a queue, not this server's speed.
+    for _ in range(5):
+        limit.on_success(2.0, 1.0, concurrency=8, exact=True)
+    assert limit.limit < 8
 
 
 def test_fixed_costs_of_short_answers_are_not_taken_for_a_queue() -> None:

@@ -24,6 +24,17 @@ throughput stays flat, so the limit comes back to the batch. A burst of refusals
 overload counts once: a refused request sent while more were in flight than the limit
 allows now was sent before the last back-off.
 
+Several clients (notebooks in other processes or on other laptops) may share a server
+without knowing of each other. Where the server reports its own time for a request
+(llama.cpp, LM Studio, Ollama), one answer that took well over it waited in its queue: the
+limit comes down to this client's part of the slots by Little's law (its requests in
+flight times the share of their time spent being served; at most a halving per round),
+and an answer that did not wait is room for one more, probed after a short hold. Every
+client backs off in proportion to what it sends and grows by the same step, on the same
+signal, so their limits converge to equal shares (AIMD, as TCP flows share a link). The
+server's clock is the reference, not the best latency this client has seen: a client
+that came to a server others kept busy never saw it idle (:data:`SERVED_FLOOR`).
+
 Latency is compared per unit of work: the time the server says it spent on the request
 (which leaves out its queue), or else tokens, a prompt token counting ``PREFILL_WEIGHT`` of a
 generated one. The floor (the best seen) drifts up slowly so a worker that became slower for good
@@ -54,8 +65,15 @@ LEARNED_WAIT = 0.5
 """A learned limit: a wait over this share of the answer's best time counts as queued even
 when shorter than :data:`MIN_WAIT` (a 2-slot server answering in 0.25 s was sent 10 at
 once before its waits passed :data:`MIN_WAIT`)."""
-HOLD_ROUNDS = 20
-"""After a queue was seen, rounds of answers before the limit is probed above it again."""
+SERVED_FLOOR = 1.25
+"""By the server's own clock, an answer that did not queue takes at most this many times the
+time the server reports (its fixed costs: HTTP, tokenizing). A floor learned above it is a
+queue the client never saw empty (it came to a server other clients kept busy), not a
+floor: the server's own time is the truth, so the limit still sees the queue."""
+HOLD_ROUNDS = 2
+"""After a queue was seen, rounds of answers before the limit is probed above it again:
+short, so that a client whose neighbours left (or that backed off further than its share)
+takes the room back within a few rounds."""
 CLEAR = 1.1
 """Recent latency within this factor of the floor: room to try one more request."""
 LEARNED_QUEUEING = 1.5
@@ -122,6 +140,9 @@ class AdaptiveLimit:
         # A learned limit may see hundreds of answers per round: its floor drifts per round.
         drift = FLOOR_DRIFT ** (1 / self.limit) if self.learning else FLOOR_DRIFT
         self.floor = per_unit if self.floor is None else min(per_unit, self.floor * drift)
+        if exact:
+            # Another client's requests may have queued every answer seen so far.
+            self.floor = min(self.floor, SERVED_FLOOR)
         # A learned limit averages over a few percent of a round, not over the last three
         # answers: a hiccup that slows a hundred answers at once is not a queue.
         weight = min(RECENT_WEIGHT, 4 / self.limit) if self.learning else RECENT_WEIGHT
@@ -142,8 +163,8 @@ class AdaptiveLimit:
             min(MIN_WAIT, LEARNED_WAIT * best) if self.learning else MIN_WAIT
         )
         if exact and waited and concurrency > 1 and per_unit > QUEUED * self.floor:
-            if concurrency - 1 < self.limit:
-                self._decrease(self.limit - (concurrency - 1))
+            if concurrency <= self.limit:  # sent since the last decrease: news about it
+                self._decrease(self.limit - self._share(concurrency))
             self._ceiling, self._hold = self.limit, HOLD_ROUNDS * self.limit
             return self.limit
         if self._cooldown > 0:
@@ -152,6 +173,11 @@ class AdaptiveLimit:
         queueing = LEARNED_QUEUEING if self.learning and self.limit > 32 else QUEUEING
         queued = waited and concurrency > 1 and self.recent > queueing * self.floor
         holds = self.recent < CLEAR * self.floor
+        if exact:
+            # The server's clock says this one did not queue: room for more (no band where
+            # neither happens, or whoever backed off first would stay down: AIMD is fair
+            # because every client both backs off and grows on the same signal).
+            queued, holds = False, True
         if self.learning:
             # Latency rising faster than throughput is a queue; rising more slowly, it is
             # the price of more throughput (and of the client's own costs), worth paying.
@@ -162,8 +188,7 @@ class AdaptiveLimit:
                 holds = True
                 self._best_rate = max(rate, (self._best_rate or 0.0) / drift)
         if queued:
-            slots = math.ceil(self._in_flight * self.floor / self.recent)
-            self._decrease(max(1, min(self.limit - slots, self.limit // 2)))
+            self._decrease(self.limit - self._share(concurrency))
             self.recent = self.floor * (QUEUEING + CLEAR) / 2  # judge the new limit afresh
         elif self.slow_start:
             # One more per answer, while the server keeps up: twice the limit per round
@@ -182,6 +207,22 @@ class AdaptiveLimit:
                 self._credit = 0
         return self.limit
 
+    def _share(self, concurrency: int) -> int:
+        """The requests this client keeps busy on the server, by Little's law: its requests
+        in flight times the share of their time spent being served (the best time over the
+        recent one); at least half the limit (one step is a multiplicative decrease, and
+        one answer's wait depends on where it stood in the queue) and below
+        ``concurrency``, which queued.
+
+        Alone on a server configured above its slots, that is the server's slots. Shared
+        with other clients that do the same, each one keeps its part of the slots: the
+        decrease is in proportion to what each one sends, and the additive increase is the
+        same for all, so their limits converge to equal shares (AIMD), without any of them
+        knowing of the others."""
+        assert self.floor is not None and self.recent is not None
+        served = (self._in_flight or concurrency) * self.floor / self.recent
+        return max(1, self.limit - self.limit // 2, min(concurrency - 1, math.ceil(served)))
+
     def _step_answers(self) -> int:
         """Answers per step up: a round's, or for a learned limit an eighth of a round's (at
         least :data:`LEARN_STEP`), so that a limit of hundreds grows back in a few rounds."""
@@ -194,6 +235,15 @@ class AdaptiveLimit:
         self.maximum = max(1, min(self.configured, slots))
         self.limit = min(self.limit, self.maximum)
         self._ceiling = min(self._ceiling, self.maximum)
+        return self.limit
+
+    def on_others_busy(self, others: int) -> int:
+        """The server says other clients' requests hold ``others`` of its slots now
+        (llama.cpp's ``/slots``, read before any request is sent): take the free slots, or
+        half the maximum where fewer are free, rather than queue a full share behind them.
+        The answers then move it, as for every limit (AIMD converges to a fair share).
+        Returns the new limit."""
+        self.limit = min(self.limit, max(1, self.maximum - others, self.maximum // 2))
         return self.limit
 
     def on_overload(self, concurrency: int | None = None) -> int:

@@ -453,6 +453,12 @@ class WorkerPool:
             self._use_server_slots(worker, info.slots)
         elif info.slots and info.slots != worker.concurrency.maximum:
             self._cap_at_server_slots(worker, info.slots)
+        if info.busy_slots:
+            # Other clients' requests on the server (another notebook on the same lab):
+            # start in the room they leave rather than queue behind them.
+            others = info.busy_slots - worker.in_flight
+            if others > 0:
+                worker.limit = worker.concurrency.on_others_busy(others)
         if worker.health is not Health.HEALTHY and worker.trips:
             # A worker that failed requests sits out a while even when its checks pass.
             worker.paused_until = time.monotonic() + min(

@@ -43,7 +43,7 @@ from ._crossref import FakeCrossref
 from ._dialects import CLIENT_TYPES, DEFAULT_PORTS, DIALECTS
 from ._instant import InstantBackend, instant_answers
 from ._lab import FakeLab, parse_spec
-from ._log import RequestLog, RequestRecord, peak_in_flight
+from ._log import RequestLog, RequestRecord, peak_in_flight, peak_queued
 from ._server import FakeServer
 from ._structured import INVENTED_QUOTES
 from ._text import (
@@ -78,6 +78,7 @@ __all__ = [
     "markers",
     "parse_spec",
     "peak_in_flight",
+    "peak_queued",
     "prompt_digest",
     "prompt_tokens",
 ]

@@ -233,6 +233,7 @@ class Engine:
         if fails:
             raise Refused(Refusal.SERVER_ERROR, model=resolved.name)
         await _sleep(b.base_latency * b.time_scale)
+        record.queued_at = time.monotonic()
         try:
             await self.gate.acquire(b.max_queue)
         except QueueFull:

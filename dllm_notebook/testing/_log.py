@@ -15,7 +15,7 @@ from typing import Any
 
 from ._text import prompt_digest
 
-__all__ = ["RequestLog", "RequestRecord", "peak_in_flight"]
+__all__ = ["RequestLog", "RequestRecord", "peak_in_flight", "peak_queued"]
 
 OK_OUTCOMES = frozenset({"ok", "empty"})
 
@@ -58,6 +58,9 @@ class RequestRecord:
     completion_tokens: int | None = None
     status: int | None = None
     outcome: str = "pending"
+    queued_at: float | None = None
+    """When it asked for a slot (after ``base_latency``); it waited in the queue from then
+    until ``started_at``."""
     started_at: float | None = None
     released_at: float | None = None
     finished_at: float | None = None
@@ -157,6 +160,11 @@ def peak_in_flight(records: Iterable[RequestRecord], *, queued: bool = False) ->
         events.append((start, 1))
         if r.released_at is not None:
             events.append((r.released_at, -1))
+    return _peak(events)
+
+
+def _peak(events: list[tuple[float, int]]) -> int:
+    """The highest running sum of ``(time, +1 or -1)`` events in time order."""
     # At equal times a release happened before the acquire it allowed.
     events.sort(key=lambda event: (event[0], event[1]))
     peak = current = 0
@@ -164,3 +172,19 @@ def peak_in_flight(records: Iterable[RequestRecord], *, queued: bool = False) ->
         current += delta
         peak = max(peak, current)
     return peak
+
+
+def peak_queued(records: Iterable[RequestRecord]) -> int:
+    """The most requests that waited in the server's queue at the same moment: asking for
+    a slot, not yet given one (a request that left the queue unserved, abandoned by its
+    client, counts until it left)."""
+    events: list[tuple[float, int]] = []
+    for r in records:
+        if r.queued_at is None:
+            continue
+        left = r.started_at if r.started_at is not None else r.finished_at
+        if left is None or left <= r.queued_at:
+            continue
+        events.append((r.queued_at, 1))
+        events.append((left, -1))
+    return _peak(events)

@@ -50,9 +50,14 @@ class LlamaCppBackend(OpenAIBackend):
         n_ctx = positive_int(settings.get("n_ctx")) if isinstance(settings, dict) else None
         slots = await self._optional_json("/slots")
         count = len(slots) if isinstance(slots, list) and slots else None
+        busy = (
+            sum(1 for slot in slots if isinstance(slot, dict) and slot.get("is_processing"))
+            if count
+            else None
+        )
         if count is None and isinstance(props, dict):
             count = positive_int(props.get("total_slots"))
-        return ServerInfo(models=listed.models, context_length=n_ctx, slots=count)
+        return ServerInfo(models=listed.models, context_length=n_ctx, slots=count, busy_slots=busy)
 
     def payload(self, request: ChatRequest, model: str) -> dict[str, Any]:
         body = super().payload(request, model)
