@@ -40,10 +40,13 @@ __all__ = [
     "ANSWER_RANGE",
     "PAPER_TOKENS",
     "REPORTS_SPLIT",
+    "FakeClockRun",
     "VariedLab",
     "VariedMachine",
     "answer_tokens",
+    "fake_clock_run",
     "varied_lab",
+    "work_of",
 ]
 
 ANSWER_RANGE = (40, 500)
@@ -57,6 +60,7 @@ REPORTS_SPLIT = ("lm_studio", "ollama", "llamacpp")
 """Dialects whose answers carry the server's own prefill and generation times."""
 QUESTION_TOKENS = 30
 """Tokens of a prompt besides the paper, on the fake clock."""
+PROMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -107,8 +111,10 @@ class VariedLab:
         return [rng.randint(*PAPER_TOKENS) for _ in range(count)]
 
     def ideal(self, work: float) -> float:
-        """The fluid bound for ``work`` nominal speed-1 seconds (cold starts not counted)."""
-        return ideal_makespan(work, self.plain)
+        """The fluid bound for ``work`` nominal speed-1 seconds: each Mac's capacity counts
+        from the end of its cold start (loading a model is no work, and no scheduler can
+        shorten it)."""
+        return ideal_makespan(work, self.plain, ready={m.id: m.cold_start for m in self.machines})
 
     def sim_workers(self) -> list[Any]:
         """The fake-clock twin of each Mac: a ``tests.sim.SimWorker``."""
@@ -153,6 +159,33 @@ def answer_tokens(seed: int, keys: Sequence[str]) -> list[int]:
     """Each cell's answer length, as the fake servers draw it (keyed by the prompt's
     digest there; any unique key on the fake clock)."""
     return [drawn_answer_tokens(key, seed, *ANSWER_RANGE) for key in keys]
+
+
+@dataclass(frozen=True)
+class FakeClockRun:
+    """One scheduler's batch on a varied lab's fake-clock twin (nominal seconds)."""
+
+    makespan: float
+    ideal: float
+    generations: int
+    tasks: int
+
+    @property
+    def efficiency(self) -> float:
+        return self.ideal / self.makespan
+
+
+def fake_clock_run(scheduler: Any, lab: VariedLab, papers: int = 100) -> FakeClockRun:
+    """``papers`` x 5 prompts on the lab's twin (``tests.sim.simulate``): every cell's
+    answer drawn as the fake servers draw it; ideal = the fluid bound of that work."""
+    from tests.sim import make_task, simulate
+
+    prompts = [t + QUESTION_TOKENS for t in lab.paper_tokens(papers) for _ in range(PROMPTS)]
+    answers = answer_tokens(lab.seed, [f"cell-{i}" for i in range(len(prompts))])
+    tasks = [make_task(i, p, kind=f"q{i % PROMPTS}") for i, p in enumerate(prompts)]
+    result = simulate(scheduler, lab.sim_workers(), tasks, answers=answers)
+    ideal = lab.ideal(work_of(prompts, answers))
+    return FakeClockRun(result.makespan, ideal, result.generations, len(tasks))
 
 
 def work_of(prompts: Sequence[int], answers: Sequence[int]) -> float:
