@@ -19,7 +19,7 @@ The fake-clock twin (``bench/bench_varied.py``, on ``tests/sim.py``) and the HTT
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,7 @@ from _lab import (
     BASE_LATENCY_S,
     BASE_PREFILL_TPS,
     TIERS,
+    Expected,
     Machine,
     ideal_makespan,
     lab_spec,
@@ -46,6 +47,7 @@ __all__ = [
     "answer_tokens",
     "fake_clock_run",
     "varied_lab",
+    "varied_work",
     "work_of",
 ]
 
@@ -105,6 +107,10 @@ class VariedLab:
             server["behaviour"] = machine.behaviour(time_scale, self.seed)
         return spec
 
+    def ready(self) -> dict[str, float]:
+        """When each Mac's model is loaded, in nominal seconds (for ``ideal_makespan``)."""
+        return {m.id: m.cold_start for m in self.machines}
+
     def paper_tokens(self, count: int) -> list[int]:
         """Paper sizes for the fake clock (the HTTP bench writes papers of the same range)."""
         rng = random.Random(f"papers:{self.seed}")
@@ -114,7 +120,7 @@ class VariedLab:
         """The fluid bound for ``work`` nominal speed-1 seconds: each Mac's capacity counts
         from the end of its cold start (loading a model is no work, and no scheduler can
         shorten it)."""
-        return ideal_makespan(work, self.plain, ready={m.id: m.cold_start for m in self.machines})
+        return ideal_makespan(work, self.plain, ready=self.ready())
 
     def sim_workers(self) -> list[Any]:
         """The fake-clock twin of each Mac: a ``tests.sim.SimWorker``."""
@@ -186,6 +192,15 @@ def fake_clock_run(scheduler: Any, lab: VariedLab, papers: int = 100) -> FakeClo
     result = simulate(scheduler, lab.sim_workers(), tasks, answers=answers)
     ideal = lab.ideal(work_of(prompts, answers))
     return FakeClockRun(result.makespan, ideal, result.generations, len(tasks))
+
+
+def varied_work(expected: Mapping[tuple[str, str], Expected], seed: int) -> float:
+    """Total work predicted for these cells on the fake servers: each answer as long as
+    they will draw it (keyed by the prompt's digest)."""
+    return sum(
+        task_work(e.prompt_tokens, drawn_answer_tokens(e.digest, seed, *ANSWER_RANGE))
+        for e in expected.values()
+    )
 
 
 def work_of(prompts: Sequence[int], answers: Sequence[int]) -> float:
