@@ -173,7 +173,8 @@ class FakeClockRun:
 
     makespan: float
     ideal: float
-    generations: int
+    attempts: int
+    """Requests started: one per task, plus copies (hedges, rescues)."""
     tasks: int
 
     @property
@@ -191,7 +192,7 @@ def fake_clock_run(scheduler: Any, lab: VariedLab, papers: int = 100) -> FakeClo
     tasks = [make_task(i, p, kind=f"q{i % PROMPTS}") for i, p in enumerate(prompts)]
     result = simulate(scheduler, lab.sim_workers(), tasks, answers=answers)
     ideal = lab.ideal(work_of(prompts, answers))
-    return FakeClockRun(result.makespan, ideal, result.generations, len(tasks))
+    return FakeClockRun(result.makespan, ideal, len(result.starts), len(tasks))
 
 
 def varied_work(expected: Mapping[tuple[str, str], Expected], seed: int) -> float:

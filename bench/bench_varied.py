@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--macs", default="10,35", help="lab sizes")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    print("| Macs | seed | ideal s | least-loaded | earliest-finish | gain | generations |")
+    print("| Macs | seed | ideal s | least-loaded | earliest-finish | gain | requests / tasks |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     worst: dict[tuple[int, str], float] = {}
     for count in (int(c) for c in args.macs.split(",")):
@@ -50,7 +50,7 @@ def main() -> None:
             print(
                 f"| {count} | {seed} | {ours.ideal:.1f} | {naive.efficiency:.3f} "
                 f"| {ours.efficiency:.3f} | {ours.efficiency - naive.efficiency:+.3f} "
-                f"| {ours.generations} / {ours.tasks} |",
+                f"| {ours.attempts} / {ours.tasks} |",
                 flush=True,
             )
     print()
