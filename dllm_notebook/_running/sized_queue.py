@@ -1,9 +1,8 @@
 """The queue of the ``EarliestFinish`` family: tasks by expected size, largest first.
 
 A task's size is its expected prompt and answer tokens (``SpeedModel.size``); the queue
-orders tasks by their duration on the prior worker, hands out the largest first, the
-smallest first (to measure a worker that has not answered yet) or those that fit in a
-given time, and keeps the totals a fluid estimate of the batch's end needs.
+orders tasks by their duration on the prior worker, hands out the largest first or those
+that fit in a given time, and keeps the totals a fluid estimate of the batch's end needs.
 """
 
 from __future__ import annotations
@@ -51,10 +50,6 @@ class SizedQueue:
         entries = self._sort()
         start = bisect.bisect_left(entries, -reference_seconds, key=lambda e: e[0])
         return (e[2] for e in itertools.islice(entries, start, None))
-
-    def smallest(self) -> Iterator[Task]:
-        """Tasks smallest first."""
-        return (e[2] for e in reversed(self._sort()))
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -168,7 +168,9 @@ class SpeedModel:
         lengths = self._lengths.get(kind)
         if lengths is not None and len(lengths) >= 8:
             high: float = sorted(lengths)[(9 * len(lengths)) // 10]
-        else:  # not seen enough answers: one may be twice as long as the mean
+        elif lengths:  # a few answers: the longest so far
+            high = max(lengths)
+        else:  # none yet: one may be twice as long as the mean
             high = 2 * answer
         if max_tokens:
             high = min(high, max_tokens)
