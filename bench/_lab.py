@@ -214,27 +214,32 @@ def ideal_makespan(
     total_work: float,
     machines: Sequence[Machine],
     deaths: Mapping[str, float] | None = None,
+    ready: Mapping[str, float] | None = None,
 ) -> float:
     """The fluid lower bound on the makespan, in nominal seconds.
 
     The smallest ``T`` at which the lab's capacity, integrated from 0 to ``T``, covers
     ``total_work``. ``deaths`` maps a machine id to the nominal second it died: its
-    capacity counts until then. Raises ValueError if the lab dies before the work is done.
+    capacity counts until then. ``ready`` maps a machine id to the second its model was
+    loaded (a cold start): its capacity counts from then. Raises ValueError if the lab
+    dies before the work is done.
     """
-    deaths = deaths or {}
-    unknown = sorted(set(deaths) - {m.id for m in machines})
+    deaths, ready = deaths or {}, ready or {}
+    unknown = sorted((set(deaths) | set(ready)) - {m.id for m in machines})
     if unknown:
-        raise ValueError(f"deaths name machines not in the lab: {', '.join(unknown)}")
-    capacity = sum(m.capacity for m in machines)
-    left, now = total_work, 0.0
-    for machine in sorted((m for m in machines if m.id in deaths), key=lambda m: deaths[m.id]):
-        until = max(deaths[machine.id], now)
-        if capacity * (until - now) >= left:
+        raise ValueError(f"deaths or ready name machines not in the lab: {', '.join(unknown)}")
+    changes = [(ready.get(m.id, 0.0), m.capacity) for m in machines]
+    changes += [
+        (max(deaths[m.id], ready.get(m.id, 0.0)), -m.capacity) for m in machines if m.id in deaths
+    ]
+    capacity, left, now = 0.0, total_work, 0.0
+    for at, change in sorted(changes):
+        if capacity > 0 and capacity * (at - now) >= left:
             break
-        left -= capacity * (until - now)
-        now = until
-        capacity -= machine.capacity
-    if capacity <= 0:
+        left -= capacity * (at - now)
+        now = at
+        capacity += change
+    if capacity <= 1e-9:
         raise ValueError("every machine died before the work was done: no finite bound")
     return now + left / capacity
 

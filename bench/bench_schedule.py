@@ -2,7 +2,7 @@
 
     uv run --no-sync python bench/bench_schedule.py [--quick] [--verbose]
         [--only mixed10,mixed35,plain35,queue10,queue35,slots10,die,cpu,import] [--papers 100]
-        [--target 20]
+        [--target 20] [--seeds 1,2,3,4,5]
         [--repeat 1] [--cpu-tasks 2000]
 
 ``mixed10``, ``mixed35``: ``cluster.analyze(folder, prompts=5 prompts, cache=False)`` over
@@ -36,6 +36,14 @@ the ``ideal`` of the other labs) and the cache ideal (each paper read once). Onl
 scheduler (``earliest-finish``) and ``PrefixAffinity`` (``prefix-affinity``, opt-in for a
 lab) run here.
 ``nocache10``: the same prompts on the 10-Mac lab without a cache, the same two schedulers.
+
+``varied10``, ``varied35``: the varied labs of ``_varied.py`` (issue #16), one per seed of
+``--seeds``: a random tier mix, papers of 2k-14k tokens (written per seed), answers of
+40-500 tokens drawn per cell that no client can tell from the prompt, a cold start on every
+Mac, half the Macs counting a request's wait in their reported timings. The ideal counts
+each Mac's capacity from the end of its cold start. Least-loaded and today's scheduler run
+side by side; the table's ``worst`` column is the worst seed. The fake-clock twin of these
+labs is ``bench/bench_varied.py``.
 
 ``die``: the 10-Mac lab, two Macs killed at 40% of the ideal makespan; the ideal counts
 their capacity only until they died.
@@ -83,6 +91,7 @@ from _lab import (
     worker_configs,
     write_papers,
 )
+from _varied import PAPER_TOKENS, VariedLab, varied_lab, varied_work
 
 from dllm_notebook import Cluster, EarliestFinish, LeastLoaded, PrefixAffinity, Scheduler
 from dllm_notebook.testing import RequestRecord
@@ -97,6 +106,8 @@ SCENARIOS = (
     "cache10",
     "cache35",
     "nocache10",
+    "varied10",
+    "varied35",
     "die",
     "cpu",
     "import",
@@ -113,6 +124,11 @@ CACHE_SCHEDULERS: dict[str, Callable[[], Scheduler | None]] = {
     "prefix-affinity": PrefixAffinity,
 }
 """A lab's default is ``EarliestFinish`` while ``PrefixAffinity`` is opt-in: both by name."""
+VARIED_SCENARIOS = ("varied10", "varied35")
+VARIED_SCHEDULERS: dict[str, Callable[[], Scheduler | None]] = {
+    "least-loaded": LeastLoaded,
+    "earliest-finish": EarliestFinish,
+}
 KILLED = ("pro-05", "studio-10")
 VERBOSE = False
 KILL_AT = 0.4
@@ -133,6 +149,8 @@ class Run:
     notes: list[str] = field(default_factory=list)
     cache_ideal: float = float("nan")
     """The bound if each paper's shared prefix were read once (a perfect prefix cache)."""
+    seed: int | None = None
+    """The varied lab's seed (``varied10``, ``varied35``)."""
 
     @property
     def efficiency(self) -> float:
@@ -161,11 +179,17 @@ def run_lab(
     prompts: dict[str, str] = PROMPTS,
     prefix_cache: bool = False,
     plain: bool = False,
+    varied: VariedLab | None = None,
 ) -> Run:
-    """One analyze() on a fresh lab; kills ``kill`` at KILL_AT of the predicted ideal."""
+    """One analyze() on a fresh lab; kills ``kill`` at KILL_AT of the predicted ideal.
+
+    ``varied``: the lab is that varied lab (its spec, and its cold starts in the ideal)."""
     predicted = ideal_makespan(expected_work(expected), machines) * time_scale
     deaths: dict[str, float] = {}
     spec = lab_spec(machines, time_scale=time_scale, prefix_cache=prefix_cache)
+    ready: dict[str, float] = {}
+    if varied is not None:
+        spec, ready = varied.spec(time_scale), varied.ready()
     with lab_process(spec) as lab:
         ports = lab.ports
         workers = worker_configs(machines, ports)
@@ -207,8 +231,10 @@ def run_lab(
     check = check_answers(frame, expected, generated)
     work, problems = logged_work(records, expected)
     check.problems.extend(problems)
-    ideal = ideal_makespan(work, machines, deaths) * time_scale
-    cache_ideal = ideal_makespan(cached_work(records, expected), machines, deaths) * time_scale
+    ideal = ideal_makespan(work, machines, deaths, ready) * time_scale
+    cache_ideal = (
+        ideal_makespan(cached_work(records, expected), machines, deaths, ready) * time_scale
+    )
     arrivals = [r.received_at for r in records if r.is_generation]
     if VERBOSE:
         print_workers(records, machines, started, makespan)
@@ -230,6 +256,7 @@ def run_lab(
         len(arrivals),
         notes,
         cache_ideal,
+        None if varied is None else varied.seed,
     )
 
 
@@ -252,6 +279,31 @@ def print_workers(
             f"slots busy {busy / (m.tier.slots * span):4.0%}, last end "
             f"{max(ends, default=0.0):6.2f} s"
         )
+
+
+def bench_varied(
+    scenarios: Sequence[str], papers: int, target: float, repeat: int, seeds: Sequence[int]
+) -> list[Run]:
+    """The varied labs: per seed, its own papers and lab; both schedulers on each."""
+    runs: list[Run] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in seeds:
+            folder = Path(tmp) / f"papers-{seed}"
+            write_papers(folder, papers, seed=seed, tokens=PAPER_TOKENS)
+            expected = expected_cells(folder)
+            for scenario in scenarios:
+                lab = varied_lab(seed, 35 if scenario.endswith("35") else 10)
+                machines = lab.plain
+                time_scale = target / lab.ideal(varied_work(expected, seed))
+                order = list(VARIED_SCHEDULERS)
+                for round_ in range(repeat):
+                    for scheduler in order if round_ % 2 == 0 else order[::-1]:
+                        run = run_lab(
+                            scenario, scheduler, machines, folder, expected, time_scale, varied=lab
+                        )
+                        print_run(run)
+                        runs.append(run)
+    return runs
 
 
 def bench_labs(scenarios: Sequence[str], papers: int, target: float, repeat: int) -> list[Run]:
@@ -298,7 +350,8 @@ def print_run(run: Run) -> None:
         "answers ok" if run.check.ok else "ANSWER PROBLEMS: " + "; ".join(run.check.problems[:5])
     )
     print(
-        f"  {run.scenario:8} {run.scheduler:13} makespan {run.makespan:6.2f} s, ideal "
+        f"  {run.scenario:8}{'' if run.seed is None else f' seed {run.seed}'} "
+        f"{run.scheduler:13} makespan {run.makespan:6.2f} s, ideal "
         f"{run.ideal:6.2f} s ({run.of_ideal:5.3f}x; cache ideal {run.cache_ideal:6.2f} s), "
         f"efficiency {run.efficiency:5.3f}, first request after "
         f"{run.first_request:.2f} s, {run.requests} requests and {run.check.generations} "
@@ -352,6 +405,7 @@ def main() -> None:
         help="ideal makespan in real seconds (default 20, 3 with --quick)",
     )
     parser.add_argument("--repeat", type=int, default=1, help="runs per scheduler (median)")
+    parser.add_argument("--seeds", default="1,2,3,4,5", help="seeds of the varied labs")
     parser.add_argument("--cpu-tasks", type=int, default=None, help="default 2000 (500 quick)")
     parser.add_argument("--verbose", action="store_true", help="a line per machine per run")
     args = parser.parse_args()
@@ -364,10 +418,13 @@ def main() -> None:
         parser.error(f"unknown scenario(s) {', '.join(sorted(unknown))}; choose from {SCENARIOS}")
     papers = args.papers or (30 if args.quick else 100)
     target = args.target or (3.0 if args.quick else 20.0)
-    labs = [s for s in only if s not in ("cpu", "import")]
-    if labs:
+    labs = [s for s in only if s not in ("cpu", "import", *VARIED_SCENARIOS)]
+    varied = [s for s in only if s in VARIED_SCENARIOS]
+    if labs or varied:
         print(f"scheduling: {papers} papers x {len(PROMPTS)} prompts, ideal scaled to {target:g} s")
-        runs = bench_labs(labs, papers, target, args.repeat)
+        runs = bench_labs(labs, papers, target, args.repeat) if labs else []
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        runs += bench_varied(varied, papers, target, args.repeat, seeds) if varied else []
         print_lab_table(runs)
         if not all(r.check.ok for r in runs):
             print("\nsome runs lost, doubled or misplaced answers (see above)")

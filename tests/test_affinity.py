@@ -24,7 +24,7 @@ from dllm_notebook._running.scheduler import Attempt, LabView, Scheduler
 from dllm_notebook._running.tasks import Task
 from dllm_notebook._types import ChatRequest, Completion
 
-from .test_scheduler import SimWorker, make_worker
+from .sim import SimWorker, make_worker
 
 ANSWER = 256
 PROMPTS = 5
@@ -167,7 +167,7 @@ def mac_lab(count: int, *, cache: bool = True, reports: str = "count") -> list[C
     for i in range(count):
         slots, speed = TIERS[GROUP[i % len(GROUP)]]
         name = f"{GROUP[i % 10]}-{i}"
-        lab.append(CacheWorker(name, slots, 300 * speed, 15 * speed, None, cache, reports))
+        lab.append(CacheWorker(name, slots, 300 * speed, 15 * speed, cache=cache, reports=reports))
     return lab
 
 

@@ -65,6 +65,17 @@ def test_ideal_counts_a_dead_machines_capacity_until_its_death() -> None:
         bl.ideal_makespan(work, machines, {"nobody": 1.0})
 
 
+def test_ideal_counts_a_cold_machines_capacity_from_its_load() -> None:
+    machines = two_machines()
+    work = 7 * bl.task_work(600, 30)
+    # 1 s at capacity 2 while the fast one loads, then the remaining 26.35 at capacity 14
+    assert bl.ideal_makespan(work, machines, ready={"fast": 1.0}) == pytest.approx(1.0 + 26.35 / 14)
+    # loaded at 1 s, dead at 2 s: capacity 14 for one second only
+    assert bl.ideal_makespan(work, machines, {"fast": 2.0}, ready={"fast": 1.0}) == pytest.approx(
+        2.0 + (28.35 - 2.0 - 14.0) / 2
+    )
+
+
 def test_ten_mac_lab_has_the_documented_tiers_and_two_queueing_workers() -> None:
     machines = bl.mixed_lab(10)
     assert sum(m.tier.slots for m in machines) == 40

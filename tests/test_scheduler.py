@@ -1,22 +1,17 @@
 """The scheduler as a pure unit: a simulated lab on a fake clock, no servers, no sleeping.
 
-Each simulated worker runs a task in ``prompt/prefill + answer/decode`` seconds per slot.
-The simulator does what the dispatcher does (asks for placements, starts them, reports
-answers back) while checking the rules the dispatcher relies on.
+The simulator (``tests/sim.py``) runs each task in ``prompt/prefill + answer/decode``
+seconds per slot and does what the dispatcher does (asks for placements, starts them,
+reports answers back) while checking the rules the dispatcher relies on.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import random
-from dataclasses import dataclass, field
 
 import pytest
 
-from dllm_notebook._config import WorkerConfig
 from dllm_notebook._running.earliest_finish import EarliestFinish
-from dllm_notebook._running.pool import Health, Worker
 from dllm_notebook._running.scheduler import (
     Attempt,
     LabView,
@@ -24,121 +19,9 @@ from dllm_notebook._running.scheduler import (
     Scheduler,
 )
 from dllm_notebook._running.speed import Size, SpeedModel
-from dllm_notebook._running.tasks import Task
-from dllm_notebook._types import ChatRequest, Completion
+from dllm_notebook._types import Completion
 
-ANSWER = 300
-
-
-@dataclass
-class SimWorker:
-    id: str
-    slots: int
-    prefill_tps: float
-    decode_tps: float
-    context_length: int | None = None
-
-    def seconds(self, prompt: int, answer: int) -> float:
-        return prompt / self.prefill_tps + answer / self.decode_tps
-
-
-@dataclass
-class SimResult:
-    makespan: float
-    winners: dict[int, str]
-    starts: list[tuple[float, int, str, bool]] = field(default_factory=list)
-    """(time, task index, worker, hedge) of every attempt started."""
-    max_in_flight: dict[str, int] = field(default_factory=dict)
-
-
-def make_worker(sim: SimWorker) -> Worker:
-    config = WorkerConfig(
-        id=sim.id,
-        host="127.0.0.1",
-        max_concurrent_requests=sim.slots,
-        context_length=sim.context_length,
-    )
-    worker = Worker(config)
-    worker.health = Health.HEALTHY
-    worker.model = "m"
-    return worker
-
-
-def make_task(index: int, prompt_tokens: int, kind: str = "q") -> Task:
-    request = ChatRequest("x", options={"max_tokens": 512}, prompt_tokens_estimate=prompt_tokens)
-    return Task(index, request, needed_tokens=prompt_tokens + 512, kind=kind)
-
-
-def simulate(
-    scheduler: Scheduler,
-    sims: list[SimWorker],
-    prompts: list[int],
-    *,
-    budget: int = 10_000,
-    tick: float = 1.0,
-) -> SimResult:
-    """Run every task to completion on a fake clock; return when the last one finished.
-
-    Like the dispatcher, it looks again every ``tick`` seconds even when nothing finished.
-    """
-    workers = {s.id: make_worker(s) for s in sims}
-    truth = {s.id: s for s in sims}
-    tasks = [make_task(i, p) for i, p in enumerate(prompts)]
-    queue = scheduler.queue()
-    queue.add(tasks)
-    running: dict[str, list[Attempt]] = {w: [] for w in workers}
-    events: list[tuple[float, int, Attempt]] = []
-    seq = itertools.count()
-    now = 0.0
-    result = SimResult(0.0, {}, max_in_flight={w: 0 for w in workers})
-
-    def start(placement_task: Task, worker: Worker, expected: float, hedge: bool) -> None:
-        assert worker.free_slots > 0, f"{worker.id} has no free slot"
-        assert placement_task.index not in result.winners, "a settled task started again"
-        worker.in_flight += 1
-        result.max_in_flight[worker.id] = max(result.max_in_flight[worker.id], worker.in_flight)
-        attempt = Attempt(placement_task, worker, now, expected, hedge, worker.in_flight)
-        running[worker.id].append(attempt)
-        seconds = truth[worker.id].seconds(prompt_of(placement_task), ANSWER)
-        heapq.heappush(events, (now + seconds, next(seq), attempt))
-        result.starts.append((now, placement_task.index, worker.id, hedge))
-
-    while len(result.winners) < len(tasks):
-        view = LabView(now, list(workers.values()), running)
-        placements = scheduler.assign(queue, view, budget)
-        queue.remove(p.task for p in placements)
-        for p in placements:
-            start(p.task, p.worker, p.expected, p.hedge)
-        if not len(queue):
-            for p in scheduler.hedges(LabView(now, list(workers.values()), running), budget):
-                copies = sum(a.task is p.task for a in running[p.worker.id])
-                assert copies == 0, "a hedge on the worker already running the task"
-                start(p.task, p.worker, p.expected, True)
-        assert events, "nothing running, yet tasks remain: the scheduler stalled"
-        if events[0][0] > now + tick:
-            now += tick
-            continue
-        now, _, attempt = heapq.heappop(events)
-        if attempt not in running[attempt.worker.id]:
-            continue  # cancelled copy
-        running[attempt.worker.id].remove(attempt)
-        attempt.worker.in_flight -= 1
-        latency = now - attempt.started
-        completion = Completion("ok", "m", prompt_of(attempt.task), ANSWER)
-        scheduler.observe(attempt, completion, latency)
-        if attempt.task.index in result.winners:
-            continue
-        result.winners[attempt.task.index] = attempt.worker.id
-        for others in running.values():  # cancel the other copy at once
-            for other in [a for a in others if a.task is attempt.task]:
-                others.remove(other)
-                other.worker.in_flight -= 1
-    result.makespan = now
-    return result
-
-
-def prompt_of(task: Task) -> int:
-    return task.request.prompt_tokens_estimate or 0
+from .sim import ANSWER, SimWorker, make_task, make_worker, simulate
 
 
 def ideal(sims: list[SimWorker], prompts: list[int]) -> float:

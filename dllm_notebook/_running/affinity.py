@@ -47,8 +47,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from .cache import CacheModel
-from .earliest_finish import LOOKAHEAD, Candidate, EarliestFinish, SizedQueue, task_size
+from .earliest_finish import LOOKAHEAD, Candidate, EarliestFinish
 from .scheduler import TaskQueue, can_take
+from .sized_queue import SizedQueue, task_size
 from .speed import Size, SpeedModel
 from .tasks import Attempt, LabView, Placement, Task
 
@@ -413,10 +414,4 @@ class PrefixAffinity(EarliestFinish):
             prompt=max(prompt, 1.0),
             answer=completion.completion_tokens or size.answer,
         )
-        self.speeds.observe(
-            worker,
-            actual,
-            latency,
-            prefill_seconds=completion.prefill_seconds,
-            decode_seconds=completion.generation_seconds,
-        )
+        self._learn_speed(attempt, actual, completion, latency)

@@ -1,18 +1,21 @@
 """The default scheduler: learn speeds, largest work first where it finishes first, hedge.
 
+A task placed on a worker that had never answered (a guess) and now expected to end well
+after the batch could is copied where it ends clearly sooner, even while work waits (a
+rescue); at the end, stragglers are hedged.
 See ``_scheduler`` for the interface. Everything here is a decision on numbers passed in:
 the time, the workers' slots and the attempts running on them.
 """
 
 from __future__ import annotations
 
-import bisect
 import heapq
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from .scheduler import TaskQueue, can_take
+from .sized_queue import SizedQueue, task_size
 from .speed import Size, SpeedModel
 from .tasks import Attempt, LabView, Placement, Task
 
@@ -20,7 +23,7 @@ if TYPE_CHECKING:
     from .._types import Completion
     from .pool import Worker
 
-__all__ = ["EarliestFinish", "SizedQueue", "task_size"]
+__all__ = ["Candidate", "EarliestFinish"]
 
 HEDGE_GAIN = 0.75
 """Hedge only when the copy is expected to finish in under this share of the time the
@@ -33,72 +36,20 @@ UNMEASURED_OVERDUE = 1.0
 differ four-fold, so an overdue first task is likely on a slow machine. A fast worker left
 idle then copies it sooner (10 emulated Macs, 5 papers x 5 prompts: the batch ended at
 5.2x the ideal with 0.5, as the Airs' first tasks were copied only after 4 to 7 s)."""
+RESCUE_MARGIN = 2.0
+"""A rescue copies a task only when it would end after the batch by at least this many
+times the copy's own seconds: a copy takes a fast slot from the work that waits, so a
+task only a little late is left to the hedges at the end (the fixed-answer Mac lab of
+tests/test_affinity.py, 35 Macs: 0.86-0.91 of the ideal with 1, 0.92-0.94 as before
+rescues with 2)."""
+PLACE_RISK = 1.0
+"""Share of an answer's spread (``Size.spread``: how much longer than the mean one answer
+in ten is) that placing a task adds to its expected time: a long answer costs a slow
+decoder more, so near-equal finishes go to the faster one. Backfilling a slower worker
+adds all of it: that task must end by the batch's end even if its answer is long. (Varied
+labs, fake clock, 10 Macs, seeds 6-12: worst 0.926 of the ideal with 1, 0.911 with 0.5.)"""
 LOOKAHEAD = 256
 """Tasks examined per planning pass before free slots settle for what finishes in time."""
-
-
-class SizedQueue:
-    """Tasks largest first, by expected duration on a typical worker."""
-
-    def __init__(self, model: SpeedModel) -> None:
-        self._model = model
-        self._entries: list[tuple[float, int, Task, Size]] = []
-        self._sorted = True
-        self._seq = itertools.count()
-        self.total_seconds = 0.0
-        """Sum of the tasks' reference seconds (their duration on the prior worker)."""
-        self._prompt = self._answer = 0.0
-
-    def add(self, tasks: Iterable[Task]) -> None:
-        for task in tasks:
-            size = task_size(self._model, task)
-            self._entries.append((-size.reference_seconds, next(self._seq), task, size))
-            self._count(size, 1)
-            self._sorted = False
-
-    def _count(self, size: Size, sign: int) -> None:
-        self.total_seconds += sign * size.reference_seconds
-        self._prompt += sign * size.prompt
-        self._answer += sign * size.answer
-
-    def mean_size(self) -> Size:
-        n = max(1, len(self._entries))
-        return Size(self._prompt / n, self._answer / n)
-
-    def at_most(self, reference_seconds: float) -> Iterator[Task]:
-        """Tasks no longer than ``reference_seconds``, largest first."""
-        entries = self._sort()
-        start = bisect.bisect_left(entries, -reference_seconds, key=lambda e: e[0])
-        return (e[2] for e in itertools.islice(entries, start, None))
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def _sort(self) -> list[tuple[float, int, Task, Size]]:
-        if not self._sorted:
-            self._entries.sort(key=lambda e: (e[0], e[1]))
-            self._sorted = True
-        return self._entries
-
-    def __iter__(self) -> Iterator[Task]:
-        return (e[2] for e in self._sort())
-
-    def remove(self, tasks: Iterable[Task]) -> None:
-        gone = {id(t) for t in tasks}
-        if gone:
-            kept = []
-            for entry in self._entries:
-                if id(entry[2]) in gone:
-                    self._count(entry[3], -1)
-                else:
-                    kept.append(entry)
-            self._entries = kept
-
-
-def task_size(model: SpeedModel, task: Task) -> Size:
-    request = task.request
-    estimated = request.prompt_tokens_estimate or 0
-    return model.size(estimated, task.kind, request.max_tokens)
 
 
 class Candidate:
@@ -116,6 +67,18 @@ class Candidate:
         self.prefill = speed.prefill
         self.decode = speed.decode
 
+    def seconds(self, size: Size) -> float:
+        return self.prefill * size.prompt + self.decode * size.answer
+
+
+def lone_attempts(view: LabView) -> list[Attempt]:
+    """The running attempts whose task has no other copy running."""
+    copies: dict[int, int] = {}
+    for attempts in view.running.values():
+        for a in attempts:
+            copies[id(a.task)] = copies.get(id(a.task), 0) + 1
+    return [a for attempts in view.running.values() for a in attempts if copies[id(a.task)] == 1]
+
 
 class EarliestFinish:
     """Largest work first, each task where it is expected to finish first; hedges at the end.
@@ -127,6 +90,8 @@ class EarliestFinish:
         self.speeds = speeds or SpeedModel()
         self.hedging = hedge
         self._planned_end = 0.0
+        self._answered_at: dict[str, float] = {}
+        """When each worker first answered: requests sent before then were sent cold."""
 
     def queue(self) -> SizedQueue:
         return SizedQueue(self.speeds)
@@ -159,9 +124,16 @@ class EarliestFinish:
             return []
         now = view.now
         placements: list[Placement] = []
-        seen: set[int] = set()
+        if isinstance(queue, SizedQueue) and self.hedging:
+            self._rescue(queue, view, candidates, placements, budget)
+            free = sum(c.free for c in candidates)
+            if not free or len(placements) >= budget:
+                return placements
+        seen: set[int] = {id(p.task) for p in placements}
         self._planned_end = now
         for task in queue:
+            if id(task) in seen:
+                continue
             seen.add(id(task))
             if self._place(task, candidates, now, placements):
                 free -= 1
@@ -177,6 +149,48 @@ class EarliestFinish:
             end = self._planned_end if everything else self._fluid_end(queue, candidates, now)
             self._backfill(queue, candidates, now, placements, budget, end)
         return placements
+
+    def _rescue(
+        self,
+        queue: SizedQueue,
+        view: LabView,
+        candidates: list[Candidate],
+        placements: list[Placement],
+        budget: int,
+    ) -> None:
+        """Copy a task placed on a guess (before its worker had ever answered) and now
+        expected to end well after the batch could, to where it ends clearly sooner: a
+        large first task on a slow Mac no longer sets the end of the batch.
+
+        Planned before the queue: its copy takes the earliest slot that finishes it, now or
+        reserved (then it is planned again on the next pass).
+        """
+        now = view.now
+        horizon = self._fluid_end(queue, candidates, now)
+        blind = [a for a in lone_attempts(view) if self._sent_blind(a)]
+        ends = ((now + self._remaining(a, now), a) for a in blind)
+        late = sorted(((end, a) for end, a in ends if end > horizon), key=lambda e: -e[0])
+        for end, attempt in late:
+            if len(placements) >= budget:
+                return
+            task = attempt.task
+            size = task_size(self.speeds, task)
+            best: Candidate | None = None
+            finish = float("inf")
+            for c in candidates:
+                if c.worker is attempt.worker or not c.slots or not can_take(c.worker, task):
+                    continue
+                at = c.slots[0] + c.seconds(size)
+                if at < finish:
+                    best, finish = c, at
+            if best is None or finish >= now + HEDGE_GAIN * (end - now):
+                continue
+            if end - horizon < RESCUE_MARGIN * (finish - best.slots[0]):
+                continue
+            start = heapq.heapreplace(best.slots, finish)
+            if start <= now and best.free > 0:
+                best.free -= 1
+                placements.append(Placement(task, best.worker, finish - now, hedge=True))
 
     def _fluid_end(self, queue: SizedQueue, candidates: list[Candidate], now: float) -> float:
         typical = queue.mean_size()
@@ -209,26 +223,48 @@ class EarliestFinish:
             seconds = c.prefill * typical.prompt + c.decode * typical.answer
             slower = seconds / typical.reference_seconds if typical.reference_seconds else 1.0
             longest = 1.5 * (horizon - now) / slower if slower > 0 else float("inf")
-            for task in itertools.islice(queue.at_most(longest), LOOKAHEAD):
-                if len(placements) >= budget:
-                    return
-                if id(task) in placed or not can_take(c.worker, task):
-                    continue
-                size = task_size(self.speeds, task)
-                seconds = c.prefill * size.prompt + c.decode * size.answer
-                if now + seconds <= horizon:
-                    placements.append(Placement(task, c.worker, seconds))
-                    placed.add(id(task))
-                    c.free -= 1
-                    if c.free <= 0:
-                        break
+            tasks = itertools.islice(queue.at_most(longest), LOOKAHEAD)
+
+            def in_time(size: Size, seconds: float, c: Candidate = c) -> bool:
+                return now + seconds + c.decode * size.spread <= horizon
+
+            if not self._fill(c, tasks, now, placed, placements, budget, in_time):
+                return
+
+    def _fill(
+        self,
+        c: Candidate,
+        tasks: Iterable[Task],
+        now: float,
+        placed: set[int],
+        placements: list[Placement],
+        budget: int,
+        fits: Callable[[Size, float], bool] = lambda size, seconds: True,
+    ) -> bool:
+        """Start on ``c``'s free slots, in order, the ``tasks`` it can take and that ``fits``
+        (given the task's size and its seconds there). False once the budget is spent."""
+        for task in tasks:
+            if len(placements) >= budget:
+                return False
+            if c.free <= 0:
+                break
+            if id(task) in placed or not can_take(c.worker, task):
+                continue
+            size = task_size(self.speeds, task)
+            seconds = c.seconds(size)
+            if fits(size, seconds):
+                placements.append(Placement(task, c.worker, seconds))
+                placed.add(id(task))
+                heapq.heapreplace(c.slots, now + seconds)
+                c.free -= 1
+        return True
 
     def _place(
         self, task: Task, candidates: list[Candidate], now: float, placements: list[Placement]
     ) -> bool:
         """Reserve the slot where ``task`` finishes first; True if that slot is free now."""
         size = task_size(self.speeds, task)
-        prompt, answer = size.prompt, size.answer
+        prompt, answer = size.prompt, size.answer + PLACE_RISK * size.spread
         needed, excluded, tried = task.needed_tokens, task.excluded, task.tried
         best: Candidate | None = None
         best_key = (True, float("inf"), 0)
@@ -260,12 +296,8 @@ class EarliestFinish:
         if not free:
             return []
         now = view.now
-        copies: dict[int, int] = {}
-        for attempts in view.running.values():
-            for a in attempts:
-                copies[id(a.task)] = copies.get(id(a.task), 0) + 1
         stragglers = sorted(
-            (a for attempts in view.running.values() for a in attempts if copies[id(a.task)] == 1),
+            lone_attempts(view),
             key=lambda a: self._remaining(a, now),
             reverse=True,
         )
@@ -318,10 +350,24 @@ class EarliestFinish:
             prompt=completion.prompt_tokens or size.prompt,
             answer=completion.completion_tokens or size.answer,
         )
+        self._learn_speed(attempt, actual, completion, latency)
+
+    def _sent_blind(self, attempt: Attempt) -> bool:
+        """Whether the attempt was placed before its worker had ever answered."""
+        return attempt.started < self._answered_at.get(attempt.worker.id, float("inf"))
+
+    def _learn_speed(
+        self, attempt: Attempt, actual: Size, completion: Completion, latency: float
+    ) -> None:
+        """The worker's speed from one answer, marked cold if it was sent before the
+        worker's first answer came (see :meth:`SpeedModel.observe`)."""
+        worker = attempt.worker.id
+        self._answered_at.setdefault(worker, attempt.started + latency)
         self.speeds.observe(
-            attempt.worker.id,
+            worker,
             actual,
             latency,
             prefill_seconds=completion.prefill_seconds,
             decode_seconds=completion.generation_seconds,
+            cold=self._sent_blind(attempt),
         )

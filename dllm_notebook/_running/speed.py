@@ -21,10 +21,13 @@ Everything here is plain arithmetic on numbers passed in: no clock, no I/O.
 from __future__ import annotations
 
 import statistics
+from collections import deque
 from dataclasses import dataclass
 
 __all__ = ["PRIOR", "Size", "Speed", "SpeedModel"]
 
+ANSWER_SAMPLES = 64
+"""Recent answer lengths kept per kind, for their spread."""
 ALPHA = 0.3
 """Weight of the newest observation once a worker has a few."""
 DEFAULT_ANSWER_TOKENS = 256
@@ -36,6 +39,9 @@ class Size:
 
     prompt: float
     answer: float
+    spread: float = 0.0
+    """Answer tokens beyond ``answer`` that about one answer in ten reaches (the answers to
+    one prompt vary in length, and no client can tell by how much before they come)."""
 
     @property
     def reference_seconds(self) -> float:
@@ -73,6 +79,7 @@ class SpeedModel:
         self._prompt_ratio = 1.0
         self._ratio_samples = 0
         self._answers: dict[str, tuple[float, int]] = {}
+        self._lengths: dict[str, deque[int]] = {}
 
     # -- speeds ---------------------------------------------------------------------
     def speed(self, worker: str) -> Speed:
@@ -118,12 +125,21 @@ class SpeedModel:
         *,
         prefill_seconds: float | None = None,
         decode_seconds: float | None = None,
+        cold: bool = False,
     ) -> Speed:
-        """Learn from one answer that took ``latency`` seconds end to end."""
+        """Learn from one answer that took ``latency`` seconds end to end.
+
+        ``cold``: the request was sent before the worker had ever answered, so its latency
+        may hold a one-off delay (the server loading its model, every early request waiting
+        for it). Such an answer replaces the guess, and the first answer to a request sent
+        since replaces it in turn; once that has come, cold answers are left out.
+        """
         if latency <= 0 or (size.prompt <= 0 and size.answer <= 0):
             return self.speed(worker)
         current = self.speed(worker)
-        first = worker not in self._speeds
+        if cold and current.samples > 0:
+            return current
+        first = worker not in self._speeds or current.samples == 0
         reported = (prefill_seconds or 0.0) + (decode_seconds or 0.0)
         if prefill_seconds and decode_seconds and size.prompt > 0 and size.answer > 0:
             scale = latency / reported  # the server's own split, stretched to wall time
@@ -137,7 +153,7 @@ class SpeedModel:
         learned = Speed(
             prefill=current.prefill + weight * (prefill - current.prefill),
             decode=current.decode + weight * (decode - current.decode),
-            samples=samples,
+            samples=0 if cold else samples,
         )
         self._speeds[worker] = learned
         self._provisional.pop(worker, None)
@@ -149,7 +165,17 @@ class SpeedModel:
         """Expected tokens of a task whose prompt was estimated at ``estimated_prompt``."""
         mean, _ = self._answers.get(kind, (float(DEFAULT_ANSWER_TOKENS), 0))
         answer = min(mean, max_tokens) if max_tokens else mean
-        return Size(prompt=estimated_prompt * self._prompt_ratio, answer=answer)
+        lengths = self._lengths.get(kind)
+        if lengths is not None and len(lengths) >= 8:
+            high: float = sorted(lengths)[(9 * len(lengths)) // 10]
+        elif lengths:  # a few answers: the longest so far
+            high = max(lengths)
+        else:  # none yet: one may be twice as long as the mean
+            high = 2 * answer
+        if max_tokens:
+            high = min(high, max_tokens)
+        spread = max(0.0, high - answer)
+        return Size(prompt=estimated_prompt * self._prompt_ratio, answer=answer, spread=spread)
 
     def observe_tokens(
         self, estimated_prompt: int, kind: str, prompt_tokens: int | None, answer_tokens: int | None
@@ -165,3 +191,5 @@ class SpeedModel:
             count += 1
             weight = max(0.1, 1 / count)
             self._answers[kind] = (mean + weight * (answer_tokens - mean), count)
+            lengths = self._lengths.setdefault(kind, deque(maxlen=ANSWER_SAMPLES))
+            lengths.append(answer_tokens)

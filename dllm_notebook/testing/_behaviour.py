@@ -40,7 +40,15 @@ class Behaviour:
         by ``time_scale`` while reported timings stay nominal. ``slots`` requests are
         generated at once, the rest queue inside the server; with ``max_queue`` set, a
         request that would wait behind that many others is refused as overloaded.
-        ``answer_tokens`` is the length of an answer when ``max_tokens`` does not cut it.
+        ``answer_tokens`` is the length of an answer when ``max_tokens`` does not cut it;
+        with ``answer_tokens_range`` (low, high) each answer's length is drawn instead,
+        skewed short, from ``random.Random`` keyed by ``seed`` and the prompt's digest: no
+        client can predict it from the prompt, yet a hedged copy writes the same length
+        (``drawn_answer_tokens``). ``cold_start_seconds``: the model loads when the first
+        generation arrives after the server started, and every request waits for it (in
+        its slot). ``timings_count_queue``: the reported prefill time includes the time
+        the request waited in the server's queue and for that load, as some servers count
+        it; otherwise only the prefill itself.
         ``slots_endpoint``: llama.cpp's ``/slots`` is on (``False``: ``--no-slots``).
         ``batch_size`` (continuous batching, as vLLM and SGLang do): up to that many
         requests holding slots run at full speed at once; past it each one slows in
@@ -100,6 +108,9 @@ class Behaviour:
     batch_size: int | None = None
     max_queue: int | None = None
     answer_tokens: int = 16
+    answer_tokens_range: tuple[int, int] | None = None
+    cold_start_seconds: float = 0.0
+    timings_count_queue: bool = False
     slots_endpoint: bool = True
     prefix_cache: bool = False
 
@@ -122,6 +133,9 @@ class Behaviour:
     def __post_init__(self) -> None:
         self.models = tuple(self.models)
         self.cite = tuple(self.cite)
+        if self.answer_tokens_range is not None:
+            low, high = self.answer_tokens_range
+            self.answer_tokens_range = (int(low), int(high))
         if self.loaded is not None:
             self.loaded = tuple(self.loaded)
         problems = _problems(self)
@@ -181,7 +195,7 @@ def _problems(b: Behaviour) -> list[str]:
         value = getattr(b, name)
         if value is not None and value <= 0:
             problems.append(f"{name} must be positive or None (instant)")
-    for name in ("base_latency", "time_scale", "load_seconds"):
+    for name in ("base_latency", "time_scale", "load_seconds", "cold_start_seconds"):
         if getattr(b, name) < 0:
             problems.append(f"{name} must not be negative")
     if not 0.0 <= b.error_rate <= 1.0:
@@ -190,6 +204,9 @@ def _problems(b: Behaviour) -> list[str]:
         problems.append("overload_status must be 429 or 503")
     if b.answer_tokens < 0 or b.retry_after < 0:
         problems.append("answer_tokens and retry_after must not be negative")
+    span = b.answer_tokens_range
+    if span is not None and not 0 <= span[0] <= span[1]:
+        problems.append("answer_tokens_range must be (low, high) with 0 <= low <= high")
     if b.die_after is not None and b.die_after < 0:
         problems.append("die_after must be None or at least 0")
     if b.batch_size is not None and b.batch_size < 1:

@@ -20,13 +20,14 @@ from typing import Any, Protocol
 
 from ._behaviour import Behaviour
 from ._log import RequestRecord
-from ._slots import BatchClock, QueueFull, SlotCache, SlotGate
+from ._slots import BatchClock, ColdStart, QueueFull, SlotCache, SlotGate
 from ._structured import structured_text
 from ._text import (
     CHARS_PER_TOKEN,
     answer_words,
     content_text,
     count_tokens,
+    drawn_answer_tokens,
     last_user_message,
     prompt_digest,
     prompt_text,
@@ -203,6 +204,7 @@ class Engine:
         self._rng = random.Random(self._seed)
         self.arrivals = 0
         self.cache = SlotCache()
+        self.cold = ColdStart()
 
     def _running_changed(self) -> None:
         if self._behaviour().batch_size is not None:
@@ -233,7 +235,7 @@ class Engine:
         if fails:
             raise Refused(Refusal.SERVER_ERROR, model=resolved.name)
         await _sleep(b.base_latency * b.time_scale)
-        record.queued_at = time.monotonic()
+        record.queued_at = arrived = time.monotonic()
         try:
             await self.gate.acquire(b.max_queue)
         except QueueFull:
@@ -260,6 +262,8 @@ class Engine:
             if b.hang:  # a wedged generation: it keeps its slot until the client gives up
                 record.outcome = "hung"
                 await asyncio.Event().wait()
+            await self.cold.wait(b.cold_start_seconds * b.time_scale)
+            waited = (time.monotonic() - arrived) / b.time_scale if b.time_scale > 0 else 0.0
             await _sleep(resolved.load_seconds * b.time_scale)
             prefill_s = _nominal(plan.prompt_used - (cached or 0), b.prefill_tps)
             batched = b.batch_size is not None
@@ -277,7 +281,7 @@ class Engine:
                 completion_tokens=completion,
                 finish_reason=finish,
                 load_s=resolved.load_seconds,
-                prefill_s=prefill_s,
+                prefill_s=prefill_s + (waited if b.timings_count_queue else 0.0),
                 decode_s=_nominal(completion, b.decode_tps),
                 garbage=b.garbage,
                 empty=b.empty_answer,
@@ -323,7 +327,10 @@ def _describe(record: RequestRecord, call: Call) -> None:
 def _plan(call: Call, window: int, policy: ContextPolicy, b: Behaviour, model: str) -> _Plan:
     prompt = prompt_tokens(call.messages)
     user = last_user_message(call.messages)
-    wanted = b.answer_tokens if call.max_tokens is None else min(b.answer_tokens, call.max_tokens)
+    length = b.answer_tokens
+    if b.answer_tokens_range is not None:
+        length = drawn_answer_tokens(prompt_digest(user), b.seed, *b.answer_tokens_range)
+    wanted = length if call.max_tokens is None else min(length, call.max_tokens)
     if policy in (ContextPolicy.REJECT_PROMPT_AND_MAX, ContextPolicy.REJECT_PROMPT):
         too_long = prompt >= window
         if policy is ContextPolicy.REJECT_PROMPT_AND_MAX and call.max_tokens is not None:
@@ -340,7 +347,7 @@ def _plan(call: Call, window: int, policy: ContextPolicy, b: Behaviour, model: s
     truncated = policy is ContextPolicy.TRUNCATE and prompt > window
     if truncated:
         user = _surviving_tail(call.messages, window)
-    finish = "length" if wanted < b.answer_tokens else "stop"
+    finish = "length" if wanted < length else "stop"
     return _Plan(min(prompt, window) if truncated else prompt, wanted, finish, truncated, user)
 
 

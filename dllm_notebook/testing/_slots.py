@@ -2,7 +2,8 @@
 
 :class:`SlotGate` admits requests to the slots (FIFO, with an optional bounded queue);
 :class:`BatchClock` shares the server's speed among the running requests when it batches
-them (``Behaviour.batch_size``); :class:`SlotCache` remembers which prompt each slot read.
+them (``Behaviour.batch_size``); :class:`SlotCache` remembers which prompt each slot read;
+:class:`ColdStart` is the model's first load, which every early request waits for.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable
 
 from ._text import common_prefix_length
 
-__all__ = ["BatchClock", "QueueFull", "SlotCache", "SlotGate"]
+__all__ = ["BatchClock", "ColdStart", "QueueFull", "SlotCache", "SlotGate"]
 
 
 class QueueFull(Exception):
@@ -180,3 +181,19 @@ class SlotCache:
 
     def release(self, slot: int) -> None:
         self._busy.discard(slot)
+
+
+class ColdStart:
+    """The model's load when a server starts (``Behaviour.cold_start_seconds``): the first
+    generation starts it and every request waits until it is done. A client that gives up
+    does not cancel the load."""
+
+    def __init__(self) -> None:
+        self._load: asyncio.Future[None] | None = None
+
+    async def wait(self, seconds: float) -> None:
+        if self._load is None:
+            if seconds <= 0:
+                return
+            self._load = asyncio.ensure_future(asyncio.sleep(seconds))
+        await asyncio.shield(self._load)

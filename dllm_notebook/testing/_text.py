@@ -20,6 +20,7 @@ even when ``max_tokens`` is smaller than the prefix.
 from __future__ import annotations
 
 import hashlib
+import random
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -29,6 +30,7 @@ __all__ = [
     "common_prefix_length",
     "content_text",
     "count_tokens",
+    "drawn_answer_tokens",
     "expected_echo",
     "last_user_message",
     "markers",
@@ -100,6 +102,15 @@ def last_user_message(messages: Sequence[Mapping[str, Any]]) -> str:
 def prompt_digest(prompt: str) -> str:
     """SHA-256 (hex) of a user message, as the request log records it."""
     return hashlib.sha256(prompt.encode("utf-8")).hexdigest()
+
+
+def drawn_answer_tokens(key: str, seed: int, low: int, high: int) -> int:
+    """An answer length from ``low`` to ``high`` tokens, skewed short, that no client can
+    predict from the prompt yet is the same for every request keyed ``key`` (a prompt's
+    digest: a hedged copy writes as much as the first). Mean about ``low + (high - low) / 3``.
+    """
+    draw = random.Random(f"{seed}:{key}").random()
+    return low + round((high - low) * draw * draw)
 
 
 def markers(prompt: str) -> list[str]:
