@@ -12,10 +12,11 @@ workers' slots fairly.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from .._config import ClusterSettings
@@ -44,6 +45,11 @@ MAX_OVERLOAD_REQUEUES = 50
 MAX_INVALID_RETRIES = 1
 """An answer that fails its task's ``validate`` is asked again this many times."""
 SWEEP_SECONDS = 1.0
+STREAM_AHEAD = 1024
+"""Tasks read from a batch's iterable beyond the free slots: the scheduler's window. Largest
+first (``EarliestFinish``) orders what is in the window, so a batch up to this size beyond
+the lab's slots (every ``analyze()`` of a few hundred papers) is planned as a whole, and a
+stream of a million prompts holds about a thousand waiting tasks, not a million."""
 ResultCallback = Callable[[int, Answer], "Sequence[Task] | None"]
 """Called once per task with its answer; may return follow-up tasks (e.g. a combine step)."""
 
@@ -58,6 +64,11 @@ class _Batch:
     jobs: dict[Attempt, asyncio.Task[None]] = field(default_factory=dict)
     copies: dict[int, list[Attempt]] = field(default_factory=dict)
     """Live attempts of each running task (two while hedged), by ``id(task)``."""
+
+
+def _fits(task: Task, window: int | None) -> bool:
+    """Whether ``task`` fits a window of ``window`` tokens (``None``: unbounded)."""
+    return window is None or task.needed_tokens is None or task.needed_tokens <= window
 
 
 def _served_from_cache(attempt: Attempt, completion: Completion) -> bool:
@@ -84,13 +95,18 @@ class Dispatcher:
         self._batches: list[_Batch] = []
         self._warned_lacking: set[tuple[str, str]] = set()
 
-    async def run(self, tasks: Sequence[Task], on_result: ResultCallback) -> None:
+    async def run(self, tasks: Iterable[Task], on_result: ResultCallback) -> None:
         """Run every task; call ``on_result(index, answer)`` exactly once per task.
 
-        Tasks that ``on_result`` returns join the batch, and the call returns when they
-        too have finished.
+        ``tasks`` may be any iterable, a generator included: it is read as slots free up,
+        never more than :data:`STREAM_AHEAD` tasks beyond the free slots, so a stream of a
+        million prompts holds only the tasks waiting or in flight. Tasks that
+        ``on_result`` returns join the batch, and the call returns when they too have
+        finished.
         """
         batch = _Batch(self.scheduler.queue(), asyncio.Queue())
+        source = iter(tasks)
+        exhausted = False
         remaining = 0
         stalled_since: float | None = None
         last_sweep = time.monotonic()
@@ -108,11 +124,23 @@ class Dispatcher:
                 for failed, answer in self._enqueue(batch, follow_ups):
                     await finish(failed, answer)
 
-        try:
-            remaining = len(tasks)
-            for task, answer in self._enqueue(batch, tasks):
+        async def pull() -> None:
+            """Top the queue up from ``tasks``: the free slots, and a window beyond them."""
+            nonlocal exhausted, remaining
+            want = max(0, self.pool.capacity_left()) + STREAM_AHEAD - len(batch.queue)
+            if exhausted or want <= 0:
+                return
+            taken = list(itertools.islice(source, want))
+            exhausted = len(taken) < want
+            remaining += len(taken)
+            for task, answer in self._enqueue(batch, taken):
                 await finish(task, answer)
-            while remaining:
+
+        try:
+            while remaining or not exhausted:
+                await pull()
+                if not remaining:
+                    continue
                 now = time.monotonic()
                 self._start(batch, now)
                 queued = len(batch.queue)
@@ -183,9 +211,12 @@ class Dispatcher:
         """Queue tasks; those no worker could ever take fail at once."""
         failed: list[tuple[Task, Answer]] = []
         ok: list[Task] = []
+        largest = self._largest_window(self.pool.workers)
+        kinds = {w.config.type for w in self.pool.workers}
         for task in tasks:
-            self._exclude_lacking(task)
-            error = self._never_placeable(task)
+            self._exclude_lacking(task, kinds)
+            fits = not task.excluded and _fits(task, largest)
+            error = None if fits else self._never_placeable(task)
             if error is None:
                 ok.append(task)
             else:
@@ -193,13 +224,31 @@ class Dispatcher:
         batch.queue.add(ok)
         return failed
 
-    def _exclude_lacking(self, task: Task) -> None:
-        """A worker whose server has no field for an option the task sets never gets it."""
+    def _exclude_lacking(self, task: Task, kinds: set[str]) -> None:
+        """A worker whose server has no field for an option the task sets never gets it.
+        ``kinds``: the workers' types."""
+        options = task.request.options
+        if not options:
+            return
+        lacking = {kind for kind in kinds if unsupported_options(kind, options)}
+        if not lacking:
+            return  # one look per kind of server, not per worker: a lab has a handful
         for worker in self.pool.workers:
             kind = worker.config.type
-            if worker.id not in task.excluded and unsupported_options(kind, task.request.options):
+            if kind in lacking and worker.id not in task.excluded:
                 task.excluded.add(worker.id)
-                warn_lacking(worker.id, kind, task.request.options, self._warned_lacking)
+                warn_lacking(worker.id, kind, options, self._warned_lacking)
+
+    @staticmethod
+    def _largest_window(workers: Iterable[Worker]) -> int | None:
+        """The largest context window among ``workers``; ``None`` when one is unknown
+        (unbounded), ``-1`` when there are none."""
+        largest = -1
+        for w in workers:
+            if w.context_length is None:
+                return None
+            largest = max(largest, w.context_length)
+        return largest
 
     def _possible(self, task: Task) -> list[Worker]:
         """The workers that may take ``task``: not excluded from it, and with room for it."""
@@ -225,18 +274,30 @@ class Dispatcher:
 
     def _sweep(self, batch: _Batch, now: float) -> list[tuple[Task, Answer]]:
         """Fail queued tasks that no longer fit any worker, or whose only possible workers
-        have been unhealthy for ``no_worker_timeout``."""
+        have been unhealthy for ``no_worker_timeout``.
+
+        A task no worker is excluded from is judged by the largest windows alone (of all
+        workers, and of the healthy ones), so a sweep costs the queue plus the workers, not
+        their product."""
         failed: list[tuple[Task, Answer]] = []
+        largest = self._largest_window(self.pool.workers)
+        healthy = self._largest_window(w for w in self.pool.workers if w.health is Health.HEALTHY)
         for task in list(batch.queue):
-            error: WorkerError | NoHealthyWorkers | None = self._never_placeable(task)
+            error: WorkerError | NoHealthyWorkers | None = None
+            if task.excluded or not _fits(task, largest):
+                error = self._never_placeable(task)
             if error is None:
-                possible = self._possible(task)
-                if any(w.health is Health.HEALTHY for w in possible):
+                if task.excluded:
+                    possible = self._possible(task)
+                    served = any(w.health is Health.HEALTHY for w in possible)
+                else:
+                    served = _fits(task, healthy)
+                if served:
                     task.waiting_since = None
                 elif task.waiting_since is None:
                     task.waiting_since = now
                 elif now - task.waiting_since > self.settings.no_worker_timeout:
-                    error = self._no_workers_error(possible)
+                    error = self._no_workers_error(self._possible(task))
             if error is not None:
                 batch.queue.remove([task])
                 failed.append((task, self._failure(task, error)))
