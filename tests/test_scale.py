@@ -4,14 +4,34 @@ kept. The 1,000-worker, 1,000,000-task figures are ``bench/bench_scale.py``'s.""
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
-from dllm_notebook import ChatRequest, Cluster, Event
+from dllm_notebook import (
+    Answer,
+    ChatRequest,
+    Cluster,
+    ClusterSettings,
+    EarliestFinish,
+    Event,
+    Task,
+    WorkerConfig,
+)
+from dllm_notebook._events import EventHub
 from dllm_notebook._running import dispatch
-from dllm_notebook.testing import Behaviour, FakeLab, expected_echo, prompt_digest
+from dllm_notebook._running.dispatch import Dispatcher
+from dllm_notebook._running.pool import Health, WorkerPool
+from dllm_notebook.testing import (
+    Behaviour,
+    FakeLab,
+    InstantBackend,
+    expected_echo,
+    prompt_digest,
+)
 
 from .conftest import FAST
 from .test_faults import spec
@@ -90,3 +110,41 @@ def test_a_list_smaller_than_the_window_is_planned_as_a_whole(
     by_digest = {prompt_digest(p): n for p, n in zip(prompts, sizes, strict=True)}
     order = [by_digest[r.digest or ""] for r in server.log.generations()]
     assert order == sorted(sizes, reverse=True)
+
+
+def test_a_finished_task_is_released_once_its_answer_is_kept(small_window: None) -> None:
+    """The dispatcher itself, on workers answering in-process: a weak reference to each
+    task dies once the task is answered (no list of every task held for the batch)."""
+    asyncio.run(released())
+
+
+async def released() -> None:
+    settings = ClusterSettings()
+    hub = EventHub()
+    configs = [WorkerConfig(id=f"w{i}", host="127.0.0.1", port=1) for i in range(3)]
+    pool = WorkerPool(configs, settings, hub)
+    async with httpx.AsyncClient() as client:
+        for worker in pool.workers:
+            worker.backend = InstantBackend.standalone(worker.config, client)
+            worker.health, worker.model = Health.HEALTHY, "m"
+        capacity = sum(w.limit for w in pool.workers)
+        refs: list[weakref.ref[Task]] = []
+        alive_at_answer: list[int] = []
+
+        def tasks() -> Iterator[Task]:
+            for i in range(1000):
+                request = ChatRequest(f"Prompt {i} [[d{i}]]", prompt_tokens_estimate=8)
+                task = Task(i, request, needed_tokens=8)
+                refs.append(weakref.ref(task))
+                yield task
+
+        def keep(index: int, answer: Answer) -> None:
+            assert answer.ok and answer.text.startswith(
+                expected_echo(f"Prompt {index} [[d{index}]]")
+            )
+            alive_at_answer.append(sum(r() is not None for r in refs))
+
+        await Dispatcher(pool, settings, EarliestFinish(), hub).run(tasks(), keep)
+    assert len(alive_at_answer) == 1000
+    assert max(alive_at_answer) <= capacity + AHEAD + 1
+    assert all(r() is None for r in refs)
