@@ -24,16 +24,14 @@ from .._errors import (
     BadResponse,
     ContextLengthExceeded,
     ModelNotAvailable,
-    NoHealthyWorkers,
-    RequestRejected,
     WorkerError,
     WorkerOverloaded,
 )
 from .._events import EventHub
 from .._loop import wait_within
 from .._types import Answer, Completion
-from .backends.options import no_worker_honours, unsupported_options, warn_lacking
-from .pool import Health, Worker, WorkerPool
+from .eligibility import Eligibility
+from .pool import Health, WorkerPool
 from .scheduler import Scheduler, TaskQueue
 from .tasks import Attempt, LabView, Placement, Task
 
@@ -66,11 +64,6 @@ class _Batch:
     """Live attempts of each running task (two while hedged), by ``id(task)``."""
 
 
-def _fits(task: Task, window: int | None) -> bool:
-    """Whether ``task`` fits a window of ``window`` tokens (``None``: unbounded)."""
-    return window is None or task.needed_tokens is None or task.needed_tokens <= window
-
-
 def _served_from_cache(attempt: Attempt, completion: Completion) -> bool:
     """Whether most of the prompt came from the server's prefix cache, by its report or by
     the size the scheduler expected. Such an answer's latency is mostly fixed costs, so it
@@ -93,7 +86,7 @@ class Dispatcher:
         self.hub = hub
         self._running: dict[str, list[Attempt]] = {w.id: [] for w in pool.workers}
         self._batches: list[_Batch] = []
-        self._warned_lacking: set[tuple[str, str]] = set()
+        self.eligible = Eligibility(pool, settings)
 
     async def run(self, tasks: Iterable[Task], on_result: ResultCallback) -> None:
         """Run every task; call ``on_result(index, answer)`` exactly once per task.
@@ -152,7 +145,9 @@ class Dispatcher:
                         stuck = list(batch.queue)
                         batch.queue.remove(stuck)
                         for task in stuck:
-                            await finish(task, self._failure(task, self._no_workers_error()))
+                            await finish(
+                                task, self._failure(task, self.eligible.no_workers_error())
+                            )
                         continue
                 else:
                     stalled_since = None
@@ -209,99 +204,16 @@ class Dispatcher:
     # -- queueing -------------------------------------------------------------------
     def _enqueue(self, batch: _Batch, tasks: Sequence[Task]) -> list[tuple[Task, Answer]]:
         """Queue tasks; those no worker could ever take fail at once."""
-        failed: list[tuple[Task, Answer]] = []
-        ok: list[Task] = []
-        largest = self._largest_window(self.pool.workers)
-        kinds = {w.config.type for w in self.pool.workers}
-        for task in tasks:
-            self._exclude_lacking(task, kinds)
-            fits = not task.excluded and _fits(task, largest)
-            error = None if fits else self._never_placeable(task)
-            if error is None:
-                ok.append(task)
-            else:
-                failed.append((task, self._failure(task, error)))
+        ok, never = self.eligible.admit(tasks)
         batch.queue.add(ok)
-        return failed
-
-    def _exclude_lacking(self, task: Task, kinds: set[str]) -> None:
-        """A worker whose server has no field for an option the task sets never gets it.
-        ``kinds``: the workers' types."""
-        options = task.request.options
-        if not options:
-            return
-        lacking = {kind for kind in kinds if unsupported_options(kind, options)}
-        if not lacking:
-            return  # one look per kind of server, not per worker: a lab has a handful
-        for worker in self.pool.workers:
-            kind = worker.config.type
-            if kind in lacking and worker.id not in task.excluded:
-                task.excluded.add(worker.id)
-                warn_lacking(worker.id, kind, options, self._warned_lacking)
-
-    @staticmethod
-    def _largest_window(workers: Iterable[Worker]) -> int | None:
-        """The largest context window among ``workers``; ``None`` when one is unknown
-        (unbounded), ``-1`` when there are none."""
-        largest = -1
-        for w in workers:
-            if w.context_length is None:
-                return None
-            largest = max(largest, w.context_length)
-        return largest
-
-    def _possible(self, task: Task) -> list[Worker]:
-        """The workers that may take ``task``: not excluded from it, and with room for it."""
-        return [
-            w for w in self.pool.workers if w.id not in task.excluded and w.fits(task.needed_tokens)
-        ]
-
-    def _never_placeable(self, task: Task) -> WorkerError | None:
-        if self._possible(task):
-            return None
-        if task.last_error is not None:
-            return task.last_error
-        workers = [(w.id, w.config.type) for w in self.pool.workers]
-        message = no_worker_honours(workers, task.request.options)
-        if message is not None:
-            return RequestRejected(message)
-        largest = max((w.context_length or 0 for w in self.pool.workers), default=0)
-        return ContextLengthExceeded(
-            f"the prompt needs about {task.needed_tokens} tokens, but the largest context "
-            f"window in the cluster is {largest}; shorten it, let analyze() chunk it, or "
-            "add a worker with a larger context_length",
-        )
+        return [(task, self._failure(task, error)) for task, error in never]
 
     def _sweep(self, batch: _Batch, now: float) -> list[tuple[Task, Answer]]:
         """Fail queued tasks that no longer fit any worker, or whose only possible workers
-        have been unhealthy for ``no_worker_timeout``.
-
-        A task no worker is excluded from is judged by the largest windows alone (of all
-        workers, and of the healthy ones), so a sweep costs the queue plus the workers, not
-        their product."""
-        failed: list[tuple[Task, Answer]] = []
-        largest = self._largest_window(self.pool.workers)
-        healthy = self._largest_window(w for w in self.pool.workers if w.health is Health.HEALTHY)
-        for task in list(batch.queue):
-            error: WorkerError | NoHealthyWorkers | None = None
-            if task.excluded or not _fits(task, largest):
-                error = self._never_placeable(task)
-            if error is None:
-                if task.excluded:
-                    possible = self._possible(task)
-                    served = any(w.health is Health.HEALTHY for w in possible)
-                else:
-                    served = _fits(task, healthy)
-                if served:
-                    task.waiting_since = None
-                elif task.waiting_since is None:
-                    task.waiting_since = now
-                elif now - task.waiting_since > self.settings.no_worker_timeout:
-                    error = self._no_workers_error(self._possible(task))
-            if error is not None:
-                batch.queue.remove([task])
-                failed.append((task, self._failure(task, error)))
-        return failed
+        have been unhealthy for ``no_worker_timeout``."""
+        stuck = self.eligible.stuck(list(batch.queue), now)
+        batch.queue.remove(task for task, _ in stuck)
+        return [(task, self._failure(task, error)) for task, error in stuck]
 
     # -- starting attempts ----------------------------------------------------------
     def _view(self, now: float, running: dict[str, list[Attempt]] | None = None) -> LabView:
@@ -476,7 +388,7 @@ class Dispatcher:
         if problem is None:
             return False
         if completion.finish_reason == "length" and all(
-            w.id in task.tried for w in self._possible(task)
+            w.id in task.tried for w in self.eligible.possible(task)
         ):
             log.info(
                 "task %d: invalid answer from %s (%s), cut at max_tokens; no other worker to ask",
@@ -506,15 +418,6 @@ class Dispatcher:
             attempts=task.attempts,
             error=message,
             error_type=type(error).__name__,
-        )
-
-    def _no_workers_error(self, workers: Sequence[Worker] | None = None) -> NoHealthyWorkers:
-        states = "; ".join(
-            f"{w.id}: {w.health.value} ({w.reason})" for w in (workers or self.pool.workers)
-        )
-        return NoHealthyWorkers(
-            f"no healthy worker for {self.settings.no_worker_timeout:g} s ({states}). Start or "
-            "wake the servers, check `cluster.check()`, or raise no_worker_timeout"
         )
 
     def _warn_waiting(self, count: int) -> None:
