@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from dllm_notebook import Prompt, load_papers
+from dllm_notebook import Paper, Prompt, load_papers
 from dllm_notebook.testing import (
     CHARS_PER_TOKEN,
     CLIENT_TYPES,
@@ -329,11 +329,12 @@ class Expected:
 
 
 def expected_cells(
-    folder: Path, prompts: Mapping[str, str] = PROMPTS
+    folder: Path | Iterable[Paper], prompts: Mapping[str, str] = PROMPTS
 ) -> dict[tuple[str, str], Expected]:
-    """Every (paper, prompt) of ``analyze(folder, prompts=prompts)`` and its prompt as sent."""
+    """Every (paper, prompt) of ``analyze(folder, prompts=prompts)`` and its prompt as sent;
+    ``folder`` may also be the papers themselves (in-memory ones, ``Paper.from_text``)."""
     out: dict[tuple[str, str], Expected] = {}
-    for paper in load_papers(folder):
+    for paper in load_papers(folder) if isinstance(folder, Path) else folder:
         fields = {"content": paper.text, "filename": paper.name, "title": paper.title}
         texts = {name: Prompt(name, t).render(fields) for name, t in prompts.items()}
         first = next(iter(texts.values()))

@@ -10,7 +10,15 @@ import asyncio
 import dataclasses
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Collection,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from typing import TYPE_CHECKING, Any
 
 from ._analysis.analysis import Analysis
@@ -279,10 +287,17 @@ class Cluster:
         )
 
     async def _run(
-        self, tasks: Sequence[Task], on_result: Callable[[int, Answer], Any] | None = None
+        self, tasks: Iterable[Task], on_result: Callable[[int, Answer], Any] | None = None
     ) -> list[Answer]:
+        """Every task's answer, by index. ``tasks`` may be a generator: the dispatcher reads
+        it as slots free up, and each task is dropped once its answer is kept."""
         await self._ready()
-        results: list[Answer | None] = [None] * len(tasks)
+        results: list[Answer | None] = []
+
+        def counted(source: Iterable[Task]) -> Iterator[Task]:
+            for task in source:
+                results.extend([None] * (task.index + 1 - len(results)))
+                yield task
 
         def keep(index: int, answer: Answer) -> None:
             if results[index] is not None:
@@ -291,7 +306,7 @@ class Cluster:
             if on_result is not None:
                 on_result(index, answer)
 
-        await self._dispatcher.run(tasks, keep)
+        await self._dispatcher.run(counted(tasks), keep)
         missing = [i for i, r in enumerate(results) if r is None]
         if missing:
             raise AssertionError(f"tasks {missing[:5]} never settled")
@@ -300,7 +315,7 @@ class Cluster:
     async def _map(
         self, prompts: Iterable[PromptLike], system: str | None, options: Mapping[str, Any]
     ) -> list[Answer]:
-        tasks = [self._task(i, p, system, options) for i, p in enumerate(prompts)]
+        tasks = (self._task(i, p, system, options) for i, p in enumerate(prompts))
         return await self._run(tasks)
 
     def map(
@@ -309,7 +324,11 @@ class Cluster:
         """Answer many prompts concurrently over all healthy workers, in input order.
 
         A prompt whose every try failed comes back as an Answer with ``ok == False`` and its
-        last error in ``.error``; the others are unaffected.
+        last error in ``.error``; the others are unaffected. ``prompts`` may be a generator:
+        it is read as slots free up (about a thousand prompts ahead of them), so a stream
+        of prompts is never held whole, and each is dropped once it has its answer.
+
+        >>> answers = cluster.map(f"Summarise: {t}" for t in texts)
         """
         return run_sync(self._map(prompts, system, options), what="map()")
 

@@ -194,6 +194,12 @@ CLIENT_ALLOWED: dict[str, dict[str, str]] = {
     "bench/bench_garbled.py": {
         "dllm_notebook._reading.language": "it calibrates the page scorer's thresholds",
     },
+    "bench/bench_scale.py": {
+        "dllm_notebook._running.dispatch": "it drives the Dispatcher itself: a million answers "
+        "checked and dropped, not kept in a list as map() returns them",
+        "dllm_notebook._running.pool": "a thousand workers with no server behind them",
+        "dllm_notebook._events": "the dispatcher's event hub, as a Cluster makes it",
+    },
     "bench/bench_ingest.py": {
         "dllm_notebook._reading.papers": "it tunes PARALLEL_MIN_PDFS and warm_up",
     },

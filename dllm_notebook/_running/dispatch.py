@@ -12,10 +12,11 @@ workers' slots fairly.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from .._config import ClusterSettings
@@ -23,16 +24,14 @@ from .._errors import (
     BadResponse,
     ContextLengthExceeded,
     ModelNotAvailable,
-    NoHealthyWorkers,
-    RequestRejected,
     WorkerError,
     WorkerOverloaded,
 )
 from .._events import EventHub
 from .._loop import wait_within
 from .._types import Answer, Completion
-from .backends.options import no_worker_honours, unsupported_options, warn_lacking
-from .pool import Health, Worker, WorkerPool
+from .eligibility import Eligibility
+from .pool import Health, WorkerPool
 from .scheduler import Scheduler, TaskQueue
 from .tasks import Attempt, LabView, Placement, Task
 
@@ -44,6 +43,11 @@ MAX_OVERLOAD_REQUEUES = 50
 MAX_INVALID_RETRIES = 1
 """An answer that fails its task's ``validate`` is asked again this many times."""
 SWEEP_SECONDS = 1.0
+STREAM_AHEAD = 1024
+"""Tasks read from a batch's iterable beyond the free slots: the scheduler's window. Largest
+first (``EarliestFinish``) orders what is in the window, so a batch up to this size beyond
+the lab's slots (every ``analyze()`` of a few hundred papers) is planned as a whole, and a
+stream of a million prompts holds about a thousand waiting tasks, not a million."""
 ResultCallback = Callable[[int, Answer], "Sequence[Task] | None"]
 """Called once per task with its answer; may return follow-up tasks (e.g. a combine step)."""
 
@@ -87,15 +91,20 @@ class Dispatcher:
         self.hub = hub
         self._running: dict[str, list[Attempt]] = {w.id: [] for w in pool.workers}
         self._batches: list[_Batch] = []
-        self._warned_lacking: set[tuple[str, str]] = set()
+        self.eligible = Eligibility(pool, settings)
 
-    async def run(self, tasks: Sequence[Task], on_result: ResultCallback) -> None:
+    async def run(self, tasks: Iterable[Task], on_result: ResultCallback) -> None:
         """Run every task; call ``on_result(index, answer)`` exactly once per task.
 
-        Tasks that ``on_result`` returns join the batch, and the call returns when they
-        too have finished.
+        ``tasks`` may be any iterable, a generator included: it is read as slots free up,
+        never more than :data:`STREAM_AHEAD` tasks beyond the free slots, so a stream of a
+        million prompts holds only the tasks waiting or in flight. Tasks that
+        ``on_result`` returns join the batch, and the call returns when they too have
+        finished.
         """
         batch = _Batch(self.scheduler.queue(), asyncio.Queue())
+        source = iter(tasks)
+        exhausted = False
         remaining = 0
         stalled_since: float | None = None
         last_sweep = time.monotonic()
@@ -113,11 +122,23 @@ class Dispatcher:
                 for failed, answer in self._enqueue(batch, follow_ups):
                     await finish(failed, answer)
 
-        try:
-            remaining = len(tasks)
-            for task, answer in self._enqueue(batch, tasks):
+        async def pull() -> None:
+            """Top the queue up from ``tasks``: the free slots, and a window beyond them."""
+            nonlocal exhausted, remaining
+            want = max(0, self.pool.capacity_left()) + STREAM_AHEAD - len(batch.queue)
+            if exhausted or want <= 0:
+                return
+            taken = list(itertools.islice(source, want))
+            exhausted = len(taken) < want
+            remaining += len(taken)
+            for task, answer in self._enqueue(batch, taken):
                 await finish(task, answer)
-            while remaining:
+
+        try:
+            while remaining or not exhausted:
+                await pull()
+                if not remaining:
+                    continue
                 now = time.monotonic()
                 self._start(batch, now)
                 queued = len(batch.queue)
@@ -129,7 +150,9 @@ class Dispatcher:
                         stuck = list(batch.queue)
                         batch.queue.remove(stuck)
                         for task in stuck:
-                            await finish(task, self._failure(task, self._no_workers_error()))
+                            await finish(
+                                task, self._failure(task, self.eligible.no_workers_error())
+                            )
                         continue
                 else:
                     stalled_since = None
@@ -186,66 +209,16 @@ class Dispatcher:
     # -- queueing -------------------------------------------------------------------
     def _enqueue(self, batch: _Batch, tasks: Sequence[Task]) -> list[tuple[Task, Answer]]:
         """Queue tasks; those no worker could ever take fail at once."""
-        failed: list[tuple[Task, Answer]] = []
-        ok: list[Task] = []
-        for task in tasks:
-            self._exclude_lacking(task)
-            error = self._never_placeable(task)
-            if error is None:
-                ok.append(task)
-            else:
-                failed.append((task, self._failure(task, error)))
+        ok, never = self.eligible.admit(tasks)
         batch.queue.add(ok)
-        return failed
-
-    def _exclude_lacking(self, task: Task) -> None:
-        """A worker whose server has no field for an option the task sets never gets it."""
-        for worker in self.pool.workers:
-            kind = worker.config.type
-            if worker.id not in task.excluded and unsupported_options(kind, task.request.options):
-                task.excluded.add(worker.id)
-                warn_lacking(worker.id, kind, task.request.options, self._warned_lacking)
-
-    def _possible(self, task: Task) -> list[Worker]:
-        """The workers that may take ``task``: not excluded from it, and with room for it."""
-        return [
-            w for w in self.pool.workers if w.id not in task.excluded and w.fits(task.needed_tokens)
-        ]
-
-    def _never_placeable(self, task: Task) -> WorkerError | None:
-        if self._possible(task):
-            return None
-        if task.last_error is not None:
-            return task.last_error
-        workers = [(w.id, w.config.type) for w in self.pool.workers]
-        message = no_worker_honours(workers, task.request.options)
-        if message is not None:
-            return RequestRejected(message)
-        largest = max((w.context_length or 0 for w in self.pool.workers), default=0)
-        return ContextLengthExceeded(
-            f"the prompt needs about {task.needed_tokens} tokens, but the largest context "
-            f"window in the cluster is {largest}; shorten it, let analyze() chunk it, or "
-            "add a worker with a larger context_length",
-        )
+        return [(task, self._failure(task, error)) for task, error in never]
 
     def _sweep(self, batch: _Batch, now: float) -> list[tuple[Task, Answer]]:
         """Fail queued tasks that no longer fit any worker, or whose only possible workers
         have been unhealthy for ``no_worker_timeout``."""
-        failed: list[tuple[Task, Answer]] = []
-        for task in list(batch.queue):
-            error: WorkerError | NoHealthyWorkers | None = self._never_placeable(task)
-            if error is None:
-                possible = self._possible(task)
-                if any(w.health is Health.HEALTHY for w in possible):
-                    task.waiting_since = None
-                elif task.waiting_since is None:
-                    task.waiting_since = now
-                elif now - task.waiting_since > self.settings.no_worker_timeout:
-                    error = self._no_workers_error(possible)
-            if error is not None:
-                batch.queue.remove([task])
-                failed.append((task, self._failure(task, error)))
-        return failed
+        stuck = self.eligible.stuck(list(batch.queue), now)
+        batch.queue.remove(task for task, _ in stuck)
+        return [(task, self._failure(task, error)) for task, error in stuck]
 
     # -- starting attempts ----------------------------------------------------------
     def _view(self, now: float, running: dict[str, list[Attempt]] | None = None) -> LabView:
@@ -421,7 +394,7 @@ class Dispatcher:
         if problem is None:
             return False
         if completion.finish_reason == "length" and all(
-            w.id in task.tried for w in self._possible(task)
+            w.id in task.tried for w in self.eligible.possible(task)
         ):
             log.info(
                 "task %d: invalid answer from %s (%s), cut at max_tokens; no other worker to ask",
@@ -451,15 +424,6 @@ class Dispatcher:
             attempts=task.attempts,
             error=message,
             error_type=type(error).__name__,
-        )
-
-    def _no_workers_error(self, workers: Sequence[Worker] | None = None) -> NoHealthyWorkers:
-        states = "; ".join(
-            f"{w.id}: {w.health.value} ({w.reason})" for w in (workers or self.pool.workers)
-        )
-        return NoHealthyWorkers(
-            f"no healthy worker for {self.settings.no_worker_timeout:g} s ({states}). Start or "
-            "wake the servers, check `cluster.check()`, or raise no_worker_timeout"
         )
 
     def _warn_waiting(self, count: int) -> None:

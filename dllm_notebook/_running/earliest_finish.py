@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from .scheduler import TaskQueue, can_take
@@ -80,6 +80,58 @@ def lone_attempts(view: LabView) -> list[Attempt]:
     return [a for attempts in view.running.values() for a in attempts if copies[id(a.task)] == 1]
 
 
+class Plan:
+    """The candidates of one planning pass as arrays, so that finding where a task ends
+    first costs a few vector operations instead of a Python loop over every worker (a lab
+    of a thousand workers plans a task in microseconds, not milliseconds).
+
+    The choice is the loop's: a worker not yet tried by the task first, then the earliest
+    finish (its first free slot, plus the task's prefill and decode there), then the most
+    slots (equal guesses: no worker measured yet), then the first in the lab's order.
+    """
+
+    def __init__(self, candidates: Sequence[Candidate]) -> None:
+        import numpy as np  # here, not at import: `import dllm_notebook` stays light
+
+        self._np = np
+        self.candidates = candidates
+        self.index = {c.id: i for i, c in enumerate(candidates)}
+        self.first = np.array([c.slots[0] for c in candidates], dtype=np.float64)
+        self.prefill = np.array([c.prefill for c in candidates], dtype=np.float64)
+        self.decode = np.array([c.decode for c in candidates], dtype=np.float64)
+        inf = float("inf")
+        windows = [inf if c.window is None else c.window for c in candidates]
+        self.window = np.array(windows, dtype=np.float64)
+        self.limit = np.array([c.worker.limit for c in candidates], dtype=np.int64)
+
+    def earliest(self, task: Task, size: Size) -> tuple[Candidate, float] | None:
+        """The candidate where ``task`` of ``size`` finishes first, and when; ``None``
+        when no candidate may take it."""
+        np = self._np
+        finish = self.first + self.prefill * size.prompt + self.decode * size.answer
+        if task.needed_tokens is not None:
+            finish[self.window < task.needed_tokens] = np.inf
+        if task.excluded:
+            finish[[self.index[w] for w in task.excluded if w in self.index]] = np.inf
+        if task.tried:
+            untried = finish.copy()
+            untried[[self.index[w] for w in task.tried if w in self.index]] = np.inf
+            if np.isfinite(untried.min()):
+                finish = untried
+        best = finish.min()
+        if not np.isfinite(best):
+            return None
+        ties = np.flatnonzero(finish == best)
+        i = int(ties[0]) if len(ties) == 1 else int(ties[np.argmax(self.limit[ties])])
+        return self.candidates[i], float(best)
+
+    def reserve(self, candidate: Candidate, until: float) -> float:
+        """Hold ``candidate``'s first free slot until ``until``; returns when it was free."""
+        start = heapq.heapreplace(candidate.slots, until)
+        self.first[self.index[candidate.id]] = candidate.slots[0]
+        return start
+
+
 class EarliestFinish:
     """Largest work first, each task where it is expected to finish first; hedges at the end.
 
@@ -107,7 +159,7 @@ class EarliestFinish:
             if worker.limit <= 0:
                 continue
             running = view.running.get(worker.id, ())
-            ends = sorted(now + self._remaining(a, now) + 1e-6 for a in running)
+            ends = sorted(self._ends(worker.id, running, now))
             free = max(0, worker.free_slots)
             busy = ends[: max(0, worker.limit - free)]
             if len(busy) < worker.limit - free:  # slots held by requests we do not track
@@ -116,6 +168,26 @@ class EarliestFinish:
             heapq.heapify(slots)
             candidates.append(Candidate(worker, slots, free, self.speeds))
         return candidates
+
+    def _ends(self, worker: str, running: Iterable[Attempt], now: float) -> list[float]:
+        """When each of ``running`` (on ``worker``) is expected to end: :meth:`_remaining`
+        from ``now``. A measured worker's speed is read once, not once per attempt: with
+        hundreds of requests in flight on each of a thousand workers, this is most of a
+        planning pass."""
+        if not self.speeds.measured(worker):
+            return [now + self._remaining(a, now) + 1e-6 for a in running]
+        speed = self.speeds.speed(worker)
+        prefill, decode = speed.prefill, speed.decode
+        ends = []
+        for a in running:
+            size = a.size
+            if size is None:  # sized once, as a subclass sizes it
+                ends.append(now + self._remaining(a, now) + 1e-6)
+                continue
+            elapsed = now - a.started
+            expected = prefill * size.prompt + decode * size.answer
+            ends.append(now + max(expected - elapsed, OVERDUE * elapsed) + 1e-6)
+        return ends
 
     def assign(self, queue: TaskQueue, view: LabView, budget: int) -> list[Placement]:
         candidates = self._candidates(view)
@@ -131,11 +203,12 @@ class EarliestFinish:
                 return placements
         seen: set[int] = {id(p.task) for p in placements}
         self._planned_end = now
+        plan = Plan(candidates)
         for task in queue:
             if id(task) in seen:
                 continue
             seen.add(id(task))
-            if self._place(task, candidates, now, placements):
+            if self._place(task, plan, now, placements):
                 free -= 1
             if not free or len(placements) >= budget or len(seen) >= LOOKAHEAD:
                 break
@@ -259,33 +332,20 @@ class EarliestFinish:
                 c.free -= 1
         return True
 
-    def _place(
-        self, task: Task, candidates: list[Candidate], now: float, placements: list[Placement]
-    ) -> bool:
+    def _place(self, task: Task, plan: Plan, now: float, placements: list[Placement]) -> bool:
         """Reserve the slot where ``task`` finishes first; True if that slot is free now."""
         size = task_size(self.speeds, task)
-        prompt, answer = size.prompt, size.answer + PLACE_RISK * size.spread
-        needed, excluded, tried = task.needed_tokens, task.excluded, task.tried
-        best: Candidate | None = None
-        best_key = (True, float("inf"), 0)
-        for c in candidates:  # the hot loop of planning: kept to plain arithmetic
-            if not c.slots or (excluded and c.id in excluded):
-                continue
-            if needed is not None and c.window is not None and needed > c.window:
-                continue
-            finish = c.slots[0] + c.prefill * prompt + c.decode * answer
-            # Equal guesses (no worker measured yet): the larger work to more slots.
-            key = (bool(tried) and c.id in tried, finish, -c.worker.limit)
-            if key < best_key:
-                best, best_key = c, key
-        if best is None:
+        # a long answer is as likely as a short one is harmless: place for the long one
+        found = plan.earliest(task, Size(size.prompt, size.answer + PLACE_RISK * size.spread))
+        if found is None:
             return False
-        self._planned_end = max(self._planned_end, best_key[1])
-        start = heapq.heapreplace(best.slots, best_key[1])
+        best, finish = found
+        self._planned_end = max(self._planned_end, finish)
+        start = plan.reserve(best, finish)
         if start > now or best.free <= 0:
             return False  # reserved: it waits for that worker
         best.free -= 1
-        placements.append(Placement(task, best.worker, best_key[1] - now))
+        placements.append(Placement(task, best.worker, finish - now))
         return True
 
     # -- hedging --------------------------------------------------------------------
@@ -295,23 +355,26 @@ class EarliestFinish:
         free = {w.id: w.free_slots for w in view.workers if w.free_slots > 0}
         if not free:
             return []
+        idle = [w for w in view.workers if w.id in free]
         now = view.now
-        stragglers = sorted(
-            lone_attempts(view),
-            key=lambda a: self._remaining(a, now),
-            reverse=True,
+        # The LOOKAHEAD longest, not all of them sorted: a thousand workers' last wave.
+        stragglers = heapq.nlargest(
+            LOOKAHEAD,
+            ((self._remaining(a, now), n, a) for n, a in enumerate(lone_attempts(view))),
+            key=lambda e: (e[0], -e[1]),
         )
         placements: list[Placement] = []
-        for attempt in stragglers:
+        for _, _, attempt in stragglers:
             if len(placements) >= budget or not free:
                 break
             remaining = self._remaining(attempt, now)
             if remaining < HEDGE_MIN_SECONDS:
                 break
             task = attempt.task
+            size = task_size(self.speeds, task)
             options = [
-                (self.expected(task, w), w.id)
-                for w in view.workers
+                (self.speeds.speed(w.id).seconds(size), w.id)
+                for w in idle
                 if free.get(w.id, 0) > 0 and w is not attempt.worker and can_take(w, task)
             ]
             if not options:
@@ -319,7 +382,7 @@ class EarliestFinish:
             seconds, worker_id = min(options)
             if seconds >= HEDGE_GAIN * remaining:
                 continue
-            worker = next(w for w in view.workers if w.id == worker_id)
+            worker = next(w for w in idle if w.id == worker_id)
             placements.append(Placement(task, worker, seconds, hedge=True))
             free[worker_id] -= 1
             if not free[worker_id]:

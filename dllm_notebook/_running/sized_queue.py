@@ -49,7 +49,7 @@ class SizedQueue:
         """Tasks no longer than ``reference_seconds``, largest first."""
         entries = self._sort()
         start = bisect.bisect_left(entries, -reference_seconds, key=lambda e: e[0])
-        return (e[2] for e in itertools.islice(entries, start, None))
+        return (entries[i][2] for i in range(start, len(entries)))  # islice would walk to start
 
     def __len__(self) -> int:
         return len(self._entries)

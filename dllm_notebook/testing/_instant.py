@@ -16,24 +16,43 @@ import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import httpx
+
 from .._cluster import Cluster
+from .._config import WorkerConfig
 from .._running.backends import Backend
-from .._types import ChatRequest, Completion, ServerInfo
+from .._types import ChatRequest, Completion, ModelInfo, ServerInfo
 from ._text import expected_echo
 
 __all__ = ["InstantBackend", "instant_answers"]
 
 
 class InstantBackend(Backend):
-    """Answers at once, in this process, as a fake server would; probes via the real one."""
+    """Answers at once, in this process, as a fake server would; probes via the real one.
+
+    :meth:`standalone` makes one with no server behind it at all (its probe lists one
+    model, ``m``), for driving the dispatcher on thousands of simulated workers
+    (``bench/bench_scale.py``).
+    """
 
     type = "instant"
 
     def __init__(self, inner: Backend) -> None:
         super().__init__(inner.config, inner.client)
-        self.inner = inner
+        self.inner: Backend | None = inner
+
+    @classmethod
+    def standalone(cls, config: WorkerConfig, client: httpx.AsyncClient) -> InstantBackend:
+        """An instant backend with no server: nothing to probe, nothing to connect to.
+        ``client`` is never used; one can serve every such backend."""
+        backend = cls.__new__(cls)
+        Backend.__init__(backend, config, client)
+        backend.inner = None
+        return backend
 
     async def probe(self, *, detailed: bool = False) -> ServerInfo:
+        if self.inner is None:
+            return ServerInfo(models=(ModelInfo("m", loaded=True),))
         return await self.inner.probe(detailed=detailed)
 
     async def chat(
