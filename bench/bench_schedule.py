@@ -3,7 +3,7 @@
     uv run --no-sync python bench/bench_schedule.py [--quick] [--verbose]
         [--only mixed10,mixed35,queue10,queue35,slots10,die,cpu,import] [--papers 100]
         [--target 20]
-        [--repeat 1] [--cpu-tasks 2000]
+        [--repeat 1] [--cpu-tasks 2000] [--stream]
 
 ``mixed10``, ``mixed35``: ``cluster.analyze(folder, prompts=5 prompts, cache=False)`` over
 ``--papers`` synthetic papers (2k-15k tokens) on a lab of 10 or 35 emulated Macs (fake
@@ -42,6 +42,12 @@ instant one (the dispatcher's own cost), for ``--cpu-tasks`` tasks.
 
 ``import``: ``import dllm_notebook`` in a fresh interpreter, best of 5.
 
+``--stream``: each lab scenario runs the default scheduler twice, side by side, with every
+worker's ``stream`` false (answers whole: a queue shows when an answer ends) and ``"auto"``
+(the default: Ollama, llama.cpp and OpenAI answers streamed, so a first token that is
+overdue shows the queue at once); ``cpu`` adds the client's CPU per task with and without
+streaming.
+
 The lab, papers, ideal bound and answer check are in ``_lab.py``; ``cpu`` and ``import``
 in ``_cpu.py``.
 """
@@ -60,7 +66,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _cpu import bench_cpu, bench_import, lab_process
+from _cpu import bench_cpu, bench_import, bench_stream_cpu, lab_process
 from _lab import (
     PAPER_FIRST,
     PROMPTS,
@@ -165,14 +171,16 @@ def run_lab(
     *,
     prompts: dict[str, str] = PROMPTS,
     prefix_cache: bool = False,
+    stream: bool | str | None = None,
 ) -> Run:
-    """One analyze() on a fresh lab; kills ``kill`` at KILL_AT of the predicted ideal."""
+    """One analyze() on a fresh lab; kills ``kill`` at KILL_AT of the predicted ideal.
+    ``stream``: every worker's ``stream`` setting (``None``: its default)."""
     predicted = ideal_makespan(expected_work(expected), machines) * time_scale
     deaths: dict[str, float] = {}
     spec = lab_spec(machines, time_scale=time_scale, prefix_cache=prefix_cache)
     with lab_process(spec) as lab:
         ports = lab.ports
-        workers = worker_configs(machines, ports)
+        workers = worker_configs(machines, ports, stream=stream)
         with Cluster(
             workers,
             scheduler={**SCHEDULERS, **CACHE_SCHEDULERS}[scheduler](),
@@ -224,7 +232,7 @@ def run_lab(
         notes.append("the run ended before the kill")
     return Run(
         scenario,
-        scheduler,
+        scheduler if stream is None else f"{scheduler}, stream {str(stream).lower()}",
         len(machines),
         len(expected),
         makespan,
@@ -240,7 +248,8 @@ def run_lab(
 def print_workers(
     records: Sequence[RequestRecord], machines: Sequence[Machine], started: float, span: float
 ) -> None:
-    """Per machine: requests, answers, cancelled copies, busy share of its slots, last end."""
+    """Per machine: requests, answers, cancelled copies, busy share of its slots, seconds
+    requests waited in its queue (all of them together), last end."""
     for m in machines:
         mine = [r for r in records if r.server == m.id and r.is_generation]
         ends = [r.finished_at - started for r in mine if r.finished_at]
@@ -249,16 +258,19 @@ def print_workers(
             for r in mine
             if r.finished_at
         )
+        waited = sum(r.started_at - r.received_at for r in mine if r.started_at)
         print(
             f"    {m.id:10} {m.tier.slots} slots {len(mine):4} requests "
             f"{sum(r.generated for r in mine):4} answered "
             f"{sum(r.outcome == 'client_gone' for r in mine):3} cancelled, "
-            f"slots busy {busy / (m.tier.slots * span):4.0%}, last end "
+            f"slots busy {busy / (m.tier.slots * span):4.0%}, queued {waited:5.2f} s, last end "
             f"{max(ends, default=0.0):6.2f} s"
         )
 
 
-def bench_labs(scenarios: Sequence[str], papers: int, target: float, repeat: int) -> list[Run]:
+def bench_labs(
+    scenarios: Sequence[str], papers: int, target: float, repeat: int, *, stream: bool = False
+) -> list[Run]:
     runs: list[Run] = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "papers"
@@ -275,11 +287,13 @@ def bench_labs(scenarios: Sequence[str], papers: int, target: float, repeat: int
             prompts = PAPER_FIRST if scenario in CACHE_SCENARIOS else PROMPTS
             time_scale = target / ideal_makespan(expected_work(cells), machines)
             kill = KILLED if scenario == "die" else ()
-            order = list(SCHEDULERS)
+            order: list[tuple[str, bool | str | None]] = [(name, None) for name in SCHEDULERS]
             if scenario in CACHE_SCENARIOS:
-                order = list(CACHE_SCHEDULERS)
+                order = [(name, None) for name in CACHE_SCHEDULERS]
+            if stream:
+                order = [("default", False), ("default", "auto")]
             for round_ in range(repeat):
-                for scheduler in order if round_ % 2 == 0 else order[::-1]:
+                for scheduler, streamed in order if round_ % 2 == 0 else order[::-1]:
                     run = run_lab(
                         scenario,
                         scheduler,
@@ -290,6 +304,7 @@ def bench_labs(scenarios: Sequence[str], papers: int, target: float, repeat: int
                         kill,
                         prompts=prompts,
                         prefix_cache=scenario.startswith("cache"),
+                        stream=streamed,
                     )
                     print_run(run)
                     runs.append(run)
@@ -357,6 +372,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs per scheduler (median)")
     parser.add_argument("--cpu-tasks", type=int, default=None, help="default 2000 (500 quick)")
     parser.add_argument("--verbose", action="store_true", help="a line per machine per run")
+    parser.add_argument(
+        "--stream",
+        action="store_true",
+        help="the default scheduler with every worker's stream off, then on, side by side",
+    )
     args = parser.parse_args()
     global VERBOSE
     VERBOSE = args.verbose
@@ -370,13 +390,16 @@ def main() -> None:
     labs = [s for s in only if s not in ("cpu", "import")]
     if labs:
         print(f"scheduling: {papers} papers x {len(PROMPTS)} prompts, ideal scaled to {target:g} s")
-        runs = bench_labs(labs, papers, target, args.repeat)
+        runs = bench_labs(labs, papers, target, args.repeat, stream=args.stream)
         print_lab_table(runs)
         if not all(r.check.ok for r in runs):
             print("\nsome runs lost, doubled or misplaced answers (see above)")
     if "cpu" in only:
         print()
         bench_cpu(args.cpu_tasks or (500 if args.quick else 2000), SCHEDULERS)
+        if args.stream:
+            print()
+            bench_stream_cpu(args.cpu_tasks or (500 if args.quick else 2000))
     if "import" in only:
         print()
         bench_import(3 if args.quick else 5)

@@ -34,6 +34,7 @@ from .._types import Answer, Completion
 from .backends.options import no_worker_honours, unsupported_options, warn_lacking
 from .pool import Health, Worker, WorkerPool
 from .scheduler import Scheduler, TaskQueue
+from .streaming import FirstTokenTimers
 from .tasks import Attempt, LabView, Placement, Task
 
 __all__ = ["Dispatcher", "Task"]
@@ -88,6 +89,7 @@ class Dispatcher:
         self._running: dict[str, list[Attempt]] = {w.id: [] for w in pool.workers}
         self._batches: list[_Batch] = []
         self._warned_lacking: set[tuple[str, str]] = set()
+        self._first_tokens = FirstTokenTimers(pool)
 
     async def run(self, tasks: Sequence[Task], on_result: ResultCallback) -> None:
         """Run every task; call ``on_result(index, answer)`` exactly once per task.
@@ -321,8 +323,11 @@ class Dispatcher:
         started = time.monotonic()
         outcome: Completion | WorkerError
         try:
-            outcome = await worker.backend.chat(
-                task.request, model=worker.model, context_length=worker.context_length
+            outcome = await worker.backend.generate(
+                task.request,
+                model=worker.model,
+                context_length=worker.context_length,
+                first_token=self._first_tokens.start(attempt),
             )
         except WorkerError as exc:
             outcome = exc
@@ -333,6 +338,7 @@ class Dispatcher:
             log.exception("unexpected error from worker %s", worker.id)
             outcome = BadResponse(f"unexpected error: {exc!r}", worker=worker.id)
         finally:
+            self._first_tokens.end(attempt)
             self.pool.release(worker)
             self._running[worker.id].remove(attempt)
             batch.jobs.pop(attempt, None)
