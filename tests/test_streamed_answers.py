@@ -161,3 +161,18 @@ def test_a_hedged_copy_cancelled_mid_stream_is_recorded_once(lab: FakeLab) -> No
     assert {a.worker for a in answers} == {"fast"}
     assert set(fast.log.generation_counts().values()) == {1}
     assert all(a.text.startswith(expected_echo(p)) for a, p in zip(answers, prompts, strict=True))
+
+
+def test_the_first_token_watch_learns_readings_and_not_waits() -> None:
+    from dllm_notebook._running.first_token import MARGIN, SLACK, FirstTokenWatch
+
+    watch = FirstTokenWatch()
+    assert watch.due(1000) is None  # nothing measured: no judgement, no alarm
+    watch.learn(seconds=1.0, read_tokens=1000)  # 1 ms a token
+    assert watch.due(2000) == pytest.approx(SLACK * 2.0 + MARGIN)
+    watch.learn(seconds=30.0, read_tokens=1000)  # it waited in the queue: not a reading
+    assert watch.due(1000) == pytest.approx(SLACK * 1.0 + MARGIN)
+    watch.learn(seconds=1.5, read_tokens=1000)  # a slower reading moves the average
+    assert SLACK * 1.0 + MARGIN < watch.due(1000) < SLACK * 1.5 + MARGIN  # type: ignore[operator]
+    watch.learn(seconds=0.001, read_tokens=10)  # a tiny prompt is fixed costs only
+    assert watch.due(1000) > SLACK * 1.0 + MARGIN  # type: ignore[operator]
