@@ -102,7 +102,7 @@ def limit_over_time(
 
 
 @pytest.mark.parametrize("stream", [True, False])
-def test_a_queued_first_token_lowers_the_limit_before_any_answer_ends(
+def test_an_overdue_first_token_lowers_the_limit_and_takes_the_request_back(
     lab: FakeLab, stream: bool
 ) -> None:
     # Two slots, configured for four: two requests wait in the server's queue for a whole
@@ -120,16 +120,23 @@ def test_a_queued_first_token_lowers_the_limit_before_any_answer_ends(
         samples, answers = limit_over_time(cluster, prompts)
     assert all(a.ok for a in answers)
     assert_each_answer_in_its_slot(prompts, answers)
-    first_end = min(r.finished_at for r in server.log.generations()[1:] if r.finished_at)
+    records = server.log.generations()[1:]
+    first_end = min(r.finished_at for r in records if r.outcome == "ok" and r.finished_at)
     dropped = next((t for t, limit in samples if limit < 4), None)
     assert dropped is not None, "the limit never came down"
     assert min(limit for _, limit in samples) == 2  # the server's slots
+    assert set(server.log.generation_counts().values()) == {1}  # each prompt answered once
+    taken_back = [r for r in records if r.outcome == "client_gone"]
     if stream:
         # Seen at the first token that did not come: well before any answer of the batch.
         assert dropped < first_end - 0.4, (dropped - sent, first_end - sent)
+        # The two that waited were taken back from the queue before they started (no
+        # work lost there) and sent again: every prompt still has one answer.
+        assert len(taken_back) == 2 and all(r.started_at is None for r in taken_back)
     else:
         # A whole answer shows the wait only once answers end.
         assert dropped >= first_end
+        assert not taken_back
 
 
 def test_a_hedged_copy_cancelled_mid_stream_is_recorded_once(lab: FakeLab) -> None:

@@ -43,6 +43,8 @@ log = logging.getLogger("dllm_notebook")
 
 MAX_OVERLOAD_REQUEUES = 50
 MAX_INVALID_RETRIES = 1
+MAX_WITHDRAWALS = 1
+"""A task's request is taken back from a server's queue at most this many times."""
 """An answer that fails its task's ``validate`` is asked again this many times."""
 SWEEP_SECONDS = 1.0
 ResultCallback = Callable[[int, Answer], "Sequence[Task] | None"]
@@ -89,7 +91,7 @@ class Dispatcher:
         self._running: dict[str, list[Attempt]] = {w.id: [] for w in pool.workers}
         self._batches: list[_Batch] = []
         self._warned_lacking: set[tuple[str, str]] = set()
-        self._first_tokens = FirstTokenTimers(pool)
+        self._first_tokens = FirstTokenTimers(pool, self._withdraw)
 
     async def run(self, tasks: Sequence[Task], on_result: ResultCallback) -> None:
         """Run every task; call ``on_result(index, answer)`` exactly once per task.
@@ -333,6 +335,8 @@ class Dispatcher:
             outcome = exc
         except asyncio.CancelledError:
             self._forget(attempt, batch)
+            if attempt.withdrawn and not task.settled:
+                batch.queue.add([task])  # it never started there: send it again
             raise
         except Exception as exc:  # a backend bug must not lose the task
             log.exception("unexpected error from worker %s", worker.id)
@@ -343,6 +347,21 @@ class Dispatcher:
             self._running[worker.id].remove(attempt)
             batch.jobs.pop(attempt, None)
         batch.inbox.put_nowait((attempt, outcome, time.monotonic() - started))
+
+    def _withdraw(self, attempt: Attempt) -> None:
+        """Its first token is overdue: the request waits in the server's queue. Take it back
+        (it has not started there, so the server loses no work and no answer can come) and
+        queue its task again, once per task, unless a hedged copy runs too."""
+        task = attempt.task
+        if task.settled or task.withdrawals >= MAX_WITHDRAWALS:
+            return
+        for batch in self._batches:
+            job = batch.jobs.get(attempt)
+            if job is not None and len(batch.copies.get(id(task), ())) == 1:
+                task.withdrawals += 1
+                attempt.withdrawn = True
+                job.cancel()
+                return
 
     @staticmethod
     def _forget(attempt: Attempt, batch: _Batch) -> None:

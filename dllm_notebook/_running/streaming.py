@@ -6,7 +6,8 @@ they come (:class:`~.first_token.FirstTokenWatch`), so it is known within the fi
 prompt's reading, long before any answer ends. A request sent while others run on its
 worker gets a timer for its due time; when it fires before the first token came, the
 request waits in the server's queue and the pool lowers the worker's limit at once
-(:meth:`~.pool.WorkerPool.record_first_token_overdue`). Requests already running when a
+(:meth:`~.pool.WorkerPool.record_first_token_overdue`), and the dispatcher takes the
+request back to send it elsewhere. Requests already running when a
 worker's first rate is learned get their timers then: at a cold start, those sent beyond
 the server's slots are seen while they wait.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .first_token import MARGIN
@@ -41,8 +43,10 @@ def _prompt_tokens(attempt: Attempt) -> float:
 class FirstTokenTimers:
     """The streamed requests in flight that have not had their first token yet."""
 
-    def __init__(self, pool: WorkerPool) -> None:
+    def __init__(self, pool: WorkerPool, withdraw: Callable[[Attempt], None]) -> None:
         self.pool = pool
+        self.withdraw = withdraw
+        """Called with a request whose first token is overdue, after the limit dropped."""
         self._awaiting: dict[Attempt, asyncio.TimerHandle | None] = {}
 
     def start(self, attempt: Attempt) -> FirstToken | None:
@@ -81,6 +85,7 @@ class FirstTokenTimers:
             return
         del self._awaiting[attempt]  # judged: its late first token teaches nothing
         self.pool.record_first_token_overdue(attempt.worker, attempt.concurrency)
+        self.withdraw(attempt)
 
     def _came(self, attempt: Attempt, seconds: float) -> None:
         if attempt not in self._awaiting:
