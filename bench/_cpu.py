@@ -20,7 +20,7 @@ from typing import Any
 from dllm_notebook import Cluster, Paper, Scheduler
 from dllm_notebook.testing import RequestRecord, expected_echo, instant_answers
 
-__all__ = ["LabProcess", "bench_cpu", "bench_import", "lab_process"]
+__all__ = ["LabProcess", "bench_cpu", "bench_import", "bench_stream_cpu", "lab_process"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,6 +77,21 @@ def cpu_per_task(call: Callable[[], int]) -> tuple[float, float, int]:
     return (time.process_time() - cpu) * 1000 / tasks, time.perf_counter() - wall, tasks
 
 
+def instant_workers(ports: Mapping[str, int], **extra: Any) -> list[dict[str, Any]]:
+    """The client's entries for the instant servers: 16 requests at once on each."""
+    return [
+        {
+            "id": sid,
+            "host": "127.0.0.1",
+            "port": port,
+            "type": "openai",
+            "max_concurrent_requests": 16,
+            **extra,
+        }
+        for sid, port in ports.items()
+    ]
+
+
 def bench_cpu(tasks: int, schedulers: Mapping[str, Callable[[], Scheduler | None]]) -> None:
     servers = 4
     spec = {
@@ -116,16 +131,7 @@ def bench_cpu(tasks: int, schedulers: Mapping[str, Callable[[], Scheduler | None
     rows = []
     with lab_process(spec) as lab:
         ports = lab.ports
-        workers = [
-            {
-                "id": sid,
-                "host": "127.0.0.1",
-                "port": port,
-                "type": "openai",
-                "max_concurrent_requests": 16,
-            }
-            for sid, port in ports.items()
-        ]
+        workers = instant_workers(ports)
         for name, make in schedulers.items():
             with Cluster(workers, scheduler=make(), store=None, max_concurrent_batch=64) as c:
                 c.check()
@@ -159,6 +165,47 @@ def bench_cpu(tasks: int, schedulers: Mapping[str, Callable[[], Scheduler | None
 
 
 # -- import time ---------------------------------------------------------------------------
+def bench_stream_cpu(tasks: int) -> None:
+    """Client CPU per task over HTTP, each answer whole (``stream: false``) or streamed
+    (``stream: true``), with answers of 8 and of 256 tokens (one SSE event per token)."""
+    servers = 4
+    prompts = {f"q{j}": f"Question {j} [[q{j}]]: {{content}}" for j in range(5)}
+    papers = [
+        Paper.from_text(f"p{i:05d}.txt", f"Paper {i}: soil moisture. [[p{i}]]")
+        for i in range(max(1, tasks // len(prompts)))
+    ]
+    print(f"streaming: client CPU per task, {len(papers) * len(prompts)} tasks over HTTP")
+    print("| answer tokens | stream | wall s | client CPU ms/task |")
+    print("|---:|---|---:|---:|")
+    for answer_tokens in (8, 256):
+        spec = {
+            "servers": [
+                {
+                    "dialect": "openai",
+                    "id": f"instant-{i}",
+                    "behaviour": {"slots": 16, "answer_tokens": answer_tokens},
+                }
+                for i in range(servers)
+            ]
+        }
+        with lab_process(spec) as lab:
+            for stream in (False, True):
+                workers = instant_workers(lab.ports, stream=stream)
+                with Cluster(workers, store=None, max_concurrent_batch=64) as cluster:
+                    cluster.check()
+
+                    def call(subset: Sequence[Paper], cluster: Cluster = cluster) -> int:
+                        frame = cluster.analyze(
+                            subset, prompts=prompts, cache=False, progress=False, long=True
+                        )
+                        assert (frame["status"] == "ok").all(), frame["status"].value_counts()
+                        return len(frame)
+
+                    call(papers[:20])  # warm up: connections, first imports
+                    ms, wall, _ = cpu_per_task(functools.partial(call, papers))
+                print(f"| {answer_tokens} | {str(stream).lower()} | {wall:.2f} | {ms:.3f} |")
+
+
 def bench_import(repeat: int) -> None:
     code = (
         "import time; t = time.perf_counter(); import dllm_notebook; print(time.perf_counter() - t)"

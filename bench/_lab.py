@@ -176,8 +176,11 @@ def lab_spec(
     }
 
 
-def worker_configs(machines: Sequence[Machine], ports: Mapping[str, int]) -> list[dict[str, Any]]:
-    """The client's worker entries (as in workers.json), given each machine's port."""
+def worker_configs(
+    machines: Sequence[Machine], ports: Mapping[str, int], *, stream: bool | str | None = None
+) -> list[dict[str, Any]]:
+    """The client's worker entries (as in workers.json), given each machine's port.
+    ``stream``: every worker's ``stream`` setting (``None``: left out, so ``"auto"``)."""
     configs = []
     for m in machines:
         config: dict[str, Any] = {
@@ -189,6 +192,8 @@ def worker_configs(machines: Sequence[Machine], ports: Mapping[str, int]) -> lis
         }
         if m.dialect in _SILENT_WINDOW:
             config["context_length"] = CONTEXT_LENGTH
+        if stream is not None:
+            config["stream"] = stream
         configs.append(config)
     return configs
 

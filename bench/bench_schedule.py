@@ -3,7 +3,7 @@
     uv run --no-sync python bench/bench_schedule.py [--quick] [--verbose]
         [--only mixed10,mixed35,plain35,queue10,queue35,slots10,die,cpu,import] [--papers 100]
         [--target 20] [--seeds 1,2,3,4,5]
-        [--repeat 1] [--cpu-tasks 2000]
+        [--repeat 1] [--cpu-tasks 2000] [--stream]
 
 ``mixed10``, ``mixed35``: ``cluster.analyze(folder, prompts=5 prompts, cache=False)`` over
 ``--papers`` synthetic papers (2k-15k tokens) on a lab of 10 or 35 emulated Macs (fake
@@ -54,6 +54,12 @@ instant one (the dispatcher's own cost), for ``--cpu-tasks`` tasks.
 
 ``import``: ``import dllm_notebook`` in a fresh interpreter, best of 5.
 
+``--stream``: each lab scenario runs the default scheduler twice, side by side, with every
+worker's ``stream`` false (answers whole: a queue shows when an answer ends) and ``"auto"``
+(the default: Ollama's answers streamed, so a first token that is overdue shows its
+queue at once; the other dialects have better signals or cost more to stream); ``cpu``
+adds the client's CPU per task with and without streaming.
+
 The lab, papers, ideal bound and answer check are in ``_lab.py``; ``cpu`` and ``import``
 in ``_cpu.py``.
 """
@@ -71,7 +77,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _cpu import bench_cpu, bench_import, lab_process
+from _cpu import bench_cpu, bench_import, bench_stream_cpu, lab_process
 from _lab import (
     PAPER_FIRST,
     PROMPTS,
@@ -180,10 +186,12 @@ def run_lab(
     prefix_cache: bool = False,
     plain: bool = False,
     varied: VariedLab | None = None,
+    stream: bool | str | None = None,
 ) -> Run:
     """One analyze() on a fresh lab; kills ``kill`` at KILL_AT of the predicted ideal.
 
-    ``varied``: the lab is that varied lab (its spec, and its cold starts in the ideal)."""
+    ``varied``: the lab is that varied lab (its spec, and its cold starts in the ideal).
+    ``stream``: every worker's ``stream`` setting (``None``: its default)."""
     predicted = ideal_makespan(expected_work(expected), machines) * time_scale
     deaths: dict[str, float] = {}
     spec = lab_spec(machines, time_scale=time_scale, prefix_cache=prefix_cache)
@@ -192,7 +200,7 @@ def run_lab(
         spec, ready = varied.spec(time_scale), varied.ready()
     with lab_process(spec) as lab:
         ports = lab.ports
-        workers = worker_configs(machines, ports)
+        workers = worker_configs(machines, ports, stream=stream)
         with Cluster(
             workers,
             scheduler={**SCHEDULERS, **CACHE_SCHEDULERS}[scheduler](),
@@ -246,7 +254,7 @@ def run_lab(
         notes.append("the run ended before the kill")
     return Run(
         scenario,
-        scheduler,
+        scheduler if stream is None else f"{scheduler}, stream {str(stream).lower()}",
         len(machines),
         len(expected),
         makespan,
@@ -263,7 +271,8 @@ def run_lab(
 def print_workers(
     records: Sequence[RequestRecord], machines: Sequence[Machine], started: float, span: float
 ) -> None:
-    """Per machine: requests, answers, cancelled copies, busy share of its slots, last end."""
+    """Per machine: requests, answers, cancelled copies, busy share of its slots, seconds
+    requests waited in its queue (all of them together), last end."""
     for m in machines:
         mine = [r for r in records if r.server == m.id and r.is_generation]
         ends = [r.finished_at - started for r in mine if r.finished_at]
@@ -272,11 +281,12 @@ def print_workers(
             for r in mine
             if r.finished_at
         )
+        waited = sum(r.started_at - r.received_at for r in mine if r.started_at)
         print(
             f"    {m.id:10} {m.tier.slots} slots {len(mine):4} requests "
             f"{sum(r.generated for r in mine):4} answered "
             f"{sum(r.outcome == 'client_gone' for r in mine):3} cancelled, "
-            f"slots busy {busy / (m.tier.slots * span):4.0%}, last end "
+            f"slots busy {busy / (m.tier.slots * span):4.0%}, queued {waited:5.2f} s, last end "
             f"{max(ends, default=0.0):6.2f} s"
         )
 
@@ -306,7 +316,9 @@ def bench_varied(
     return runs
 
 
-def bench_labs(scenarios: Sequence[str], papers: int, target: float, repeat: int) -> list[Run]:
+def bench_labs(
+    scenarios: Sequence[str], papers: int, target: float, repeat: int, *, stream: bool = False
+) -> list[Run]:
     runs: list[Run] = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "papers"
@@ -323,11 +335,13 @@ def bench_labs(scenarios: Sequence[str], papers: int, target: float, repeat: int
             prompts = PAPER_FIRST if scenario in CACHE_SCENARIOS else PROMPTS
             time_scale = target / ideal_makespan(expected_work(cells), machines)
             kill = KILLED if scenario == "die" else ()
-            order = list(SCHEDULERS)
+            order: list[tuple[str, bool | str | None]] = [(name, None) for name in SCHEDULERS]
             if scenario in CACHE_SCENARIOS:
-                order = list(CACHE_SCHEDULERS)
+                order = [(name, None) for name in CACHE_SCHEDULERS]
+            if stream:
+                order = [("default", False), ("default", "auto")]
             for round_ in range(repeat):
-                for scheduler in order if round_ % 2 == 0 else order[::-1]:
+                for scheduler, streamed in order if round_ % 2 == 0 else order[::-1]:
                     run = run_lab(
                         scenario,
                         scheduler,
@@ -339,6 +353,7 @@ def bench_labs(scenarios: Sequence[str], papers: int, target: float, repeat: int
                         prompts=prompts,
                         prefix_cache=scenario.startswith("cache"),
                         plain=scenario.startswith("plain"),
+                        stream=streamed,
                     )
                     print_run(run)
                     runs.append(run)
@@ -408,6 +423,11 @@ def main() -> None:
     parser.add_argument("--seeds", default="1,2,3,4,5", help="seeds of the varied labs")
     parser.add_argument("--cpu-tasks", type=int, default=None, help="default 2000 (500 quick)")
     parser.add_argument("--verbose", action="store_true", help="a line per machine per run")
+    parser.add_argument(
+        "--stream",
+        action="store_true",
+        help="the default scheduler with every worker's stream off, then on, side by side",
+    )
     args = parser.parse_args()
     global VERBOSE
     VERBOSE = args.verbose
@@ -422,7 +442,7 @@ def main() -> None:
     varied = [s for s in only if s in VARIED_SCENARIOS]
     if labs or varied:
         print(f"scheduling: {papers} papers x {len(PROMPTS)} prompts, ideal scaled to {target:g} s")
-        runs = bench_labs(labs, papers, target, args.repeat) if labs else []
+        runs = bench_labs(labs, papers, target, args.repeat, stream=args.stream) if labs else []
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
         runs += bench_varied(varied, papers, target, args.repeat, seeds) if varied else []
         print_lab_table(runs)
@@ -431,6 +451,9 @@ def main() -> None:
     if "cpu" in only:
         print()
         bench_cpu(args.cpu_tasks or (500 if args.quick else 2000), SCHEDULERS)
+        if args.stream:
+            print()
+            bench_stream_cpu(args.cpu_tasks or (500 if args.quick else 2000))
     if "import" in only:
         print()
         bench_import(3 if args.quick else 5)

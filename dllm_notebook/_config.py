@@ -106,6 +106,13 @@ class WorkerConfig:
     """The config gave no ``max_concurrent_requests``: where the server reports how many
     requests it decodes at once (llama.cpp's ``/slots``), that number is used instead, and
     an ``openai`` worker learns it (see :attr:`learns_concurrency`)."""
+    stream: bool | Literal["auto"] = "auto"
+    """Whether batch answers are streamed: the time to the first token then shows a wait
+    in the server's queue at once, not when the answer ends. ``"auto"``: for ``ollama``
+    (it does not say its slots, and its stream ends with the same counts and durations as
+    a whole answer); not for ``llama_cpp`` (its ``/slots`` caps the limit), ``lm_studio``
+    (its streams carry no ``stats``), ``openai`` or ``exo`` (a vLLM server streams
+    hundreds of answers at once: client CPU for every token)."""
 
     @property
     def learns_concurrency(self) -> bool:
@@ -169,6 +176,7 @@ _WORKER_FIELDS = (
     "scheme",
     "context_length",
     "timeout",
+    "stream",
 )
 _REQUIRED = ("id", "host", "type")
 
@@ -274,6 +282,14 @@ def _read_worker(chk: _Checker, index: int, raw: object) -> WorkerConfig | None:
         )
     if raw.get("timeout") is not None:
         values["timeout"] = chk.number(f"{label}: field 'timeout'", raw["timeout"])
+    if raw.get("stream") is not None:
+        if raw["stream"] == "auto" or isinstance(raw["stream"], bool):
+            values["stream"] = raw["stream"]
+        else:
+            chk.add(
+                f"{label}: field 'stream'",
+                f'expected true, false or "auto", got {raw["stream"]!r}',
+            )
     if "scheme" in raw:
         if raw["scheme"] not in ("http", "https"):
             chk.add(

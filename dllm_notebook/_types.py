@@ -54,6 +54,10 @@ class Completion:
     (llama.cpp's ``timings.cache_n``, OpenAI-style
     ``usage.prompt_tokens_details.cached_tokens``, Ollama's ``prompt_eval_count`` below the
     prompt's size); ``None`` where the server does not say."""
+    first_token_seconds: float | None = None
+    """Seconds from sending the request to the answer's first token, by the client's clock
+    (a streamed answer only; ``None`` otherwise). It includes any wait in the server's
+    queue, which the server's own times leave out."""
 
 
 @dataclass(frozen=True)

@@ -260,3 +260,14 @@ def test_by_default_a_big_lab_uses_every_slot(lab: FakeLab) -> None:
         answers = cluster.map([f"question {i} [[b{i}]]" for i in range(180)])
     assert all(a.ok for a in answers)
     assert lab.log.max_in_flight() > 50  # the old cap; 60 on a quiet machine
+
+
+def test_a_workers_stream_setting_is_true_false_or_auto(tmp_path: Path) -> None:
+    entry = {"id": "mac", "host": "10.0.0.2", "type": "ollama"}
+    workers, _ = load_config(write(tmp_path, {"workers": [entry]}))
+    assert workers[0].stream == "auto"
+    for value in (True, False, "auto"):
+        workers, _ = load_config(write(tmp_path, {"workers": [{**entry, "stream": value}]}))
+        assert workers[0].stream == value
+    (msg,) = problems(tmp_path, {"workers": [{**entry, "stream": "yes"}]})
+    assert "field 'stream'" in msg and 'expected true, false or "auto"' in msg

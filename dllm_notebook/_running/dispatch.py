@@ -33,6 +33,7 @@ from .._types import Answer, Completion
 from .eligibility import Eligibility
 from .pool import Health, WorkerPool
 from .scheduler import Scheduler, TaskQueue
+from .streaming import FirstTokenTimers
 from .tasks import Attempt, LabView, Placement, Task
 
 __all__ = ["Dispatcher", "Task"]
@@ -42,6 +43,8 @@ log = logging.getLogger("dllm_notebook")
 MAX_OVERLOAD_REQUEUES = 50
 MAX_INVALID_RETRIES = 1
 """An answer that fails its task's ``validate`` is asked again this many times."""
+MAX_WITHDRAWALS = 1
+"""A task's request is taken back from a server's queue at most this many times."""
 SWEEP_SECONDS = 1.0
 STREAM_AHEAD = 1024
 """Tasks read from a batch's iterable beyond the free slots: the scheduler's window. Largest
@@ -92,6 +95,7 @@ class Dispatcher:
         self._running: dict[str, list[Attempt]] = {w.id: [] for w in pool.workers}
         self._batches: list[_Batch] = []
         self.eligible = Eligibility(pool, settings)
+        self._first_tokens = FirstTokenTimers(pool, self._withdraw)
 
     async def run(self, tasks: Iterable[Task], on_result: ResultCallback) -> None:
         """Run every task; call ``on_result(index, answer)`` exactly once per task.
@@ -294,22 +298,43 @@ class Dispatcher:
         started = time.monotonic()
         outcome: Completion | WorkerError
         try:
-            outcome = await worker.backend.chat(
-                task.request, model=worker.model, context_length=worker.context_length
+            outcome = await worker.backend.generate(
+                task.request,
+                model=worker.model,
+                context_length=worker.context_length,
+                first_token=self._first_tokens.start(attempt),
             )
         except WorkerError as exc:
             outcome = exc
         except asyncio.CancelledError:
             self._forget(attempt, batch)
+            if attempt.withdrawn and not task.settled:
+                batch.queue.add([task])  # it never started there: send it again
             raise
         except Exception as exc:  # a backend bug must not lose the task
             log.exception("unexpected error from worker %s", worker.id)
             outcome = BadResponse(f"unexpected error: {exc!r}", worker=worker.id)
         finally:
+            self._first_tokens.end(attempt)
             self.pool.release(worker)
             self._running[worker.id].remove(attempt)
             batch.jobs.pop(attempt, None)
         batch.inbox.put_nowait((attempt, outcome, time.monotonic() - started))
+
+    def _withdraw(self, attempt: Attempt) -> None:
+        """Its first token is overdue: the request waits in the server's queue. Take it back
+        (it has not started there, so the server loses no work and no answer can come) and
+        queue its task again, once per task, unless a hedged copy runs too."""
+        task = attempt.task
+        if task.settled or task.withdrawals >= MAX_WITHDRAWALS:
+            return
+        for batch in self._batches:
+            job = batch.jobs.get(attempt)
+            if job is not None and len(batch.copies.get(id(task), ())) == 1:
+                task.withdrawals += 1
+                attempt.withdrawn = True
+                job.cancel()
+                return
 
     @staticmethod
     def _forget(attempt: Attempt, batch: _Batch) -> None:

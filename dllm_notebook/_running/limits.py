@@ -223,6 +223,20 @@ class AdaptiveLimit:
         served = (self._in_flight or concurrency) * self.floor / self.recent
         return max(1, self.limit - self.limit // 2, min(concurrency - 1, math.ceil(served)))
 
+    def on_first_token(self, concurrency: int) -> int:
+        """A streamed request sent with ``concurrency`` requests in flight on this worker
+        (itself included) had no first token when its prompt should have been read: it
+        waits in the server's queue, so ``concurrency`` was too many. The same step as an
+        answer that took well over the server's own time (``on_success(exact=True)``),
+        taken before the answer ends. Returns the new limit."""
+        if concurrency > 1:
+            if concurrency <= self.limit:  # sent since the last decrease: news about it
+                measured = self.floor is not None and self.recent is not None
+                share = self._share(concurrency) if measured else concurrency - 1
+                self._decrease(self.limit - share)
+            self._ceiling, self._hold = self.limit, HOLD_ROUNDS * self.limit
+        return self.limit
+
     def _step_answers(self) -> int:
         """Answers per step up: a round's, or for a learned limit an eighth of a round's (at
         least :data:`LEARN_STEP`), so that a limit of hundreds grows back in a few rounds."""

@@ -33,6 +33,7 @@ from .._events import EventHub
 from .._loop import wait_within
 from .._types import Completion, ModelInfo, ServerInfo
 from .backends import Backend, detect_type, make_backend
+from .first_token import FirstTokenWatch
 from .limits import LEARN_MAXIMUM, AdaptiveLimit
 from .transport import transport
 
@@ -94,6 +95,8 @@ class Worker:
         self.concurrency = AdaptiveLimit(config.max_concurrent_requests)
         self.limit = self.concurrency.limit
         self.learn_concurrency_if_unset()
+        self.first_token = FirstTokenWatch()
+        """When a streamed request's first token is overdue (it waits in the queue)."""
         self.in_flight = 0
         self.paused_until = 0.0
         self.consecutive_failures = 0
@@ -264,6 +267,20 @@ class WorkerPool:
             answer = completion.completion_tokens or len(completion.text) // 4
             work = AdaptiveLimit.work(prompt, answer)
         worker.limit = worker.concurrency.on_success(latency, work, concurrency, exact=exact)
+
+    def record_first_token_overdue(self, worker: Worker, concurrency: int) -> None:
+        """A streamed request sent with ``concurrency`` in flight on ``worker`` has no first
+        token by its due time: it waits in the server's queue. The limit drops now."""
+        before = worker.limit
+        worker.limit = worker.concurrency.on_first_token(concurrency)
+        if worker.limit < before:
+            log.debug(
+                "worker %s: a first token is overdue with %d in flight; limit %d -> %d",
+                worker.id,
+                concurrency,
+                before,
+                worker.limit,
+            )
 
     def record_failure(self, worker: Worker, error: WorkerError) -> None:
         worker.stats.failures += 1

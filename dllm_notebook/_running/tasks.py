@@ -47,6 +47,8 @@ class Task:
     last_error: WorkerError | None = None
     waiting_since: float | None = None
     settled: bool = False
+    withdrawals: int = 0
+    """Times a request of it was taken back from a server's queue before it started."""
 
 
 @dataclass(eq=False)
@@ -66,6 +68,8 @@ class Attempt:
     warm: bool = False
     """Sent to the worker that read the task's group: the server may answer it from its
     prefix cache."""
+    withdrawn: bool = False
+    """Taken back while it waited in the server's queue: its task goes back to the batch."""
 
     @property
     def expected_end(self) -> float:

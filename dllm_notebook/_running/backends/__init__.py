@@ -5,13 +5,13 @@ from __future__ import annotations
 import httpx
 
 from ..._config import WorkerConfig
-from .base import Backend, classify_error
+from .base import Backend, FirstToken, classify_error
 from .llamacpp import LlamaCppBackend
 from .lmstudio import LMStudioBackend
 from .ollama import OllamaBackend, num_ctx_for
 from .openai import ExoBackend, OpenAIBackend
 
-__all__ = ["Backend", "classify_error", "detect_type", "make_backend", "num_ctx_for"]
+__all__ = ["Backend", "FirstToken", "classify_error", "detect_type", "make_backend", "num_ctx_for"]
 
 _BACKENDS: dict[str, type[Backend]] = {
     "openai": OpenAIBackend,

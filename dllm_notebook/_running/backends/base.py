@@ -4,7 +4,9 @@ A backend speaks one wire format. It does two things: ``probe()`` (cheap: which 
 there, what context window) and ``chat()`` (one generation). Everything else (retries,
 health, scheduling) lives in the cluster, so adding a dialect means writing these two.
 ``stream()`` (the answer piece by piece, for ``dllm chat``) is optional: by default it
-yields ``chat()``'s whole answer at once.
+yields ``chat()``'s whole answer at once. So is ``streamed()``: ``chat()``'s answer, read
+from a stream so that the client sees when its first token comes (a wait in the server's
+queue shows there at once); :meth:`Backend.generate` picks it for a worker that streams.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import json
 import logging
 import re
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, ClassVar
@@ -33,7 +36,7 @@ from ..._errors import (
 from ..._types import ChatRequest, Completion, ServerInfo
 from .structured import rejects_schema, schema_in_prompt
 
-__all__ = ["Backend", "classify_error", "reported_window"]
+__all__ = ["Backend", "FirstToken", "classify_error", "reported_window"]
 
 log = logging.getLogger("dllm_notebook")
 
@@ -63,6 +66,12 @@ _WINDOW_PATTERNS = tuple(
         r"maximum context length of (\d[\d,]*)",  # LiteLLM and the proxies that copy it
     )
 )
+
+
+FirstToken = Callable[[float], None]
+"""Called once, with the seconds from sending a streamed request to its first token."""
+Content = Callable[[dict[str, Any]], str | None]
+"""The text piece in one decoded message of a stream, if any."""
 
 
 def positive_int(value: object) -> int | None:
@@ -154,6 +163,14 @@ class Backend(ABC):
     type: ClassVar[str]
     constrains_output: ClassVar[bool] = True
     """Whether the server can hold its answer to a JSON schema (exo cannot)."""
+    streams_by_default: ClassVar[bool] = False
+    """Whether ``stream: "auto"`` streams: only where the stream is the one way to see the
+    server's queue early (Ollama, which does not say how many requests it runs at once,
+    and ends its stream with the same counts and durations as a whole answer). Not
+    llama.cpp, whose ``/slots`` caps the limit before any request; not LM Studio, whose
+    streams end without ``stats`` or ``usage`` (lmstudio-bug-tracker#676); not ``openai``
+    or ``exo``: a vLLM server streams hundreds of answers at once, which costs the client
+    CPU for every token, and its learned limit finds its batch from whole answers."""
 
     def __init__(self, config: WorkerConfig, client: httpx.AsyncClient) -> None:
         self.config = config
@@ -205,6 +222,45 @@ class Backend(ABC):
     ) -> Completion:
         """Generate one answer."""
 
+    @property
+    def streams(self) -> bool:
+        """Whether batch answers are read from a stream (the worker's ``stream`` setting)."""
+        chosen = self.config.stream
+        return self.streams_by_default if chosen == "auto" else bool(chosen)
+
+    async def generate(
+        self,
+        request: ChatRequest,
+        *,
+        model: str,
+        context_length: int | None,
+        first_token: FirstToken | None = None,
+    ) -> Completion:
+        """One batch answer: :meth:`streamed` where this worker streams (``first_token`` is
+        then called when the first token comes), else :meth:`chat`. The same
+        :class:`Completion` either way; a streamed one also has ``first_token_seconds``."""
+        if not self.streams:
+            return await self.chat(request, model=model, context_length=context_length)
+
+        async def send(prepared: ChatRequest) -> Completion:
+            return await self.streamed(
+                prepared, model=model, context_length=context_length, first_token=first_token
+            )
+
+        return await self.send_structured(request, send)
+
+    async def streamed(
+        self,
+        request: ChatRequest,
+        *,
+        model: str,
+        context_length: int | None,
+        first_token: FirstToken | None = None,
+    ) -> Completion:
+        """:meth:`chat`'s answer to a prepared request, read from the server's stream. This
+        default is :meth:`chat` itself, for a dialect without streaming."""
+        return await self.chat(request, model=model, context_length=context_length)
+
     async def stream(
         self, request: ChatRequest, *, model: str, context_length: int | None
     ) -> AsyncIterator[str]:
@@ -216,6 +272,48 @@ class Backend(ABC):
         """
         completion = await self.chat(request, model=model, context_length=context_length)
         yield completion.text
+
+    async def stream_pieces(
+        self, messages: AsyncGenerator[dict[str, Any]], content: Content, model: str
+    ) -> AsyncGenerator[str]:
+        """The text pieces of a stream's decoded ``messages`` (``content`` finds each one's);
+        a stream without any text is an empty answer."""
+        wrote = False
+        async with contextlib.aclosing(messages):
+            async for message in messages:
+                piece = content(message)
+                if piece:
+                    wrote = True
+                    yield piece
+        if not wrote:
+            raise self.empty_answer(model)
+
+    @staticmethod
+    async def read_stream(
+        messages: AsyncGenerator[dict[str, Any]],
+        content: Content,
+        *,
+        first_token: FirstToken | None = None,
+        each: Callable[[dict[str, Any]], None] | None = None,
+    ) -> tuple[str, float | None]:
+        """The whole text of a stream's decoded ``messages`` (the request is sent when the
+        first is asked for), and the seconds from then to its first piece of text, when
+        ``first_token`` is called. ``each`` sees every message (the last has the counts)."""
+        started = time.monotonic()
+        first: float | None = None
+        pieces: list[str] = []
+        async with contextlib.aclosing(messages):
+            async for message in messages:
+                piece = content(message)
+                if piece:
+                    if first is None:
+                        first = time.monotonic() - started
+                        if first_token is not None:
+                            first_token(first)
+                    pieces.append(piece)
+                if each is not None:
+                    each(message)
+        return "".join(pieces), first
 
     async def stream_lines(
         self, path: str, *, json_body: Any, model: str | None, timeout: float | None = None

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import httpx
 
 from ..._config import WorkerConfig
 from ..._types import ChatRequest, Completion, ModelInfo, ServerInfo
-from .base import Backend, positive_int
+from .base import Backend, FirstToken, positive_int
 from .openai import chat_messages
 from .options import wire_options
 
@@ -34,9 +35,11 @@ def num_ctx_for(needed_tokens: int, context_length: int | None) -> int:
 
 
 class OllamaBackend(Backend):
-    """Always sends ``stream: false`` (Ollama streams by default) and ``options.num_ctx``."""
+    """Always sends ``options.num_ctx``, and ``stream: false`` unless the worker streams
+    (Ollama streams unless told not to)."""
 
     type = "ollama"
+    streams_by_default = True
 
     def __init__(self, config: WorkerConfig, client: httpx.AsyncClient) -> None:
         super().__init__(config, client)
@@ -137,12 +140,35 @@ class OllamaBackend(Backend):
             prefill_seconds=prompt_ns / 1e9 if prompt_ns else None,
         )
 
-    async def stream(
+    def stream(
         self, request: ChatRequest, *, model: str, context_length: int | None
     ) -> AsyncIterator[str]:
         """NDJSON: one object per line with ``message.content``; the last has ``done``."""
         body = self.payload(self.prepared(request), model, context_length) | {"stream": True}
-        wrote = False
+        return self.stream_pieces(self._lines(body, model), _content, model)
+
+    async def streamed(
+        self,
+        request: ChatRequest,
+        *,
+        model: str,
+        context_length: int | None,
+        first_token: FirstToken | None = None,
+    ) -> Completion:
+        """The lines joined into the answer :meth:`chat` reads: every line's text, and the
+        last line's counts and durations (``done: true``)."""
+        body = self.payload(request, model, context_length) | {"stream": True}
+        last: dict[str, Any] = {}
+        text, first = await self.read_stream(
+            self._lines(body, model), _content, first_token=first_token, each=last.update
+        )
+        whole = last | {"message": {"role": "assistant", "content": text}}
+        completion = self._completion(whole, model, request.prompt_tokens_estimate)
+        return replace(completion, first_token_seconds=first)
+
+    async def _lines(self, body: dict[str, Any], model: str) -> AsyncGenerator[dict[str, Any]]:
+        """The stream's objects, decoded, up to the one with ``done``; an error the server
+        writes into it is raised."""
         lines = self.stream_lines(
             "/api/chat", json_body=body, model=model, timeout=self.config.timeout
         )
@@ -159,15 +185,17 @@ class OllamaBackend(Backend):
                 error = self.stream_error(data, model)
                 if error is not None:
                     raise error
-                message = data.get("message") if isinstance(data, dict) else None
-                piece = message.get("content") if isinstance(message, dict) else None
-                if isinstance(piece, str) and piece:
-                    wrote = True
-                    yield piece
-                if isinstance(data, dict) and data.get("done"):
+                if not isinstance(data, dict):
+                    continue
+                yield data
+                if data.get("done"):
                     break
-        if not wrote:
-            raise self.empty_answer(model)
+
+
+def _content(data: dict[str, Any]) -> str | None:
+    message = data.get("message")
+    piece = message.get("content") if isinstance(message, dict) else None
+    return piece if isinstance(piece, str) else None
 
 
 CACHE_HIT_SHARE = 0.5

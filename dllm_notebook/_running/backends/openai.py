@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from ..._types import ChatRequest, Completion, ModelInfo, ServerInfo
-from .base import Backend, positive_int
+from .base import Backend, FirstToken, positive_int
 from .options import wire_options
 from .structured import response_format
 
@@ -82,13 +83,47 @@ class OpenAIBackend(Backend):
 
         return await self.send_structured(request, send)
 
-    async def stream(
+    def stream(
         self, request: ChatRequest, *, model: str, context_length: int | None
     ) -> AsyncIterator[str]:
         """Server-sent events: ``data: {chunk}`` lines with ``choices[0].delta.content``,
         ended by ``data: [DONE]``."""
         body = self.payload(self.prepared(request), model) | {"stream": True}
-        wrote = False
+        return self.stream_pieces(self._chunks(body, model), _delta_content, model)
+
+    async def streamed(
+        self,
+        request: ChatRequest,
+        *,
+        model: str,
+        context_length: int | None,
+        first_token: FirstToken | None = None,
+    ) -> Completion:
+        """The chunks joined into the answer :meth:`parse_completion` reads: the text of
+        every delta, and the last chunk's ``usage`` (asked for with ``stream_options``),
+        llama.cpp's ``timings`` and LM Studio's ``stats`` wherever the server put them."""
+        body = self.payload(request, model) | {
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        whole: dict[str, Any] = {}
+        finish: list[Any] = [None]
+
+        def each(chunk: dict[str, Any]) -> None:
+            choices = chunk.get("choices")
+            if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+                finish[0] = choices[0].get("finish_reason") or finish[0]
+            whole.update((k, v) for k, v in chunk.items() if k != "choices" and v is not None)
+
+        text, first = await self.read_stream(
+            self._chunks(body, model), _delta_content, first_token=first_token, each=each
+        )
+        message = {"role": "assistant", "content": text}
+        whole["choices"] = [{"index": 0, "message": message, "finish_reason": finish[0]}]
+        return replace(self.parse_completion(whole, model), first_token_seconds=first)
+
+    async def _chunks(self, body: dict[str, Any], model: str) -> AsyncGenerator[dict[str, Any]]:
+        """The stream's chunks, decoded; an error the server writes into it is raised."""
         lines = self.stream_lines(
             self.chat_path, json_body=body, model=model, timeout=self.config.timeout
         )
@@ -111,12 +146,8 @@ class OpenAIBackend(Backend):
                 error = self.stream_error(chunk, model)
                 if error is not None:
                     raise error
-                piece = _delta_content(chunk)
-                if piece:
-                    wrote = True
-                    yield piece
-        if not wrote:
-            raise self.empty_answer(model)
+                if isinstance(chunk, dict):
+                    yield chunk
 
     def parse_completion(self, data: Any, model: str) -> Completion:
         try:
