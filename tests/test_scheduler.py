@@ -146,6 +146,28 @@ def test_no_hedge_when_the_copy_would_not_finish_clearly_sooner() -> None:
     assert scheduler.hedges(view, 10) == []
 
 
+@pytest.mark.parametrize("answers", [[150] * 20, [40, 60, 80, 100, 450] * 4])
+def test_a_slow_decoder_near_its_expected_end_is_copied_when_answers_run_long(
+    answers: list[int],
+) -> None:
+    # The mean answer (150 tokens) would end on the slow worker about when a copy on the
+    # idle fast one would; when one answer in five runs to 450 tokens, the copy ends far
+    # sooner in that case, and a slot free at the end of a batch costs nothing.
+    scheduler = EarliestFinish()
+    slow = make_worker(SimWorker("slow", 1, 600, 15))
+    fast = make_worker(SimWorker("fast", 1, 1200, 60))
+    for sim in (SimWorker("slow", 1, 600, 15), SimWorker("fast", 1, 1200, 60)):
+        scheduler.speeds.observe(sim.id, Size(2000, 150), sim.seconds(2000, 150))
+    for tokens in answers:
+        scheduler.speeds.observe_tokens(2000, "q", 2000, tokens)
+    task = make_task(0, 2000)
+    running = Attempt(task, slow, 0.0, scheduler.expected(task, slow))
+    slow.in_flight = 1
+    view = LabView(11.0, [slow, fast], {"slow": [running], "fast": []})
+    hedged = [(h.worker.id, h.hedge) for h in scheduler.hedges(view, 10)]
+    assert hedged == ([("fast", True)] if max(answers) > 150 else [])
+
+
 def test_hedging_ends_the_batch_sooner_when_a_slow_worker_holds_the_last_tasks() -> None:
     sims = [SimWorker("slow", 4, 100, 5), SimWorker("fast", 4, 1200, 60)]
     prompts = paper_lengths(10, seed=3)

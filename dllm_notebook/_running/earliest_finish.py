@@ -380,7 +380,9 @@ class EarliestFinish:
             if not options:
                 continue
             seconds, worker_id = min(options)
-            if seconds >= HEDGE_GAIN * remaining:
+            if seconds >= HEDGE_GAIN * remaining and not self._ends_sooner_if_long(
+                attempt, now, worker_id, size
+            ):
                 continue
             worker = next(w for w in idle if w.id == worker_id)
             placements.append(Placement(task, worker, seconds, hedge=True))
@@ -388,6 +390,19 @@ class EarliestFinish:
             if not free[worker_id]:
                 del free[worker_id]
         return placements
+
+    def _ends_sooner_if_long(self, attempt: Attempt, now: float, worker: str, size: Size) -> bool:
+        """Whether a copy on ``worker`` would end clearly sooner than ``attempt`` should the
+        answer be a long one (``Size.spread`` longer than the mean; a copy writes as much
+        as the first). A slot free at the end of a batch costs nothing, and the batch ends
+        with its long answers: a slow decoder writing one is worth copying to a fast one
+        even when an answer of average length would end about as soon where it runs."""
+        if size.spread <= 0:
+            return False
+        long = Size(size.prompt, size.answer + size.spread)
+        elapsed = now - attempt.started
+        left = self.speeds.speed(attempt.worker.id).seconds(long) - elapsed
+        return self.speeds.speed(worker).seconds(long) < HEDGE_GAIN * left
 
     def _remaining(self, attempt: Attempt, now: float) -> float:
         """Seconds an attempt still needs, by what is known of its worker now; once overdue,
