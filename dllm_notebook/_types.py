@@ -113,6 +113,9 @@ class ServerInfo:
     busy_slots: int | None = None
     """How many of them are decoding now, any client's requests (llama.cpp ``/slots``
     ``is_processing``), where the server says."""
+    batching: bool = False
+    """The server is an engine that batches hundreds of requests (vLLM, SGLang: its model
+    list says so in ``owned_by``)."""
 
     def find(self, model: str) -> ModelInfo | None:
         """The model with this id, ignoring Ollama's implicit ``:latest`` tag."""

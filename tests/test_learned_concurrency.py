@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from dllm_notebook import Cluster
+from dllm_notebook._running.limits import BATCHING_START
 from dllm_notebook.testing import Behaviour, FakeLab, FakeServer, RequestRecord, peak_in_flight
 
 from .conftest import FAST, served_apart
@@ -99,9 +100,10 @@ def test_short_answers_on_a_two_slot_server_do_not_hide_its_queue(lab: FakeLab) 
 
 
 def test_refusals_halve_the_limit_once_and_every_prompt_is_answered(lab: FakeLab) -> None:
-    # 16 slots and no queue: whatever the client sends beyond 16 is refused with 429.
+    # 16 slots and no queue: whatever the client sends beyond 16 is refused with 429. (A
+    # plain OpenAI-compatible server: a vLLM one would be started at BATCHING_START.)
     behaviour = vllm(0.3, slots=16, batch_size=16, max_queue=0, overload_status=429)
-    server = lab.add("vllm", models=["qwen"], behaviour=behaviour.replace(retry_after=0))
+    server = lab.add("openai", models=["qwen"], behaviour=behaviour.replace(retry_after=0))
     count = 240
     with Cluster([worker(server)], **{**FAST, "request_timeout": 30.0}) as cluster:
         answers = cluster.map(prompts(count))
@@ -114,9 +116,11 @@ def test_refusals_halve_the_limit_once_and_every_prompt_is_answered(lab: FakeLab
 
 def test_only_openai_workers_without_a_number_learn(lab: FakeLab) -> None:
     vllm_server = lab.add("vllm", models=["qwen"])
+    plain = lab.add("openai", models=["qwen"])
     mac = lab.add("lm_studio", models=["qwen"])
     specs = [
         f"http://127.0.0.1:{vllm_server.port}",  # detected as openai: learns
+        {**worker(plain), "id": "plain"},
         {**worker(vllm_server), "id": "fixed", "max_concurrent_requests": 8},
         {"id": "mac", "host": "127.0.0.1", "port": mac.port, "type": "lm_studio"},
     ]
@@ -125,6 +129,9 @@ def test_only_openai_workers_without_a_number_learn(lab: FakeLab) -> None:
         workers = {w.id: w for w in cluster.workers}
         detected = workers[f"127.0.0.1:{vllm_server.port}"]
         assert (detected.config.type, detected.max_concurrent_requests) == ("openai", 1024)
-        assert detected.limit == 4  # it starts small
+        # vLLM says who it is in its model list (owned_by): a batching engine starts at
+        # BATCHING_START; any other OpenAI-compatible server starts small
+        assert detected.limit == BATCHING_START
+        assert (workers["plain"].max_concurrent_requests, workers["plain"].limit) == (1024, 4)
         assert (workers["fixed"].max_concurrent_requests, workers["fixed"].limit) == (8, 8)
         assert (workers["mac"].max_concurrent_requests, workers["mac"].limit) == (5, 5)

@@ -45,10 +45,14 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["LEARN_MAXIMUM", "LEARN_START", "AdaptiveLimit"]
+__all__ = ["BATCHING_START", "LEARN_MAXIMUM", "LEARN_START", "AdaptiveLimit"]
 
 LEARN_START = 4
 """Requests in flight a learned limit starts with: no more than a small Mac's slots."""
+BATCHING_START = 32
+"""Where a learned limit starts on an engine that batches (vLLM, SGLang): they run 256
+sequences or more by default and queue the rest without refusing, so starting at a Mac's
+few slots would only cost doubling rounds."""
 LEARN_MAXIMUM = 1024
 """The most a learned limit grows to (the most ``max_concurrent_requests`` accepts)."""
 
@@ -241,6 +245,13 @@ class AdaptiveLimit:
         """Answers per step up: a round's, or for a learned limit an eighth of a round's (at
         least :data:`LEARN_STEP`), so that a limit of hundreds grows back in a few rounds."""
         return max(LEARN_STEP, self.limit // 8) if self.learning else self.limit
+
+    def on_batching_server(self) -> int:
+        """The server says it batches many requests (vLLM, SGLang): a learned limit still in
+        slow start below :data:`BATCHING_START` jumps there. Returns the new limit."""
+        if self.learning and self.slow_start and self.limit < BATCHING_START:
+            self.limit = min(BATCHING_START, self.maximum)
+        return self.limit
 
     def on_server_slots(self, slots: int) -> int:
         """The server says it runs ``slots`` requests at once (llama.cpp's ``/slots``): the

@@ -466,6 +466,8 @@ class WorkerPool:
         ]
         if windows:
             worker.context_length = min(windows)
+        if info.batching and worker.concurrency.learning:
+            worker.limit = worker.concurrency.on_batching_server()
         if info.slots and worker.config.slots_from_server:
             self._use_server_slots(worker, info.slots)
         elif info.slots and info.slots != worker.concurrency.maximum:

@@ -24,6 +24,10 @@ def chat_messages(request: ChatRequest) -> list[dict[str, str]]:
     return messages
 
 
+BATCHING = ("vllm", "sglang")
+"""``owned_by`` in the model list of engines that batch hundreds of requests at once."""
+
+
 class OpenAIBackend(Backend):
     """``GET /v1/models`` and ``POST /v1/chat/completions`` with ``usage``.
 
@@ -49,7 +53,8 @@ class OpenAIBackend(Backend):
             if isinstance(e, dict) and "id" in e
         )
         server_ctx = await self._props_context() if detailed else None
-        return ServerInfo(models=models, context_length=server_ctx)
+        batching = any(isinstance(e, dict) and e.get("owned_by") in BATCHING for e in entries)
+        return ServerInfo(models=models, context_length=server_ctx, batching=batching)
 
     async def _props_context(self) -> int | None:
         """llama.cpp's native server says its window in /props; others 404, which is fine."""
