@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from dllm_notebook._config import WorkerConfig
-from dllm_notebook._running.pool import Health, Worker
 from dllm_notebook._running.scheduler import Attempt, LabView, Scheduler
 from dllm_notebook._running.tasks import Task
+from dllm_notebook._running.worker import Health, Worker
 from dllm_notebook._types import ChatRequest, Completion
 
 __all__ = ["ANSWER", "SimResult", "SimWorker", "make_task", "make_worker", "simulate"]

@@ -19,9 +19,9 @@ import pytest
 
 from dllm_notebook._running.affinity import PrefixAffinity
 from dllm_notebook._running.earliest_finish import EarliestFinish
-from dllm_notebook._running.pool import Worker
 from dllm_notebook._running.scheduler import Attempt, LabView, Scheduler
 from dllm_notebook._running.tasks import Task
+from dllm_notebook._running.worker import Worker
 from dllm_notebook._types import ChatRequest, Completion
 
 from .sim import SimWorker, make_worker

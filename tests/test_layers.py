@@ -198,6 +198,7 @@ CLIENT_ALLOWED: dict[str, dict[str, str]] = {
         "dllm_notebook._running.dispatch": "it drives the Dispatcher itself: a million answers "
         "checked and dropped, not kept in a list as map() returns them",
         "dllm_notebook._running.pool": "a thousand workers with no server behind them",
+        "dllm_notebook._running.worker": "their health, set by hand",
         "dllm_notebook._events": "the dispatcher's event hub, as a Cluster makes it",
     },
     "bench/bench_ingest.py": {

@@ -24,7 +24,8 @@ from dllm_notebook import (
 from dllm_notebook._events import EventHub
 from dllm_notebook._running import dispatch
 from dllm_notebook._running.dispatch import Dispatcher
-from dllm_notebook._running.pool import Health, WorkerPool
+from dllm_notebook._running.pool import WorkerPool
+from dllm_notebook._running.worker import Health
 from dllm_notebook.testing import (
     Behaviour,
     FakeLab,

@@ -40,8 +40,8 @@ from .._reading.paper import Paper
 from .._results.cells import Cell, CellSink, MemoryCells, Row, build_columns
 from .._results.columns import LONG_COLUMNS
 from .._results.statuses import CACHED, FAILED, INVALID, OK, PENDING
-from .._running.pool import Health, Worker
 from .._running.tasks import Task
+from .._running.worker import Health, Worker
 from .._types import Answer, ChatRequest
 from .outcome import Outcomes, as_text, run_summary
 from .targets import ModelTargets

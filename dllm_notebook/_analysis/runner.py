@@ -37,8 +37,8 @@ from .._results.store import (
     task_key,
 )
 from .._running.dispatch import Dispatcher
-from .._running.pool import Worker
 from .._running.tasks import Task
+from .._running.worker import Worker
 from .._types import Answer
 from .analysis import Analysis, Slot
 

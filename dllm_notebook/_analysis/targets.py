@@ -15,7 +15,7 @@ from typing import Any
 
 from .._results.store import normalise_model
 from .._running.models import requested_models, serving
-from .._running.pool import Health, Worker
+from .._running.worker import Health, Worker
 
 __all__ = ["ModelTargets"]
 

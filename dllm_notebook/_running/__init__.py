@@ -1,7 +1,7 @@
 """Running requests on the lab's workers.
 
-Owns: one backend per wire format (``backends``), each worker's live state and health
-checks (``pool``), adaptive concurrency limits (``limits``), learned speeds (``speed``),
+Owns: one backend per wire format (``backends``), each worker's live state (``worker``) and
+health checks (``pool``), adaptive concurrency limits (``limits``), learned speeds (``speed``),
 the scheduler interface (``scheduler``) and the default scheduler (``earliest_finish``),
 the dispatcher that executes a batch exactly once (``dispatch``) and streaming one answer
 (``chat``).

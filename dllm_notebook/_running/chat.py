@@ -33,7 +33,8 @@ from .backends.options import no_worker_honours, unsupported_options
 
 if TYPE_CHECKING:
     from .._config import ClusterSettings
-    from .pool import Worker, WorkerPool
+    from .pool import WorkerPool
+    from .worker import Worker
 
 __all__ = ["ChatStream", "StreamStart", "astream", "chat_request", "open_stream", "pick_worker"]
 

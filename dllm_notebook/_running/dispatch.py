@@ -31,10 +31,11 @@ from .._events import EventHub
 from .._loop import wait_within
 from .._types import Answer, Completion
 from .eligibility import Eligibility
-from .pool import Health, WorkerPool
+from .pool import WorkerPool
 from .scheduler import Scheduler, TaskQueue
 from .streaming import FirstTokenTimers
 from .tasks import Attempt, LabView, Placement, Task
+from .worker import Health
 
 __all__ = ["Dispatcher", "Task"]
 

@@ -21,7 +21,7 @@ from .tasks import Attempt, LabView, Placement, Task
 
 if TYPE_CHECKING:
     from .._types import Completion
-    from .pool import Worker
+    from .worker import Worker
 
 __all__ = ["Candidate", "EarliestFinish"]
 

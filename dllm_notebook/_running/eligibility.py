@@ -19,8 +19,9 @@ from collections.abc import Iterable, Sequence
 from .._config import ClusterSettings
 from .._errors import ContextLengthExceeded, NoHealthyWorkers, RequestRejected, WorkerError
 from .backends.options import no_worker_honours, unsupported_options, warn_lacking
-from .pool import Health, Worker, WorkerPool
+from .pool import WorkerPool
 from .tasks import Task
+from .worker import Health, Worker
 
 __all__ = ["Eligibility"]
 

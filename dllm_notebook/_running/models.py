@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .._errors import ModelListError, ModelNotServed
 
 if TYPE_CHECKING:
-    from .pool import Worker
+    from .worker import Worker
 
 __all__ = ["ModelGroups", "aliases", "requested_models", "same_model", "serving"]
 

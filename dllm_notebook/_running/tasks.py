@@ -16,8 +16,8 @@ from .._errors import WorkerError
 from .._types import ChatRequest
 
 if TYPE_CHECKING:
-    from .pool import Worker
     from .speed import Size
+    from .worker import Worker
 
 __all__ = ["Attempt", "LabView", "Placement", "Task"]
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .._config import WorkerConfig
     from .._types import ModelInfo
-    from .pool import Worker, WorkerStats
+    from .worker import Worker, WorkerStats
 
 __all__ = ["WorkerView"]
 
