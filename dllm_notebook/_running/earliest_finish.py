@@ -271,7 +271,7 @@ class EarliestFinish:
         work = queue.total_seconds
         rate = 0.0
         for c in candidates:
-            seconds = c.prefill * typical.prompt + c.decode * typical.answer
+            seconds = c.seconds(typical)
             speed = reference / seconds if seconds > 0 else 0.0  # reference seconds per second
             rate += len(c.slots) * speed
             work += speed * sum(t - now for t in c.slots if t > now)
@@ -293,7 +293,7 @@ class EarliestFinish:
             if c.free <= 0:
                 continue
             # Where to start looking: tasks about as long as the time left, on this worker.
-            seconds = c.prefill * typical.prompt + c.decode * typical.answer
+            seconds = c.seconds(typical)
             slower = seconds / typical.reference_seconds if typical.reference_seconds else 1.0
             longest = 1.5 * (horizon - now) / slower if slower > 0 else float("inf")
             tasks = itertools.islice(queue.at_most(longest), LOOKAHEAD)
