@@ -251,14 +251,22 @@ class FakeServer:
         await self._cut(runner, reset=True)
 
     async def _cut(self, runner: web.AppRunner, *, reset: bool) -> None:
-        if runner.server is not None:
-            for handler in runner.server.connections:
+        server = runner.server
+        # A connection accepted just before the listener closed is handed to its
+        # handler a few loop turns later; let it arrive, or it is never closed.
+        for _ in range(_ACCEPT_TURNS):
+            await asyncio.sleep(0)
+        if server is not None:
+            for handler in list(server.connections):
                 _abort(handler.transport, reset=reset)
         current = asyncio.current_task()
         for task in list(self._inflight):
             if task is not current:
                 task.cancel()
         await runner.cleanup()
+        if server is not None:  # anything that arrived during the cleanup
+            for handler in list(server.connections):
+                _abort(handler.transport, reset=reset)
         self._engine = None
 
     def _self_destruct(self) -> None:
@@ -313,6 +321,9 @@ def listening_socket(server_id: str, port: int) -> socket.socket:
             "Pick another port, or port=0 for a free one."
         ) from exc
     return sock
+
+
+_ACCEPT_TURNS = 4
 
 
 def _abort(transport: asyncio.Transport | None, *, reset: bool) -> None:
