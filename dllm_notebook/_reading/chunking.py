@@ -64,7 +64,8 @@ _FREE_SPACE_RE = re.compile(r"(?<![ \t\r\f\v]) (?=[A-Za-z])")
 _NOT_LONE_SPACE = ("  ", "\t", "\r", "\f", "\v")
 _PAID_LONE_SPACE_RE = re.compile(r" [^A-Za-z]")
 _WIDE_RE = re.compile(r"[^\x00-\u07ff]")
-_word_costs: dict[str, int] = {}
+_LETTERS_ONLY = bytes(c if chr(c).isascii() and chr(c).isalpha() else 0x20 for c in range(256))
+_word_costs: dict[str | bytes, int] = {}
 _PIECE_RE = re.compile(r"\S+\s*")
 _SENTENCE_END_RE = re.compile(r"[.!?][\"'”’)\]]*\s+$")
 _PARAGRAPH_END_RE = re.compile(r"\n[ \t\r\f\v]*\n\s*$")
@@ -81,7 +82,7 @@ def _half_units(match: re.Match[str]) -> int:
     return 3 if kind == "wide" else 2
 
 
-def _word_half_units(word: str) -> int:
+def _word_half_units(word: str | bytes) -> int:
     length = len(word)
     head = min(length, 16)
     plain = word.islower() or word[1:].islower()  # not an acronym or CamelCase
@@ -116,7 +117,12 @@ def _cost(text: str) -> int:
     matches, counted class by class by the regex engine; only distinct words are looked at
     one by one (real text repeats its words a lot)."""
     half = letters = 0
-    for word, count in Counter(_WORD_RE.findall(text)).items():
+    words: Counter[str] | Counter[bytes]
+    if text.isascii():  # bytes.translate and split find the same words in a third the time
+        words = Counter(text.encode("ascii").translate(_LETTERS_ONLY).split())
+    else:
+        words = Counter(_WORD_RE.findall(text))
+    for word, count in words.items():
         cost = _word_costs.get(word)
         if cost is None:
             cost = _word_half_units(word)

@@ -60,7 +60,11 @@ _SOFT_HYPHEN_BREAK_RE = re.compile("\u00ad[ \t]*\r?\n[ \t]*")
 _DROP_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u00ad\u200b\u2060\ufeff]")
 _ASCII_DROP = dict.fromkeys([*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
 """``_DROP_RE``'s characters that ASCII has, for ``str.translate`` (a tenth of the time)."""
-_SPACES_RE = re.compile("[ \t\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]+")
+_SPACE_CHARS = " \t\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000"
+# A run of spaces that is not one plain space already: a lone " " is left alone, so the
+# regex engine replaces only what changes (most gaps between words are one space).
+_SPACES_RE = re.compile(f" [{_SPACE_CHARS}]+|[{_SPACE_CHARS[1:]}][{_SPACE_CHARS}]*")
+_BLANK_LINES_RE = re.compile(r"\n{3,}")
 _UNMAPPABLE_RE = re.compile("[\ufffd\ue000-\uf8ff\U000f0000-\U000ffffd\U00100000-\U0010fffd]")
 _HYPHENS = "-\u2010"
 # A word (possibly itself a compound) ending in a hyphen at a line end, then the next word,
@@ -123,8 +127,12 @@ def dehyphenate(text: str, document: str = "") -> str:
 
 def normalize_whitespace(text: str) -> str:
     """One space between words, no trailing spaces, at most one blank line in a row."""
-    lines = (line.strip() for line in _SPACES_RE.sub(" ", text).split("\n"))
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+    if not text.isascii() or "  " in text or "\t" in text:  # else every gap is one space
+        text = _SPACES_RE.sub(" ", text)
+    text = "\n".join(line.strip() for line in text.split("\n"))
+    if "\n\n\n" in text:
+        text = _BLANK_LINES_RE.sub("\n\n", text)
+    return text.strip()
 
 
 PAGE_SEPARATOR = "\n\n"
