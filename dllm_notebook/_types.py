@@ -54,6 +54,10 @@ class Completion:
     (llama.cpp's ``timings.cache_n``, OpenAI-style
     ``usage.prompt_tokens_details.cached_tokens``, Ollama's ``prompt_eval_count`` below the
     prompt's size); ``None`` where the server does not say."""
+    read_tokens: int | None = None
+    """Prompt tokens the server says it read for this request, its cached part left out
+    (Ollama's ``prompt_eval_count``), where it counts them apart from the prompt's size;
+    ``None`` otherwise (the prompt's size less the cached tokens is then what it read)."""
     first_token_seconds: float | None = None
     """Seconds from sending the request to the answer's first token, by the client's clock
     (a streamed answer only; ``None`` otherwise). It includes any wait in the server's

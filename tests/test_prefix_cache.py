@@ -100,6 +100,9 @@ def test_a_papers_second_prompt_reports_the_paper_as_cached(
     else:  # Ollama counts only what it read: the cache is judged against the estimate
         assert second.cached_tokens == pytest.approx(records[1].cached_tokens, rel=0.05)
         assert second.prompt_tokens is None
+        assert [c.read_tokens for c in (first, second, third)] == [
+            r.prompt_tokens - r.cached_tokens for r in records
+        ]
 
 
 def test_lm_studio_shows_the_cache_only_as_a_shorter_time_to_first_token(

@@ -47,7 +47,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from .cache import CacheModel
-from .earliest_finish import LOOKAHEAD, Candidate, EarliestFinish
+from .earliest_finish import LOOKAHEAD, Candidate, EarliestFinish, prompt_read
 from .scheduler import TaskQueue, can_take
 from .sized_queue import SizedQueue, task_size
 from .speed import Size, SpeedModel
@@ -409,9 +409,8 @@ class PrefixAffinity(EarliestFinish):
                 return  # the cache and the speed cannot be told apart in this answer
         else:
             self.cache.observe_cold(worker, completion, completion.prompt_tokens or size.prompt)
-        prompt = (completion.prompt_tokens or size.prompt) - (completion.cached_tokens or 0)
         actual = Size(
-            prompt=max(prompt, 1.0),
+            prompt=max(prompt_read(completion, size.prompt), 1.0),
             answer=completion.completion_tokens or size.answer,
         )
         self._learn_speed(attempt, actual, completion, latency)

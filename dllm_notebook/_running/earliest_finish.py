@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .._types import Completion
     from .worker import Worker
 
-__all__ = ["Candidate", "EarliestFinish"]
+__all__ = ["Candidate", "EarliestFinish", "prompt_read"]
 
 HEDGE_GAIN = 0.75
 """Hedge only when the copy is expected to finish in under this share of the time the
@@ -425,7 +425,7 @@ class EarliestFinish:
             estimated, task.kind, completion.prompt_tokens, completion.completion_tokens
         )
         actual = Size(
-            prompt=completion.prompt_tokens or size.prompt,
+            prompt=max(prompt_read(completion, size.prompt), 1.0),
             answer=completion.completion_tokens or size.answer,
         )
         self._learn_speed(attempt, actual, completion, latency)
@@ -449,3 +449,17 @@ class EarliestFinish:
             decode_seconds=completion.generation_seconds,
             cold=self._sent_blind(attempt),
         )
+
+
+def prompt_read(completion: Completion, expected: float) -> float:
+    """The prompt tokens the server read for ``completion``, what it took from its prefix
+    cache left out: its own count where it gives one (Ollama), else the prompt's size less
+    the cached tokens. ``expected`` stands in for a size the server does not report.
+
+    Ollama reports only what it read after a cache hit, and the cached part is judged
+    against the client's estimate, so the two must not be mixed: the estimate is larger
+    than the server's count, and their difference would leave almost nothing read.
+    """
+    if completion.read_tokens is not None:
+        return float(completion.read_tokens)
+    return (completion.prompt_tokens or expected) - (completion.cached_tokens or 0)

@@ -133,6 +133,7 @@ class OllamaBackend(Backend):
             # after a cache hit Ollama counts only what it read: the prompt's size is unknown
             prompt_tokens=None if cached else evaluated,
             cached_tokens=cached,
+            read_tokens=evaluated,
             completion_tokens=eval_count,
             finish_reason=data.get("done_reason"),
             generation_seconds=seconds,
