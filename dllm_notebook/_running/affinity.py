@@ -20,7 +20,8 @@ where it finishes first, hedging at the end) and changes the unit it plans:
    while the chain then ends clearly sooner (:data:`MOVE_GAIN`), so on a lab with more
    slots than papers the slow workers' chains are cut early and the fast ones read those
    papers again. A reader with a free slot keeps its chain's next task while other work
-   waits.
+   waits. The end game starts once a follow-up has answered: before that nothing says
+   what a cache saves, and a chain costed as full readings looks long enough to move.
 
 Before a worker has answered, its speed is a guess. Equal guesses put the larger work on
 the worker with more slots (most likely the larger machine), and a worker not measured
@@ -309,8 +310,8 @@ class PrefixAffinity(EarliestFinish):
         now; else it waits, and the next pass plans it again."""
         known = self.speeds.known()  # a second reading pays only on a worker known to be fast
         targets = [c for c in candidates if c.id in known and c.slots]
-        if not targets:
-            return
+        if not targets or self.cache.typical() is None:
+            return  # before any follow-up has shown what a cache saves, chains stay whole
         chains: list[tuple[float, str]] = []
         for group, reader in held.items():
             if not groups[group]:
