@@ -4,8 +4,8 @@ httpcore's connection pool (1.0.9) walks every connection, and for each idle one
 connection again, each time a request starts or ends (encode/httpcore#1035, open): with a
 hundred requests in flight on one server (vLLM), that bookkeeping costs the client some
 30 ms of CPU per request and caps it below what the server can do. Several small pools,
-taken in turn, keep the same connections at a fraction of the cost. A worker with few
-slots gets one pool, exactly as before.
+each request on the least busy one, keep the same connections at a fraction of the cost.
+A worker with few slots gets one pool, exactly as before.
 
 Every transport shares one TLS context (:func:`tls_context`): httpx builds a new one for
 each transport it is not given one, reading and parsing the CA bundle (70 ms here, on the
@@ -30,37 +30,53 @@ SHARD = 16
 
 
 class ShardedTransport(httpx.AsyncBaseTransport):
-    """Requests go in turn to as many pools as the requests in flight need (one per
-    :data:`SHARD`), so a worker with a few requests out keeps using one pool and its few
-    connections; each pool keeps its connections alive and is made when first needed."""
+    """Each request goes to the pool with the fewest requests in flight, and a new pool
+    (of at most :data:`SHARD` connections) is made when every pool has all of its
+    connections busy, so a worker with a few requests out keeps using one pool and its
+    few connections. Each pool keeps its connections alive.
+
+    Pools taken in turn instead filled unevenly: 64 requests started at once put 33 on
+    the first pool of 16 connections, and 19 of them waited in the client for a
+    connection while the server had room (a vLLM server saw 45 in flight for a limit of
+    64)."""
 
     def __init__(self, connections: int) -> None:
         self._count = max(1, math.ceil(connections / SHARD))
-        size = math.ceil(connections / self._count)
-        self._limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+        self._size = math.ceil(connections / self._count)
+        self._limits = httpx.Limits(
+            max_connections=self._size, max_keepalive_connections=self._size
+        )
         self.shards: list[httpx.AsyncHTTPTransport] = []
-        self.in_flight = 0
-        self._turn = 0
+        self.busy: list[int] = []
+        """Requests in flight on each pool (until the response body is closed)."""
 
-    def _next(self) -> httpx.AsyncHTTPTransport:
-        needed = min(self._count, self.in_flight // SHARD + 1)
-        while len(self.shards) < needed:
-            shard = httpx.AsyncHTTPTransport(limits=self._limits, verify=tls_context())
-            self.shards.append(shard)
-        self._turn = (self._turn + 1) % needed
-        return self.shards[self._turn]
+    @property
+    def in_flight(self) -> int:
+        return sum(self.busy)
+
+    def _next(self) -> int:
+        if self.shards:
+            index = min(range(len(self.busy)), key=self.busy.__getitem__)
+            if self.busy[index] < self._size or len(self.shards) >= self._count:
+                return index
+        self.shards.append(httpx.AsyncHTTPTransport(limits=self._limits, verify=tls_context()))
+        self.busy.append(0)
+        return len(self.shards) - 1
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        shard = self._next()
-        self.in_flight += 1
+        index = self._next()
+        self.busy[index] += 1
         try:
-            response = await shard.handle_async_request(request)
+            response = await self.shards[index].handle_async_request(request)
         except BaseException:
-            self.in_flight -= 1
+            self.busy[index] -= 1
             raise
         assert isinstance(response.stream, httpx.AsyncByteStream)
-        response.stream = _Counted(response.stream, self)
+        response.stream = _Counted(response.stream, self, index)
         return response
+
+    def _done(self, index: int) -> None:
+        self.busy[index] -= 1
 
     async def aclose(self) -> None:
         for shard in self.shards:
@@ -68,11 +84,12 @@ class ShardedTransport(httpx.AsyncBaseTransport):
 
 
 class _Counted(httpx.AsyncByteStream):
-    """A response body that counts its request out of the transport when closed."""
+    """A response body that counts its request out of its pool when closed."""
 
-    def __init__(self, stream: httpx.AsyncByteStream, owner: ShardedTransport) -> None:
+    def __init__(self, stream: httpx.AsyncByteStream, owner: ShardedTransport, index: int) -> None:
         self._stream = stream
         self._owner: ShardedTransport | None = owner
+        self._index = index
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         async for chunk in self._stream:
@@ -80,7 +97,7 @@ class _Counted(httpx.AsyncByteStream):
 
     async def aclose(self) -> None:
         if self._owner is not None:
-            self._owner.in_flight -= 1
+            self._owner._done(self._index)
             self._owner = None
         await self._stream.aclose()
 
