@@ -49,11 +49,10 @@ __all__ = ["BATCHING_START", "LEARN_MAXIMUM", "LEARN_START", "AdaptiveLimit"]
 
 LEARN_START = 4
 """Requests in flight a learned limit starts with: no more than a small Mac's slots."""
-BATCHING_START = 64
+BATCHING_START = 32
 """Where a learned limit starts on an engine that batches (vLLM, SGLang): they run 256
-sequences or more by default (vLLM's ``max_num_seqs``) and queue the rest without refusing,
-so starting at a Mac's few slots would only cost doubling rounds. A quarter of that default:
-one round of answers less than 32 on the way to a batch of 128."""
+sequences or more by default and queue the rest without refusing, so starting at a Mac's
+few slots would only cost doubling rounds."""
 LEARN_MAXIMUM = 1024
 """The most a learned limit grows to (the most ``max_concurrent_requests`` accepts)."""
 
@@ -193,12 +192,7 @@ class AdaptiveLimit:
                 holds = True
                 self._best_rate = max(rate, (self._best_rate or 0.0) / drift)
         if queued:
-            # A learned limit hears of a queue only from answers sent since its last
-            # decrease: slow start's last doubling put up to twice the server's batch out,
-            # and their answers keep coming for a round after the cut (vLLM fell from 268
-            # to 81, a batch of 128, and took ten seconds to climb back).
-            if concurrency <= self.limit or not self.learning:
-                self._decrease(self.limit - self._share(concurrency))
+            self._decrease(self.limit - self._share(concurrency))
             self.recent = self.floor * (QUEUEING + CLEAR) / 2  # judge the new limit afresh
         elif self.slow_start:
             # One more per answer, while the server keeps up: twice the limit per round
