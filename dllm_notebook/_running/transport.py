@@ -50,10 +50,6 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         self.busy: list[int] = []
         """Requests in flight on each pool (until the response body is closed)."""
 
-    @property
-    def in_flight(self) -> int:
-        return sum(self.busy)
-
     def _next(self) -> int:
         if self.shards:
             index = min(range(len(self.busy)), key=self.busy.__getitem__)
