@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import selectors
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -463,6 +465,53 @@ def test_kill_cuts_a_request_in_progress(make_server: Factory) -> None:
     assert len(errors) == 1
     assert isinstance(errors[0], httpx.TransportError)
     assert not isinstance(errors[0], httpx.TimeoutException)
+
+
+def test_kill_resets_every_connection_even_those_accepted_in_its_last_moment(
+    make_server: Factory,
+) -> None:
+    # Clients keep connecting while the server is killed. Each connection the server
+    # accepted must be reset at once, never left open to hang its client.
+    server = make_server("lm_studio")
+    stop = threading.Event()
+    clients: list[socket.socket] = []
+
+    def connect() -> None:
+        while not stop.is_set():
+            client = socket.socket()
+            client.settimeout(3)
+            try:
+                client.connect(("127.0.0.1", server.port))
+            except OSError:  # the listener is gone
+                client.close()
+                return
+            clients.append(client)
+
+    connectors = [threading.Thread(target=connect) for _ in range(4)]
+    for thread in connectors:
+        thread.start()
+    _wait_for(lambda: len(clients) >= 200)
+    server.kill()
+    stop.set()
+    for thread in connectors:
+        thread.join(timeout=5)
+
+    # A client speaks first, as HTTP does: a connection the kernel never handed to
+    # the server is refused then; only one the server accepted and kept would hang.
+    waiting = selectors.DefaultSelector()
+    for client in clients:
+        with contextlib.suppress(OSError):  # refused already: an answer too
+            client.sendall(b"GET /v1/models HTTP/1.1\r\nHost: lab\r\n\r\n")
+        waiting.register(client, selectors.EVENT_READ)
+    deadline = time.monotonic() + 3
+    while waiting.get_map() and time.monotonic() < deadline:
+        for key, _ in waiting.select(timeout=0.1):  # readable: reset or closed
+            waiting.unregister(key.fileobj)
+    hung = len(waiting.get_map())
+    waiting.close()
+    for client in clients:
+        client.close()
+    assert hung == 0, f"{hung} of {len(clients)} connections were left open by the kill"
 
 
 # -- slots and queueing -------------------------------------------------------------------

@@ -10,10 +10,8 @@ A :class:`FakeLab` runs many servers on one shared event-loop thread.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import socket
-import struct
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -24,6 +22,7 @@ from aiohttp import web
 from ._behaviour import Behaviour
 from ._dialects import check_dialect, make_dialect
 from ._engine import Engine
+from ._listener import Listener
 from ._log import RequestLog, RequestRecord
 from ._openai import CURRENT_RECORD
 
@@ -118,6 +117,7 @@ class FakeServer:
         self._loop = _loop
         self._owns_loop = _loop is None
         self._runner: web.AppRunner | None = None
+        self._listener: Listener | None = None
         self._engine: Engine | None = None
         self._inflight: dict[asyncio.Task[Any], RequestRecord] = {}
         self._kill_task: asyncio.Task[None] | None = None
@@ -226,15 +226,16 @@ class FakeServer:
             shutdown_timeout=1.0,
         )
         await runner.setup()
-        await web.SockSite(runner, sock, backlog=1024).start()
+        assert runner.server is not None  # set by setup()
+        self._listener = Listener(sock, runner.server, backlog=1024)
         self._runner = runner
 
     async def _astop(self, grace: float) -> None:
         runner, self._runner = self._runner, None
         if runner is None:
             return
-        for site in list(runner.sites):
-            await site.stop()
+        if self._listener is not None:
+            self._listener.stop_accepting()
         for task, record in list(self._inflight.items()):
             if record.outcome == "hung":
                 task.cancel()
@@ -246,27 +247,19 @@ class FakeServer:
         runner, self._runner = self._runner, None
         if runner is None:
             return
-        for site in list(runner.sites):
-            await site.stop()
+        if self._listener is not None:
+            self._listener.stop_accepting()
         await self._cut(runner, reset=True)
 
     async def _cut(self, runner: web.AppRunner, *, reset: bool) -> None:
-        server = runner.server
-        # A connection accepted just before the listener closed is handed to its
-        # handler a few loop turns later; let it arrive, or it is never closed.
-        for _ in range(_ACCEPT_TURNS):
-            await asyncio.sleep(0)
-        if server is not None:
-            for handler in list(server.connections):
-                _abort(handler.transport, reset=reset)
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await listener.close(reset=reset)
         current = asyncio.current_task()
         for task in list(self._inflight):
             if task is not current:
                 task.cancel()
         await runner.cleanup()
-        if server is not None:  # anything that arrived during the cleanup
-            for handler in list(server.connections):
-                _abort(handler.transport, reset=reset)
         self._engine = None
 
     def _self_destruct(self) -> None:
@@ -321,20 +314,6 @@ def listening_socket(server_id: str, port: int) -> socket.socket:
             "Pick another port, or port=0 for a free one."
         ) from exc
     return sock
-
-
-_ACCEPT_TURNS = 4
-
-
-def _abort(transport: asyncio.Transport | None, *, reset: bool) -> None:
-    if transport is None or transport.is_closing():
-        return
-    if reset:  # SO_LINGER 0: the client sees "connection reset", not a clean close
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    transport.abort()
 
 
 def _add_control_routes(app: web.Application, server: FakeServer) -> None:
