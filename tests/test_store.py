@@ -256,6 +256,32 @@ def test_two_processes_write_the_same_store_at_once(tmp_path: Path) -> None:
     assert set(store.lookup([f"left-{i}" for i in range(400)])) == {f"left-{i}" for i in range(400)}
 
 
+def test_threads_opening_a_new_store_at_once_all_get_in(tmp_path: Path) -> None:
+    # Two jobs (or notebooks) that open a new store together each switch it to WAL;
+    # SQLite refuses one of them at once unless the store waits its turn.
+    import threading
+
+    failures: list[BaseException] = []
+    for attempt in range(40):
+        store = ResultStore(tmp_path / f"new-{attempt}.sqlite")
+        start = threading.Barrier(4)
+
+        def open_it(store: ResultStore = store, start: threading.Barrier = start) -> None:
+            start.wait()
+            try:
+                store.connection().execute("SELECT count(*) FROM calls").fetchone()
+            except BaseException as exc:
+                failures.append(exc)
+
+        threads = [threading.Thread(target=open_it) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        store.close()
+    assert failures == []
+
+
 def test_async_twin_reads_and_writes_the_same_store(lab: FakeLab, tmp_path: Path) -> None:
     import asyncio
 

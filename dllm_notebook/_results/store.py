@@ -164,7 +164,7 @@ class ResultStore:
                 self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
             )
             conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = _journal_mode_wal(conn, self.timeout)
             conn.execute("PRAGMA synchronous = NORMAL")
             migrate(conn, where=self.path)
         except sqlite3.DatabaseError as exc:
@@ -402,3 +402,21 @@ def _hostname() -> str:
     import socket
 
     return socket.gethostname()
+
+
+def _journal_mode_wal(conn: sqlite3.Connection, timeout: float) -> str:
+    """Switch a connection to WAL and return the journal mode it got.
+
+    SQLite answers "database is locked" at once, without its busy timeout, when two
+    connections switch a new file to WAL together (two jobs or notebooks opening a new
+    store); so wait here as the busy timeout would."""
+    deadline = time.monotonic() + timeout
+    pause = 0.005
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
