@@ -110,3 +110,24 @@ def test_a_learned_limit_stops_where_latency_grows_with_the_requests_in_flight()
         c = limit.limit
         limit.on_success(max(1.0, c / 4), work=1.0, concurrency=c)
     assert limit.limit <= 6
+
+
+def test_a_learned_limit_hears_of_a_queue_only_from_answers_sent_under_it() -> None:
+    """Continuous batching of 128 (vLLM): slow start's last doubling puts twice the batch
+    out, and each of those answers takes twice as long. The first of them cut the limit;
+    the rest were sent before the cut and say nothing about it. Cut again by each of them,
+    the limit fell to 81 over HTTP (bench/bench_vllm.py) and took ten seconds to climb back
+    to the batch."""
+    limit = AdaptiveLimit.learned()
+    limit.on_batching_server()
+    while limit.limit < 256:  # rounds that held: slow start doubles the limit
+        feed(limit, 1.0, limit.limit, concurrency=limit.limit)
+    sent = limit.limit
+    limit.on_success(2.0, work=1.0, concurrency=sent)  # past the batch: twice as long
+    cut = limit.limit
+    assert 128 <= cut < sent and not limit.slow_start
+    for _ in range(4 * sent):  # the rest of that round, and more of the same
+        limit.on_success(2.0, work=1.0, concurrency=sent)
+    assert limit.limit == cut
+    limit.on_success(2.0 * cut / 128, work=1.0, concurrency=cut)  # sent under the cut
+    assert limit.limit < cut

@@ -80,8 +80,12 @@ short, so that a client whose neighbours left (or that backed off further than i
 takes the room back within a few rounds."""
 CLEAR = 1.1
 """Recent latency within this factor of the floor: room to try one more request."""
+LARGE_LIMIT = 32
+"""A learned limit above this is judged as a batching server's (vLLM, SGLang): a higher
+bar for a queue (:data:`LEARNED_QUEUEING`), and a cut only from answers sent under it."""
 LEARNED_QUEUEING = 1.5
-"""A learned limit above 32: recent latency this many times the floor may be a queue.
+"""A learned limit above :data:`LARGE_LIMIT`: recent latency this many times the floor may
+be a queue.
 Higher than :data:`QUEUEING`: past a batch throughput stays flat, so growing a little too
 far costs nothing, while the client's own costs at a hundred in flight would look like a
 queue. A Mac's few slots are judged as before."""
@@ -174,7 +178,8 @@ class AdaptiveLimit:
         if self._cooldown > 0:
             self._cooldown -= 1
             return self.limit
-        queueing = LEARNED_QUEUEING if self.learning and self.limit > 32 else QUEUEING
+        large = self.learning and self.limit > LARGE_LIMIT
+        queueing = LEARNED_QUEUEING if large else QUEUEING
         queued = waited and concurrency > 1 and self.recent > queueing * self.floor
         holds = self.recent < CLEAR * self.floor
         if exact:
@@ -192,7 +197,13 @@ class AdaptiveLimit:
                 holds = True
                 self._best_rate = max(rate, (self._best_rate or 0.0) / drift)
         if queued:
-            self._decrease(self.limit - self._share(concurrency))
+            # A large learned limit hears of a queue only from answers sent since its last
+            # decrease: slow start's last doubling put up to twice the server's batch out,
+            # and their answers keep coming for a round after the cut (vLLM fell from 268
+            # to 81, a batch of 128, and took ten seconds to climb back). A few slots' worth
+            # of such answers is a short round, and each cut brings it to the slots sooner.
+            if concurrency <= self.limit or not large:
+                self._decrease(self.limit - self._share(concurrency))
             self.recent = self.floor * (QUEUEING + CLEAR) / 2  # judge the new limit afresh
         elif self.slow_start:
             # One more per answer, while the server keeps up: twice the limit per round
