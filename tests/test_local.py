@@ -326,3 +326,55 @@ def test_a_missing_model_file_is_named_in_the_error(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere.gguf"
     with pytest.raises(LocalWorkerError, match=r"nowhere\.gguf"):
         LocalServer(missing).start()
+
+
+def _crashing_launcher(tmp_path: Path, crashes: int) -> Path:
+    """A launcher that aborts (SIGABRT, as llama.cpp does) on its first ``crashes`` runs,
+    then runs the real one."""
+    from dllm_notebook._local import server as server_module
+
+    count = tmp_path / "crashes"
+    launcher = tmp_path / "crashing_launch.py"
+    launcher.write_text(
+        textwrap.dedent(
+            f"""
+            import os, runpy, sys
+            count = {str(count)!r}
+            done = len(open(count).read()) if os.path.exists(count) else 0
+            if done < {crashes}:
+                open(count, "a").write("x")
+                print("GGML_ASSERT(simulated) failed", flush=True)
+                os.abort()
+            runpy.run_path({str(server_module._LAUNCHER)!r}, run_name="__main__")
+            """
+        )
+    )
+    return launcher
+
+
+@pytest.mark.integration
+@needs_llama
+def test_a_server_that_crashes_while_starting_is_started_once_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from dllm_notebook._local import server as server_module
+
+    monkeypatch.setattr(server_module, "_LAUNCHER", _crashing_launcher(tmp_path, crashes=1))
+    with LocalServer(n_ctx=256, n_threads=1) as server:
+        assert httpx.get(f"{server.url}/v1/models", timeout=30).status_code == 200
+    assert "exited with code -6 while starting" in caplog.text
+    assert "GGML_ASSERT(simulated)" in caplog.text  # its output, to say what happened
+    assert "Starting it once more" in caplog.text
+
+
+@needs_llama
+def test_a_server_that_crashes_twice_while_starting_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dllm_notebook._local import server as server_module
+
+    monkeypatch.setattr(server_module, "_LAUNCHER", _crashing_launcher(tmp_path, crashes=2))
+    server = LocalServer(n_ctx=256, n_threads=1)
+    with pytest.raises(LocalWorkerError, match="crashed the same way when started again"):
+        server.start()
+    assert not server.running

@@ -20,6 +20,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import importlib.util
+import logging
 import os
 import signal
 import socket
@@ -48,8 +49,11 @@ _BOOTSTRAP = (
     "if sys.path and sys.path[0] == '': del sys.path[0]\n"
     "runpy.run_path(sys.argv[0], run_name='__main__')\n"
 )
+log = logging.getLogger("dllm_notebook")
+
 _SERVER_MODULES = ("xllamacpp",)
 _PORT_RETRIES = 3
+_CRASH_RETRIES = 1
 _TAIL_LINES = 200
 _ERROR_TAIL_LINES = 25
 
@@ -202,7 +206,9 @@ class LocalServer:
         """Start the server and wait until it answers; return ``self``.
 
         Raises :class:`LocalWorkerError` (with the server's last output) if the extra is not
-        installed, the model is missing, or the server dies or does not answer in time.
+        installed, the model is missing, or the server dies or does not answer in time. A
+        server killed by a signal while starting (a crash, not an error it reports) is
+        started once more, with a warning that holds its output.
         """
         with self._lock:
             if self.running:
@@ -217,7 +223,8 @@ class LocalServer:
                 )
             if self._alias is None:
                 self._alias = model.stem
-            for attempt in range(_PORT_RETRIES):
+            ports_tried = crashes = 0
+            while True:
                 port = self._requested_port or _free_port(self.host)
                 began = time.monotonic()
                 self._spawn(model, port)
@@ -225,11 +232,21 @@ class LocalServer:
                     self._wait_ready(began)
                 except _PortTaken:
                     self._terminate(force=True)
-                    if self._requested_port is not None or attempt == _PORT_RETRIES - 1:
+                    ports_tried += 1
+                    if self._requested_port is not None or ports_tried == _PORT_RETRIES:
                         raise LocalWorkerError(
                             f"port {port} on {self.host} is already in use; pass another "
                             "port, or port=None to pick a free one"
                         ) from None
+                    continue
+                except _Crashed as exc:
+                    self._terminate(force=True)
+                    crashes += 1
+                    if crashes == _CRASH_RETRIES + 1:
+                        raise LocalWorkerError(
+                            f"{exc}\nIt crashed the same way when started again."
+                        ) from None
+                    log.warning("%s\nStarting it once more.", exc)
                     continue
                 except BaseException:
                     self._terminate(force=True)
@@ -238,7 +255,6 @@ class LocalServer:
                 with _live_lock:
                     _live.add(self)
                 return self
-            raise AssertionError("unreachable")  # pragma: no cover
 
     def stop(self) -> None:
         """Stop the server: SIGTERM, then SIGKILL after ``stop_timeout`` s; reap it."""
@@ -310,11 +326,12 @@ class LocalServer:
                     tail = self.output_tail(_ERROR_TAIL_LINES)
                     if "address already in use" in tail.lower():
                         raise _PortTaken
-                    raise LocalWorkerError(
+                    message = (
                         f"the local llama.cpp server exited with code {code} while starting "
                         f"({self.model_path.name}). Its last output:\n{tail}\n"
                         "Check the model file and the options (n_ctx, n_parallel, chat_template)."
                     )
+                    raise _Crashed(message) if code < 0 else LocalWorkerError(message)
                 if self._answers(client, url):
                     return
                 if time.monotonic() - began > self.startup_timeout:
@@ -362,6 +379,14 @@ class LocalServer:
 
 class _PortTaken(Exception):
     """The chosen port was taken between picking it and the server binding it."""
+
+
+class _Crashed(Exception):
+    """The server died of a signal while starting (llama.cpp aborted): worth one more try.
+
+    Seen once in CI, two servers starting together on a slowed machine: SIGABRT from
+    llama.cpp's own threads, and the next start was fine. A model or an option that it
+    cannot take ends it with an exit code instead, and is reported at once."""
 
 
 def _read_lines(proc: subprocess.Popen[bytes], sink: deque[str]) -> None:
