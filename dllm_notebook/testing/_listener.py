@@ -19,6 +19,7 @@ from collections.abc import Callable
 __all__ = ["Listener"]
 
 _ACCEPTS_PER_TURN = 64
+_PRUNE_AT = 64
 
 
 class Listener:
@@ -36,6 +37,7 @@ class Listener:
         self._factory = protocol_factory
         # Every accepted socket, with its transport once it has one.
         self._connections: dict[socket.socket, asyncio.Transport | None] = {}
+        self._prune_at = _PRUNE_AT
         self._wrapping: set[asyncio.Task[None]] = set()
         sock.setblocking(False)
         sock.listen(backlog)
@@ -57,19 +59,20 @@ class Listener:
             task.add_done_callback(self._wrapping.discard)
 
     async def _wrap(self, conn: socket.socket) -> None:
-        if conn.fileno() == -1:  # closed before this task ran
-            return
+        # close() cancels this task and waits for it before it closes the connections:
+        # cancelled before it ran, the socket is closed bare; cancelled while the transport
+        # is made, asyncio closes that transport.
         transport, _ = await self._loop.connect_accepted_socket(self._factory, conn)
-        if conn in self._connections:
-            self._connections[conn] = transport
-        else:  # the listener closed while the transport was being made
-            transport.abort()
+        self._connections[conn] = transport
 
     def _forget_closed(self) -> None:
-        if len(self._connections) < 64:
+        """Drop the connections that have closed, once the record has doubled since the
+        last time (so each accept costs O(1) on average)."""
+        if len(self._connections) < self._prune_at:
             return
         for conn in [conn for conn in self._connections if conn.fileno() == -1]:
             del self._connections[conn]
+        self._prune_at = max(_PRUNE_AT, 2 * len(self._connections))
 
     def stop_accepting(self) -> None:
         """Close the listening socket; connections already accepted carry on."""
